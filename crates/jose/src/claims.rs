@@ -1,0 +1,239 @@
+//! A verified claims set. The payload is kept as its JSON text, validated strictly once; registered claims
+//! are type-checked then, and any claim can be read later without copying it.
+
+use std::borrow::Cow;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, JsonError, Part};
+use crate::json::{self, Kind, RawValue};
+use crate::jws::Span;
+use crate::time::UnixTime;
+
+/// String-valued registered claims (RFC 7519 §4.1, RFC 9068 §2.2, RFC 8693, OpenID Connect Core).
+const STRING_CLAIMS: [&str; 8] = ["iss", "sub", "jti", "client_id", "scope", "sid", "azp", "nonce"];
+/// NumericDate claims; integers only, within `0 ..= UnixTime::MAX`.
+const TIME_CLAIMS: [&str; 4] = ["exp", "nbf", "iat", "auth_time"];
+
+#[derive(Debug, Clone, Copy)]
+struct MemberSpan {
+    key: Span,
+    value: (u32, u32),
+}
+
+/// The claims of a verified token.
+#[derive(Debug, Clone)]
+pub struct Claims {
+    json: String,
+    members: Vec<MemberSpan>,
+    max_depth: usize,
+    exp: Option<i64>,
+    nbf: Option<i64>,
+    iat: Option<i64>,
+}
+
+fn offset(base: &str, part: &str) -> u32 {
+    (part.as_ptr() as usize).saturating_sub(base.as_ptr() as usize) as u32
+}
+
+impl Claims {
+    /// Parses and type-checks a claims set.
+    pub fn parse(payload: Vec<u8>, max_depth: usize) -> Result<Claims, Error> {
+        let json = String::from_utf8(payload)
+            .map_err(|_| Error::Json { part: Part::Payload, error: JsonError::InvalidUnicode })?;
+        let parsed = json::parse_object(&json, max_depth).map_err(Error::json(Part::Payload))?;
+        let (mut exp, mut nbf, mut iat) = (None, None, None);
+        let mut members = Vec::with_capacity(parsed.len());
+        for m in &parsed {
+            // Compare decoded names: `"\u0065xp"` is `exp` and must be checked as `exp`.
+            let name = m.key.to_cow();
+            let name = name.as_ref();
+            if let Some(&claim) = STRING_CLAIMS.iter().find(|c| **c == name) {
+                if m.value.as_str().is_none() {
+                    return Err(Error::ClaimType(claim));
+                }
+            } else if let Some(&claim) = TIME_CLAIMS.iter().find(|c| **c == name) {
+                let t = numeric_date(claim, &m.value)?;
+                match claim {
+                    "exp" => exp = Some(t),
+                    "nbf" => nbf = Some(t),
+                    "iat" => iat = Some(t),
+                    _ => {}
+                }
+            } else if name == "aud" {
+                check_aud(&m.value)?;
+            } else if name == "cnf" && !matches!(m.value.kind(), Kind::Object) {
+                return Err(Error::ClaimType("cnf"));
+            }
+            let start = offset(&json, m.value.text());
+            members
+                .push(MemberSpan { key: Span::of(&json, m.key), value: (start, start + m.value.text().len() as u32) });
+        }
+        drop(parsed);
+        Ok(Claims { json, members, max_depth, exp, nbf, iat })
+    }
+
+    /// The claims set's JSON text.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// A claim's value, by name.
+    pub fn get(&self, name: &str) -> Option<RawValue<'_>> {
+        let m = self.members.iter().find(|m| m.key.get(&self.json) == name)?;
+        let text = self.json.get(m.value.0 as usize..m.value.1 as usize)?;
+        json::parse_value(text, self.max_depth).ok()
+    }
+
+    /// A string claim, or `None` when absent or not a string.
+    pub fn string(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.get(name)?.as_str().map(|s| s.to_cow())
+    }
+
+    pub fn iss(&self) -> Option<Cow<'_, str>> {
+        self.string("iss")
+    }
+    pub fn sub(&self) -> Option<Cow<'_, str>> {
+        self.string("sub")
+    }
+    pub fn jti(&self) -> Option<Cow<'_, str>> {
+        self.string("jti")
+    }
+    pub fn client_id(&self) -> Option<Cow<'_, str>> {
+        self.string("client_id")
+    }
+    pub fn scope(&self) -> Option<Cow<'_, str>> {
+        self.string("scope")
+    }
+    pub fn exp(&self) -> Option<i64> {
+        self.exp
+    }
+    pub fn nbf(&self) -> Option<i64> {
+        self.nbf
+    }
+    pub fn iat(&self) -> Option<i64> {
+        self.iat
+    }
+
+    /// The audiences (`aud` as a string or an array).
+    pub fn aud(&self) -> Vec<Cow<'_, str>> {
+        let Some(v) = self.get("aud") else { return Vec::new() };
+        match v.as_str() {
+            Some(s) => vec![s.to_cow()],
+            None => v.items().unwrap_or_default().iter().filter_map(|i| i.as_str()).map(|s| s.to_cow()).collect(),
+        }
+    }
+
+    /// True when the space-separated `scope` contains `wanted`.
+    pub fn has_scope(&self, wanted: &str) -> bool {
+        self.scope().is_some_and(|s| s.split(' ').any(|x| x == wanted))
+    }
+
+    /// Deserializes the (already strictly validated) claims into a type of the caller's.
+    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(&self.json)
+    }
+
+    /// Checks the time claims at `now` with `leeway` seconds of allowance.
+    pub fn check_times(&self, now: UnixTime, leeway: i64, max_age: Option<i64>) -> Result<(), Error> {
+        let now = now.as_secs();
+        if let Some(exp) = self.exp {
+            if now.saturating_sub(leeway) >= exp {
+                return Err(Error::Expired);
+            }
+        }
+        if let Some(nbf) = self.nbf {
+            if now.saturating_add(leeway) < nbf {
+                return Err(Error::NotYetValid);
+            }
+        }
+        if let Some(iat) = self.iat {
+            if iat > now.saturating_add(leeway) {
+                return Err(Error::IssuedInFuture);
+            }
+        }
+        if let Some(max_age) = max_age {
+            let iat = self.iat.ok_or_else(|| Error::MissingClaim("iat".into()))?;
+            if now.saturating_sub(iat) > max_age.saturating_add(leeway) {
+                return Err(Error::TooOld);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn numeric_date(claim: &'static str, value: &RawValue<'_>) -> Result<i64, Error> {
+    match value.kind() {
+        Kind::Int(t) if (0..=UnixTime::MAX).contains(&t) => Ok(t),
+        Kind::Int(_) => Err(Error::ClaimOutOfRange(claim)),
+        _ => Err(Error::ClaimType(claim)),
+    }
+}
+
+fn check_aud(value: &RawValue<'_>) -> Result<(), Error> {
+    match value.kind() {
+        Kind::Str(_) => Ok(()),
+        Kind::Array => {
+            let items = value.items().unwrap_or_default();
+            if !items.is_empty() && items.iter().all(|i| i.as_str().is_some()) {
+                Ok(())
+            } else {
+                Err(Error::ClaimType("aud"))
+            }
+        }
+        _ => Err(Error::ClaimType("aud")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Claims, Error> {
+        Claims::parse(s.as_bytes().to_vec(), json::DEFAULT_MAX_DEPTH)
+    }
+
+    #[test]
+    fn registered_claims_are_type_checked() {
+        assert_eq!(parse(r#"{"exp":"1"}"#).unwrap_err(), Error::ClaimType("exp"));
+        assert_eq!(parse(r#"{"nbf":1.5}"#).unwrap_err(), Error::ClaimType("nbf"));
+        assert_eq!(parse(r#"{"iat":-1}"#).unwrap_err(), Error::ClaimOutOfRange("iat"));
+        assert_eq!(parse(r#"{"exp":253402300800}"#).unwrap_err(), Error::ClaimOutOfRange("exp"));
+        assert_eq!(parse(r#"{"sub":5}"#).unwrap_err(), Error::ClaimType("sub"));
+        assert_eq!(parse(r#"{"aud":[]}"#).unwrap_err(), Error::ClaimType("aud"));
+        assert_eq!(parse(r#"{"aud":["a",1]}"#).unwrap_err(), Error::ClaimType("aud"));
+        assert_eq!(parse(r#"{"cnf":"x"}"#).unwrap_err(), Error::ClaimType("cnf"));
+        assert!(matches!(parse(r#"{"exp":1,"exp":2}"#), Err(Error::Json { .. })));
+        assert_eq!(parse(r#"{"\u0065xp":"soon"}"#).unwrap_err(), Error::ClaimType("exp"));
+        assert_eq!(parse(r#"{"\u0065xp":7}"#).unwrap().exp(), Some(7));
+    }
+
+    #[test]
+    fn accessors_read_without_copying() {
+        let c = parse(r#"{"sub":"al\u0069ce","aud":["a","b"],"scope":"read write","exp":10,"x":{"y":[1]}}"#).unwrap();
+        assert_eq!(c.sub().as_deref(), Some("alice"));
+        assert_eq!(c.aud(), vec!["a", "b"]);
+        assert!(c.has_scope("write") && !c.has_scope("wri"));
+        assert_eq!(c.exp(), Some(10));
+        assert_eq!(c.get("x").unwrap().text(), r#"{"y":[1]}"#);
+        #[derive(serde::Deserialize)]
+        struct Mine {
+            sub: String,
+        }
+        assert_eq!(c.deserialize::<Mine>().unwrap().sub, "alice");
+    }
+
+    #[test]
+    fn times_are_judged_with_leeway() {
+        let c = parse(r#"{"exp":100,"nbf":50,"iat":40}"#).unwrap();
+        let at = |t| c.check_times(UnixTime(t), 5, None);
+        assert_eq!(at(104), Ok(()));
+        assert_eq!(at(105), Err(Error::Expired));
+        assert_eq!(at(45), Ok(()));
+        assert_eq!(at(44), Err(Error::NotYetValid));
+        let future = parse(r#"{"iat":100}"#).unwrap();
+        assert_eq!(future.check_times(UnixTime(94), 5, None), Err(Error::IssuedInFuture));
+        assert_eq!(c.check_times(UnixTime(60), 5, Some(10)), Err(Error::TooOld));
+        assert_eq!(c.check_times(UnixTime(55), 5, Some(10)), Ok(()));
+    }
+}

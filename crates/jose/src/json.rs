@@ -1,0 +1,608 @@
+//! A strict, zero-copy JSON scanner for the JSON that JOSE trusts: headers, claims sets and keys.
+//!
+//! It accepts RFC 8259 JSON with the I-JSON rules of RFC 7493 on top, and refuses what lenient parsers let
+//! through and attackers use to make two parsers disagree: a member name twice in one object (at any depth,
+//! compared after unescaping), lone surrogates, numbers outside `i64` (integers) or finite `f64` (others),
+//! nesting beyond a limit, and trailing data.
+//!
+//! One pass validates the whole text and records the top-level members as slices of it; nothing is copied.
+//! Nested values are validated in that pass and can be walked again on demand ([`RawValue::items`],
+//! [`RawValue::members`]), or handed as text to `serde_json` once they are known to be strict.
+
+use std::borrow::Cow;
+
+use crate::error::JsonError;
+
+/// The default nesting limit: objects and arrays deeper than this are refused.
+pub const DEFAULT_MAX_DEPTH: usize = 16;
+
+/// Above this many members, duplicate names are found by sorting rather than by pairwise comparison.
+const LINEAR_DUP_CHECK: usize = 32;
+
+/// The contents of a JSON string, as written between the quotes.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonStr<'a> {
+    raw: &'a str,
+    escaped: bool,
+}
+
+impl<'a> JsonStr<'a> {
+    /// The text between the quotes, escapes not yet decoded.
+    pub fn raw(&self) -> &'a str {
+        self.raw
+    }
+
+    /// True when the raw text has escapes to decode.
+    pub fn is_escaped(&self) -> bool {
+        self.escaped
+    }
+
+    /// Rebuilds a string from raw text the parser already validated.
+    pub(crate) fn from_raw(raw: &'a str, escaped: bool) -> Self {
+        JsonStr { raw, escaped }
+    }
+
+    /// True when the decoded string equals `s`. Free of allocation unless the string has escapes.
+    pub fn is(&self, s: &str) -> bool {
+        if self.escaped {
+            self.to_cow() == s
+        } else {
+            self.raw == s
+        }
+    }
+
+    /// The decoded string; borrowed unless it had escapes.
+    pub fn to_cow(&self) -> Cow<'a, str> {
+        if self.escaped {
+            Cow::Owned(unescape(self.raw))
+        } else {
+            Cow::Borrowed(self.raw)
+        }
+    }
+
+    fn same_as(&self, other: &JsonStr<'_>) -> bool {
+        if !self.escaped && !other.escaped {
+            self.raw == other.raw
+        } else {
+            self.to_cow() == other.to_cow()
+        }
+    }
+}
+
+/// What a value is. Numbers are already range-checked.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(JsonStr<'a>),
+    Array,
+    Object,
+}
+
+/// A validated JSON value: its kind, and its exact text.
+#[derive(Debug, Clone, Copy)]
+pub struct RawValue<'a> {
+    text: &'a str,
+    kind: Kind<'a>,
+    max_depth: usize,
+}
+
+/// One member of an object.
+#[derive(Debug, Clone, Copy)]
+pub struct Member<'a> {
+    pub key: JsonStr<'a>,
+    pub value: RawValue<'a>,
+}
+
+impl<'a> RawValue<'a> {
+    /// The value's JSON text, exactly as it appeared.
+    pub fn text(&self) -> &'a str {
+        self.text
+    }
+
+    pub fn kind(&self) -> Kind<'a> {
+        self.kind
+    }
+
+    pub fn as_str(&self) -> Option<JsonStr<'a>> {
+        match self.kind {
+            Kind::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_i64(&self) -> Option<i64> {
+        match self.kind {
+            Kind::Int(i) => Some(i),
+            _ => None,
+        }
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match self.kind {
+            Kind::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The elements of an array, or `None` if this is not an array.
+    pub fn items(&self) -> Option<Vec<RawValue<'a>>> {
+        if !matches!(self.kind, Kind::Array) {
+            return None;
+        }
+        let mut p = Parser::new(self.text, self.max_depth);
+        let mut out = Vec::new();
+        p.parse_array(Some(&mut out)).ok()?;
+        Some(out)
+    }
+
+    /// The members of an object, or `None` if this is not an object.
+    pub fn members(&self) -> Option<Vec<Member<'a>>> {
+        if !matches!(self.kind, Kind::Object) {
+            return None;
+        }
+        parse_object(self.text, self.max_depth).ok()
+    }
+}
+
+/// Parses a JSON text whose top level must be an object, returning its members in order.
+pub fn parse_object(text: &str, max_depth: usize) -> Result<Vec<Member<'_>>, JsonError> {
+    let mut p = Parser::new(text, max_depth);
+    p.skip_ws();
+    if p.peek() != Some(b'{') {
+        // Distinguish "valid JSON but not an object" from "not JSON".
+        p.parse_value(None)?;
+        p.finish()?;
+        return Err(JsonError::NotAnObject);
+    }
+    let mut members = Vec::with_capacity(12);
+    p.parse_object(Some(&mut members))?;
+    p.finish()?;
+    Ok(members)
+}
+
+/// Validates a JSON text of any kind and returns it as a value.
+pub fn parse_value(text: &str, max_depth: usize) -> Result<RawValue<'_>, JsonError> {
+    let mut p = Parser::new(text, max_depth);
+    let v = p.parse_value(None)?;
+    p.finish()?;
+    Ok(v)
+}
+
+/// Parses a byte slice that must be UTF-8 JSON with an object at the top.
+pub fn parse_object_bytes(bytes: &[u8], max_depth: usize) -> Result<Vec<Member<'_>>, JsonError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| JsonError::InvalidUnicode)?;
+    parse_object(text, max_depth)
+}
+
+/// Finds a member by name.
+pub fn find<'a, 'm>(members: &'m [Member<'a>], name: &str) -> Option<&'m RawValue<'a>> {
+    members.iter().find(|m| m.key.is(name)).map(|m| &m.value)
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+    depth: usize,
+    max_depth: usize,
+    /// Member names of the objects being parsed, innermost last; each object owns a tail of it.
+    keys: Vec<JsonStr<'a>>,
+}
+
+impl<'a> Parser<'a> {
+    fn new(text: &'a str, max_depth: usize) -> Self {
+        Parser { text, bytes: text.as_bytes(), pos: 0, depth: 0, max_depth, keys: Vec::new() }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn expect(&mut self, b: u8) -> Result<(), JsonError> {
+        if self.peek() == Some(b) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(JsonError::Syntax)
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), JsonError> {
+        self.skip_ws();
+        if self.pos == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(JsonError::Syntax)
+        }
+    }
+
+    fn value_from(&self, start: usize, kind: Kind<'a>) -> RawValue<'a> {
+        RawValue { text: &self.text[start..self.pos], kind, max_depth: self.max_depth }
+    }
+
+    fn parse_value(&mut self, out: Option<&mut Vec<Member<'a>>>) -> Result<RawValue<'a>, JsonError> {
+        self.skip_ws();
+        let start = self.pos;
+        let kind = match self.peek().ok_or(JsonError::Syntax)? {
+            b'{' => {
+                self.parse_object(out)?;
+                Kind::Object
+            }
+            b'[' => {
+                self.parse_array(None)?;
+                Kind::Array
+            }
+            b'"' => Kind::Str(self.parse_string()?),
+            b't' => self.literal("true", Kind::Bool(true))?,
+            b'f' => self.literal("false", Kind::Bool(false))?,
+            b'n' => self.literal("null", Kind::Null)?,
+            b'-' | b'0'..=b'9' => self.parse_number()?,
+            _ => return Err(JsonError::Syntax),
+        };
+        Ok(self.value_from(start, kind))
+    }
+
+    fn literal(&mut self, word: &str, kind: Kind<'a>) -> Result<Kind<'a>, JsonError> {
+        if self.bytes[self.pos..].starts_with(word.as_bytes()) {
+            self.pos += word.len();
+            Ok(kind)
+        } else {
+            Err(JsonError::Syntax)
+        }
+    }
+
+    fn enter(&mut self) -> Result<(), JsonError> {
+        self.depth += 1;
+        if self.depth > self.max_depth {
+            Err(JsonError::TooDeep)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn parse_object(&mut self, mut out: Option<&mut Vec<Member<'a>>>) -> Result<(), JsonError> {
+        self.enter()?;
+        self.expect(b'{')?;
+        let mark = self.keys.len();
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+        } else {
+            loop {
+                self.skip_ws();
+                if self.peek() != Some(b'"') {
+                    return Err(JsonError::Syntax);
+                }
+                let key = self.parse_string()?;
+                let siblings = &self.keys[mark..];
+                if siblings.len() < LINEAR_DUP_CHECK && siblings.iter().any(|k| k.same_as(&key)) {
+                    return Err(JsonError::DuplicateMember);
+                }
+                self.keys.push(key);
+                self.skip_ws();
+                self.expect(b':')?;
+                let value = self.parse_value(None)?;
+                if let Some(out) = out.as_deref_mut() {
+                    out.push(Member { key, value });
+                }
+                self.skip_ws();
+                match self.peek() {
+                    Some(b',') => self.pos += 1,
+                    Some(b'}') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err(JsonError::Syntax),
+                }
+            }
+        }
+        if self.keys.len() - mark > LINEAR_DUP_CHECK {
+            let mut names: Vec<Cow<'a, str>> = self.keys[mark..].iter().map(JsonStr::to_cow).collect();
+            names.sort_unstable();
+            if names.windows(2).any(|w| w[0] == w[1]) {
+                return Err(JsonError::DuplicateMember);
+            }
+        }
+        self.keys.truncate(mark);
+        self.depth -= 1;
+        Ok(())
+    }
+
+    fn parse_array(&mut self, mut out: Option<&mut Vec<RawValue<'a>>>) -> Result<(), JsonError> {
+        self.enter()?;
+        self.expect(b'[')?;
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+        } else {
+            loop {
+                let v = self.parse_value(None)?;
+                if let Some(out) = out.as_deref_mut() {
+                    out.push(v);
+                }
+                self.skip_ws();
+                match self.peek() {
+                    Some(b',') => self.pos += 1,
+                    Some(b']') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err(JsonError::Syntax),
+                }
+            }
+        }
+        self.depth -= 1;
+        Ok(())
+    }
+
+    fn parse_string(&mut self) -> Result<JsonStr<'a>, JsonError> {
+        self.expect(b'"')?;
+        let start = self.pos;
+        let mut escaped = false;
+        loop {
+            let b = *self.bytes.get(self.pos).ok_or(JsonError::Syntax)?;
+            match b {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    self.pos += 1;
+                    match self.peek().ok_or(JsonError::Syntax)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.pos += 1,
+                        b'u' => {
+                            self.pos += 1;
+                            let unit = self.hex4()?;
+                            if (0xD800..0xDC00).contains(&unit) {
+                                // A high surrogate must be followed by an escaped low surrogate.
+                                if self.bytes.get(self.pos..self.pos + 2) != Some(b"\\u") {
+                                    return Err(JsonError::InvalidUnicode);
+                                }
+                                self.pos += 2;
+                                let low = self.hex4()?;
+                                if !(0xDC00..0xE000).contains(&low) {
+                                    return Err(JsonError::InvalidUnicode);
+                                }
+                            } else if (0xDC00..0xE000).contains(&unit) {
+                                return Err(JsonError::InvalidUnicode);
+                            }
+                        }
+                        _ => return Err(JsonError::Syntax),
+                    }
+                }
+                0x00..=0x1F => return Err(JsonError::Syntax),
+                _ => self.pos += 1,
+            }
+        }
+        let raw = &self.text[start..self.pos];
+        self.pos += 1;
+        Ok(JsonStr { raw, escaped })
+    }
+
+    fn hex4(&mut self) -> Result<u32, JsonError> {
+        let digits = self.bytes.get(self.pos..self.pos + 4).ok_or(JsonError::Syntax)?;
+        let mut v = 0u32;
+        for &d in digits {
+            v = v * 16 + (d as char).to_digit(16).ok_or(JsonError::Syntax)?;
+        }
+        self.pos += 4;
+        Ok(v)
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.pos;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+        self.pos - start
+    }
+
+    fn parse_number(&mut self) -> Result<Kind<'a>, JsonError> {
+        let start = self.pos;
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.pos += 1;
+        }
+        let int_start = self.pos;
+        let int_len = self.digits();
+        if int_len == 0 || (int_len > 1 && self.bytes[int_start] == b'0') {
+            return Err(JsonError::Syntax);
+        }
+        let mut integral = true;
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if self.digits() == 0 {
+                return Err(JsonError::Syntax);
+            }
+            integral = false;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if self.digits() == 0 {
+                return Err(JsonError::Syntax);
+            }
+            integral = false;
+        }
+        if integral {
+            // Accumulate negatively so that i64::MIN is representable.
+            let mut v: i64 = 0;
+            for &d in &self.bytes[int_start..int_start + int_len] {
+                v = v
+                    .checked_mul(10)
+                    .and_then(|v| v.checked_sub(i64::from(d - b'0')))
+                    .ok_or(JsonError::NumberOutOfRange)?;
+            }
+            let v = if negative { Some(v) } else { v.checked_neg() };
+            v.map(Kind::Int).ok_or(JsonError::NumberOutOfRange)
+        } else {
+            let f: f64 = self.text[start..self.pos].parse().map_err(|_| JsonError::Syntax)?;
+            if f.is_finite() {
+                Ok(Kind::Float(f))
+            } else {
+                Err(JsonError::NumberOutOfRange)
+            }
+        }
+    }
+}
+
+/// Decodes the escapes of a string the parser has already validated.
+fn unescape(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('b') => out.push('\u{8}'),
+            Some('f') => out.push('\u{c}'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('t') => out.push('\t'),
+            Some('u') => {
+                let unit = hex_unit(&mut chars);
+                let code = if (0xD800..0xDC00).contains(&unit) {
+                    chars.next(); // '\\'
+                    chars.next(); // 'u'
+                    let low = hex_unit(&mut chars);
+                    0x10000 + ((unit - 0xD800) << 10) + (low.wrapping_sub(0xDC00) & 0x3FF)
+                } else {
+                    unit
+                };
+                out.push(char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER));
+            }
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out
+}
+
+fn hex_unit(chars: &mut std::str::Chars<'_>) -> u32 {
+    (0..4).fold(0, |v, _| v * 16 + chars.next().and_then(|c| c.to_digit(16)).unwrap_or(0))
+}
+
+/// Writes `s` as a JSON string literal (quotes included) to `out`.
+pub fn write_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(text: &str) -> Result<Vec<Member<'_>>, JsonError> {
+        parse_object(text, DEFAULT_MAX_DEPTH)
+    }
+
+    #[test]
+    fn accepts_ordinary_objects() {
+        let m = obj(r#" {"a": 1, "b": [true, false, null, -0.5e3, "x\u00e9\ud83d\ude00"], "c": {"d": {}}} "#).unwrap();
+        assert_eq!(m.len(), 3);
+        assert!(m[0].key.is("a"));
+        assert_eq!(m[0].value.as_i64(), Some(1));
+        let items = m[1].value.items().unwrap();
+        assert_eq!(items.len(), 5);
+        assert_eq!(items[4].as_str().unwrap().to_cow(), "xé😀");
+        assert_eq!(m[2].value.members().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn refuses_duplicates_at_any_depth_and_after_unescaping() {
+        assert_eq!(obj(r#"{"a":1,"a":2}"#).unwrap_err(), JsonError::DuplicateMember);
+        assert_eq!(obj(r#"{"a":1,"\u0061":2}"#).unwrap_err(), JsonError::DuplicateMember);
+        assert_eq!(obj(r#"{"x":{"b":1,"b":1}}"#).unwrap_err(), JsonError::DuplicateMember);
+        assert_eq!(obj(r#"{"x":[{"b":1,"b":1}]}"#).unwrap_err(), JsonError::DuplicateMember);
+        // The same name in sibling objects is fine.
+        assert!(obj(r#"{"x":{"b":1},"y":{"b":1}}"#).is_ok());
+        // Large objects take the sorting path.
+        let mut big: String = (0..100).map(|i| format!("\"k{i}\":{i},")).collect();
+        big.push_str("\"k7\":0");
+        assert_eq!(obj(&format!("{{{big}}}")).unwrap_err(), JsonError::DuplicateMember);
+        let ok: Vec<String> = (0..100).map(|i| format!("\"k{i}\":{i}")).collect();
+        assert!(obj(&format!("{{{}}}", ok.join(","))).is_ok());
+    }
+
+    #[test]
+    fn refuses_deep_nesting() {
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(20), "]".repeat(20));
+        assert_eq!(obj(&deep).unwrap_err(), JsonError::TooDeep);
+        let shallow = format!("{{\"a\":{}1{}}}", "[".repeat(10), "]".repeat(10));
+        assert!(obj(&shallow).is_ok());
+        // A huge nesting depth must fail fast, not overflow the stack.
+        let hostile = "[".repeat(1_000_000);
+        assert_eq!(parse_value(&hostile, DEFAULT_MAX_DEPTH).unwrap_err(), JsonError::TooDeep);
+    }
+
+    #[test]
+    fn numbers_are_range_checked() {
+        assert_eq!(obj(r#"{"n":9223372036854775807}"#).unwrap()[0].value.as_i64(), Some(i64::MAX));
+        assert_eq!(obj(r#"{"n":-9223372036854775808}"#).unwrap()[0].value.as_i64(), Some(i64::MIN));
+        assert_eq!(obj(r#"{"n":9223372036854775808}"#).unwrap_err(), JsonError::NumberOutOfRange);
+        assert_eq!(obj(r#"{"n":1e400}"#).unwrap_err(), JsonError::NumberOutOfRange);
+        for bad in [r#"{"n":01}"#, r#"{"n":1.}"#, r#"{"n":.5}"#, r#"{"n":+1}"#, r#"{"n":1e}"#, r#"{"n":-}"#] {
+            assert_eq!(obj(bad).unwrap_err(), JsonError::Syntax, "{bad}");
+        }
+    }
+
+    #[test]
+    fn refuses_malformed_text() {
+        for bad in [
+            "",
+            "{",
+            "{}x",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "{'a':1}",
+            "{\"a\":tru}",
+            "{\"a\":\"\u{1}\"}",
+            "{\"a\":\"\\x\"}",
+            "{\"a\":[1,]}",
+            "{\"a\":1 \"b\":2}",
+        ] {
+            assert!(obj(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(obj("[1]").unwrap_err(), JsonError::NotAnObject);
+        assert_eq!(obj(r#"{"a":"\ud800"}"#).unwrap_err(), JsonError::InvalidUnicode);
+        assert_eq!(obj(r#"{"a":"\udc00"}"#).unwrap_err(), JsonError::InvalidUnicode);
+        assert_eq!(obj(r#"{"a":"\ud800\u0041"}"#).unwrap_err(), JsonError::InvalidUnicode);
+        assert_eq!(parse_object_bytes(b"{\"a\":\"\xff\"}", 16).unwrap_err(), JsonError::InvalidUnicode);
+    }
+
+    #[test]
+    fn write_str_round_trips_through_the_parser() {
+        for s in ["plain", "quote\" back\\ nl\n tab\t ctl\u{1} é 😀"] {
+            let mut out = String::from("{\"k\":");
+            write_str(&mut out, s);
+            out.push('}');
+            let m = obj(&out).unwrap();
+            assert_eq!(m[0].value.as_str().unwrap().to_cow(), s);
+        }
+    }
+}

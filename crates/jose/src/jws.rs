@@ -1,0 +1,371 @@
+//! JWS compact serialization (RFC 7515 §3.1, §5.1, §5.2) over arbitrary payload bytes.
+//!
+//! Verification follows one order, cheapest check first, and stops at the first failure: size limit (before
+//! any parsing), shape (JSON serialization, JWE, segment count), base64url, header JSON, header rules
+//! (`alg`, `crit`, `b64`, `zip`, key-bearing parameters), key selection by `kid` from the trusted set, the
+//! key's algorithm, the policy's algorithm list, and last the signature.
+
+use std::borrow::Cow;
+
+use crate::alg::Algorithm;
+use crate::b64;
+use crate::error::{Error, Part};
+use crate::json::{self, find, JsonStr, Member};
+use crate::key::SigningKey;
+use crate::keyset::KeySet;
+use crate::policy::AlgSet;
+
+/// The default largest token accepted, in bytes. Large enough for an ML-DSA-87 signature.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Header parameters that would let a token name its own key. Refused unless a caller (DPoP) asks for `jwk`.
+const KEY_BEARING: [&str; 4] = ["jku", "x5u", "jwk", "x5c"];
+
+/// A string inside an owned buffer, by position.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Span {
+    start: u32,
+    end: u32,
+    escaped: bool,
+}
+
+impl Span {
+    pub(crate) fn of(base: &str, s: JsonStr<'_>) -> Span {
+        let start = (s.raw().as_ptr() as usize).saturating_sub(base.as_ptr() as usize);
+        let end = start + s.raw().len();
+        Span { start: start as u32, end: end as u32, escaped: s.is_escaped() }
+    }
+
+    pub(crate) fn get<'a>(&self, base: &'a str) -> Cow<'a, str> {
+        let raw = base.get(self.start as usize..self.end as usize).unwrap_or_default();
+        JsonStr::from_raw(raw, self.escaped).to_cow()
+    }
+}
+
+/// A verified JOSE header.
+#[derive(Debug, Clone)]
+pub struct Header {
+    json: String,
+    alg: Algorithm,
+    kid: Option<Span>,
+    typ: Option<Span>,
+    cty: Option<Span>,
+}
+
+impl Header {
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+    pub fn kid(&self) -> Option<Cow<'_, str>> {
+        self.kid.map(|s| s.get(&self.json))
+    }
+    pub fn typ(&self) -> Option<Cow<'_, str>> {
+        self.typ.map(|s| s.get(&self.json))
+    }
+    pub fn cty(&self) -> Option<Cow<'_, str>> {
+        self.cty.map(|s| s.get(&self.json))
+    }
+    /// The header's JSON text.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+    /// A header member's value, by name.
+    pub fn get(&self, name: &str) -> Option<json::RawValue<'_>> {
+        let members = json::parse_object(&self.json, json::DEFAULT_MAX_DEPTH).ok()?;
+        find(&members, name).copied()
+    }
+}
+
+/// The rules a header must follow; `allow_jwk` is for DPoP proofs, whose key travels in the header.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct HeaderRules {
+    pub allow_jwk: bool,
+}
+
+/// What the header rules extracted.
+pub(crate) struct HeaderFacts<'a> {
+    pub alg: Algorithm,
+    pub kid: Option<JsonStr<'a>>,
+    pub typ: Option<JsonStr<'a>>,
+    pub cty: Option<JsonStr<'a>>,
+}
+
+fn optional_str<'a>(members: &[Member<'a>], name: &'static str) -> Result<Option<JsonStr<'a>>, Error> {
+    match find(members, name) {
+        None => Ok(None),
+        Some(v) => v.as_str().map(Some).ok_or(Error::HeaderType(name)),
+    }
+}
+
+pub(crate) fn check_header<'a>(members: &[Member<'a>], rules: HeaderRules) -> Result<HeaderFacts<'a>, Error> {
+    let alg = find(members, "alg").and_then(|v| v.as_str()).ok_or(Error::MissingAlgorithm)?;
+    let alg = Algorithm::from_name(&alg.to_cow())?;
+    for name in KEY_BEARING {
+        if find(members, name).is_some() && !(rules.allow_jwk && name == "jwk") {
+            return Err(Error::KeyInHeader(name));
+        }
+    }
+    // No extension is implemented, so any `crit` (RFC 7515 §4.1.11) names one we do not understand.
+    if find(members, "crit").is_some() {
+        return Err(Error::UnsupportedCritical);
+    }
+    if let Some(b64) = find(members, "b64") {
+        if b64.as_bool() != Some(true) {
+            return Err(Error::UnencodedPayload);
+        }
+    }
+    if find(members, "zip").is_some() {
+        return Err(Error::Compressed);
+    }
+    Ok(HeaderFacts {
+        alg,
+        kid: optional_str(members, "kid")?,
+        typ: optional_str(members, "typ")?,
+        cty: optional_str(members, "cty")?,
+    })
+}
+
+/// The three segments of a compact JWS, split and size-checked but not yet decoded.
+pub(crate) struct Segments<'t> {
+    pub header: &'t str,
+    pub payload: &'t str,
+    pub signature: &'t str,
+    pub signing_input: &'t str,
+}
+
+pub(crate) fn split(token: &str, max_bytes: usize) -> Result<Segments<'_>, Error> {
+    if token.len() > max_bytes {
+        return Err(Error::TooLarge { len: token.len(), limit: max_bytes });
+    }
+    if token.trim_start().starts_with('{') {
+        return Err(Error::JsonSerialization);
+    }
+    let mut dots = token.bytes().enumerate().filter(|(_, b)| *b == b'.').map(|(i, _)| i);
+    let (Some(first), Some(second)) = (dots.next(), dots.next()) else {
+        return Err(Error::Malformed);
+    };
+    match dots.count() {
+        0 => {}
+        2 => return Err(Error::Jwe),
+        _ => return Err(Error::Malformed),
+    }
+    let header = &token[..first];
+    if header.is_empty() {
+        return Err(Error::Malformed);
+    }
+    Ok(Segments {
+        header,
+        payload: &token[first + 1..second],
+        signature: &token[second + 1..],
+        signing_input: &token[..second],
+    })
+}
+
+/// Limits and algorithm allow-list for the JWS layer.
+#[derive(Debug, Clone)]
+pub struct JwsOptions {
+    pub max_token_bytes: usize,
+    pub max_depth: usize,
+    pub algorithms: AlgSet,
+}
+
+impl Default for JwsOptions {
+    fn default() -> Self {
+        JwsOptions {
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            max_depth: json::DEFAULT_MAX_DEPTH,
+            algorithms: AlgSet::all(),
+        }
+    }
+}
+
+/// A JWS whose signature verified.
+#[derive(Debug, Clone)]
+pub struct VerifiedJws {
+    pub header: Header,
+    pub payload: Vec<u8>,
+}
+
+/// Verifies a compact JWS against the trusted keys and returns its header and payload.
+pub fn verify(token: &str, keys: &KeySet, options: &JwsOptions) -> Result<VerifiedJws, Error> {
+    let seg = split(token, options.max_token_bytes)?;
+    let header_bytes = b64::decode(seg.header.as_bytes()).ok_or(Error::Base64(Part::Header))?;
+    let header_json = String::from_utf8(header_bytes)
+        .map_err(|_| Error::Json { part: Part::Header, error: crate::error::JsonError::InvalidUnicode })?;
+    let members = json::parse_object(&header_json, options.max_depth).map_err(Error::json(Part::Header))?;
+    let facts = check_header(&members, HeaderRules::default())?;
+    let kid = facts.kid.map(|k| k.to_cow());
+    let key = keys.select(kid.as_deref(), facts.alg)?;
+    if !options.algorithms.contains(facts.alg) {
+        return Err(Error::AlgorithmNotAllowed(facts.alg.name()));
+    }
+    if seg.signature.is_empty() {
+        return Err(Error::Malformed);
+    }
+    let signature = b64::decode(seg.signature.as_bytes()).ok_or(Error::Base64(Part::Signature))?;
+    let payload = b64::decode(seg.payload.as_bytes()).ok_or(Error::Base64(Part::Payload))?;
+    key.verify(seg.signing_input.as_bytes(), &signature)?;
+    let header = Header {
+        alg: facts.alg,
+        kid: facts.kid.map(|s| Span::of(&header_json, s)),
+        typ: facts.typ.map(|s| Span::of(&header_json, s)),
+        cty: facts.cty.map(|s| Span::of(&header_json, s)),
+        json: header_json,
+    };
+    Ok(VerifiedJws { header, payload })
+}
+
+/// Header parameters for signing, besides `alg` and `kid` (which come from the key).
+#[derive(Debug, Clone, Default)]
+pub struct HeaderParams<'a> {
+    pub typ: Option<&'a str>,
+    pub cty: Option<&'a str>,
+    /// Further members as (name, JSON text), e.g. `("jwk", "{...}")` for a DPoP proof.
+    pub extra: &'a [(&'a str, &'a str)],
+}
+
+/// The JSON text of a protected header: `alg`, then `kid`, `typ`, `cty`, then the extra members.
+pub fn header_json(key: &SigningKey, params: &HeaderParams<'_>) -> String {
+    let mut out = String::with_capacity(64);
+    out.push_str("{\"alg\":");
+    json::write_str(&mut out, key.algorithm().name());
+    for (name, value) in [("kid", key.kid()), ("typ", params.typ), ("cty", params.cty)] {
+        if let Some(value) = value {
+            out.push_str(",\"");
+            out.push_str(name);
+            out.push_str("\":");
+            json::write_str(&mut out, value);
+        }
+    }
+    for (name, value) in params.extra {
+        out.push(',');
+        json::write_str(&mut out, name);
+        out.push(':');
+        out.push_str(value);
+    }
+    out.push('}');
+    out
+}
+
+/// Signs `payload` as a compact JWS whose header is already base64url-encoded.
+pub(crate) fn sign_with_encoded_header(key: &SigningKey, header_b64: &str, payload: &[u8]) -> Result<String, Error> {
+    let sig_len = key.verifying_key().algorithm().fixed_signature_len().unwrap_or(512);
+    let mut token = String::with_capacity(header_b64.len() + 2 + (payload.len() + sig_len) * 4 / 3 + 4);
+    token.push_str(header_b64);
+    token.push('.');
+    b64::encode_into(payload, &mut token);
+    let signature = key.sign(token.as_bytes())?;
+    token.push('.');
+    b64::encode_into(&signature, &mut token);
+    Ok(token)
+}
+
+/// Signs `payload` as a compact JWS.
+pub fn sign(key: &SigningKey, params: &HeaderParams<'_>, payload: &[u8]) -> Result<String, Error> {
+    sign_with_encoded_header(key, &b64::encode(header_json(key, params).as_bytes()), payload)
+}
+
+/// Decodes a compact JWS without verifying it, for display only. The result must never be trusted.
+pub fn decode_unverified(token: &str, max_bytes: usize) -> Result<(String, Vec<u8>), Error> {
+    let seg = split(token, max_bytes)?;
+    let header = b64::decode(seg.header.as_bytes()).ok_or(Error::Base64(Part::Header))?;
+    let header = String::from_utf8(header)
+        .map_err(|_| Error::Json { part: Part::Header, error: crate::error::JsonError::InvalidUnicode })?;
+    json::parse_object(&header, json::DEFAULT_MAX_DEPTH).map_err(Error::json(Part::Header))?;
+    let payload = b64::decode(seg.payload.as_bytes()).ok_or(Error::Base64(Part::Payload))?;
+    Ok((header, payload))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::JsonError;
+
+    fn setup() -> (SigningKey, KeySet) {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap().with_kid("k");
+        let set =
+            KeySet::single(crate::jwk::verifying_key_from_jwk(&key.verifying_key().to_jwk().unwrap(), &[]).unwrap());
+        (key, set)
+    }
+
+    fn forge(key: &SigningKey, header: &str, payload: &[u8]) -> String {
+        sign_with_encoded_header(key, &b64::encode(header.as_bytes()), payload).unwrap()
+    }
+
+    #[test]
+    fn round_trip_and_header_access() {
+        let (key, set) = setup();
+        let token = sign(&key, &HeaderParams { typ: Some("JWT"), ..Default::default() }, b"hello").unwrap();
+        let v = verify(&token, &set, &JwsOptions::default()).unwrap();
+        assert_eq!(v.payload, b"hello");
+        assert_eq!(v.header.kid().as_deref(), Some("k"));
+        assert_eq!(v.header.typ().as_deref(), Some("JWT"));
+        assert_eq!(v.header.algorithm(), Algorithm::ES256);
+    }
+
+    #[test]
+    fn shape_errors_are_distinct() {
+        let (key, set) = setup();
+        let opts = JwsOptions::default();
+        let token = sign(&key, &HeaderParams::default(), b"x").unwrap();
+        assert_eq!(verify(&format!("{token}.a.b"), &set, &opts).unwrap_err(), Error::Jwe);
+        assert_eq!(verify(&format!("{token}.a"), &set, &opts).unwrap_err(), Error::Malformed);
+        assert_eq!(verify("{\"payload\":\"\"}", &set, &opts).unwrap_err(), Error::JsonSerialization);
+        assert_eq!(verify("abc", &set, &opts).unwrap_err(), Error::Malformed);
+        let huge = "a".repeat(DEFAULT_MAX_TOKEN_BYTES + 1);
+        assert!(matches!(verify(&huge, &set, &opts), Err(Error::TooLarge { .. })));
+        let padded = token.replacen('.', "=.", 1);
+        assert_eq!(verify(&padded, &set, &opts).unwrap_err(), Error::Base64(Part::Header));
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let sig_with_plus = parts[2].replace('-', "+").replace('_', "/") + "+";
+        parts[2] = &sig_with_plus;
+        assert_eq!(verify(&parts.join("."), &set, &opts).unwrap_err(), Error::Base64(Part::Signature));
+    }
+
+    #[test]
+    fn header_rules_are_enforced_with_distinct_errors() {
+        let (key, set) = setup();
+        let opts = JwsOptions::default();
+        let cases: [(&str, Error); 11] = [
+            (r#"{"alg":"none","kid":"k"}"#, Error::AlgNone),
+            (r#"{"alg":"XS256","kid":"k"}"#, Error::UnknownAlgorithm),
+            (r#"{"kid":"k"}"#, Error::MissingAlgorithm),
+            (r#"{"alg":"ES256","kid":"k","jku":"https://evil"}"#, Error::KeyInHeader("jku")),
+            (r#"{"alg":"ES256","kid":"k","x5u":"https://evil"}"#, Error::KeyInHeader("x5u")),
+            (r#"{"alg":"ES256","kid":"k","jwk":{}}"#, Error::KeyInHeader("jwk")),
+            (r#"{"alg":"ES256","kid":"k","x5c":[]}"#, Error::KeyInHeader("x5c")),
+            (r#"{"alg":"ES256","kid":"k","crit":["exp"],"exp":1}"#, Error::UnsupportedCritical),
+            (r#"{"alg":"ES256","kid":"k","b64":false,"crit":["b64"]}"#, Error::UnsupportedCritical),
+            (r#"{"alg":"ES256","kid":"k","zip":"DEF"}"#, Error::Compressed),
+            (r#"{"alg":"ES256","kid":7}"#, Error::HeaderType("kid")),
+        ];
+        for (header, expected) in cases {
+            assert_eq!(verify(&forge(&key, header, b"p"), &set, &opts).unwrap_err(), expected, "{header}");
+        }
+        let b64_false = forge(&key, r#"{"alg":"ES256","kid":"k","b64":false}"#, b"p");
+        assert_eq!(verify(&b64_false, &set, &opts).unwrap_err(), Error::UnencodedPayload);
+        let dup = forge(&key, r#"{"alg":"ES256","kid":"k","kid":"k"}"#, b"p");
+        assert_eq!(
+            verify(&dup, &set, &opts).unwrap_err(),
+            Error::Json { part: Part::Header, error: JsonError::DuplicateMember }
+        );
+    }
+
+    #[test]
+    fn algorithm_confusion_is_refused() {
+        let (_, set) = setup();
+        // An attacker signs HS256 with the public key's bytes as the secret.
+        let public = set.keys()[0].to_jwk().unwrap();
+        let mac_key = SigningKey::hmac(Algorithm::HS256, public.as_bytes()).unwrap();
+        let token = forge(&mac_key, r#"{"alg":"HS256","kid":"k"}"#, b"p");
+        assert!(matches!(verify(&token, &set, &JwsOptions::default()), Err(Error::AlgorithmKeyMismatch { .. })));
+    }
+
+    #[test]
+    fn policy_algorithm_list_applies() {
+        let (key, set) = setup();
+        let token = sign(&key, &HeaderParams::default(), b"p").unwrap();
+        let opts = JwsOptions { algorithms: AlgSet::of(&[Algorithm::EdDSA]), ..Default::default() };
+        assert_eq!(verify(&token, &set, &opts).unwrap_err(), Error::AlgorithmNotAllowed("ES256"));
+    }
+}

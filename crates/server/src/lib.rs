@@ -1,0 +1,29 @@
+//! # portcullis-server
+//!
+//! The Portcullis authorization server. This crate is being built issue by issue; today it holds the
+//! token-issuance defaults that the server will apply, so that the guard and the CLI agree on them.
+//!
+//! Non-goals: it never verifies tokens for APIs (that is `portcullis-guard`), and never signs with HMAC.
+
+#![forbid(unsafe_code)]
+
+use portcullis_jose::Algorithm;
+
+/// The algorithm new signing keys use unless configured otherwise (DESIGN.md §3).
+pub const DEFAULT_SIGNING_ALGORITHM: Algorithm = Algorithm::ES256;
+
+/// The algorithms the server may sign with: every asymmetric one, never HMAC.
+pub fn signing_algorithms() -> impl Iterator<Item = Algorithm> {
+    Algorithm::asymmetric()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_never_signs_with_a_shared_secret() {
+        assert!(signing_algorithms().all(|a| !a.is_symmetric()));
+        assert!(signing_algorithms().any(|a| a == DEFAULT_SIGNING_ALGORITHM));
+    }
+}
