@@ -63,8 +63,17 @@ impl KeySet {
         let mut skipped = Vec::new();
         let mut any_private = false;
         let mut any_public = false;
+        let mut kids: Vec<String> = Vec::with_capacity(items.len());
         for (index, item) in items.iter().enumerate() {
             let inner = item.members().ok_or(Error::InvalidKey("a JWK Set entry is not an object"))?;
+            // A kid used twice makes the set ambiguous even if one of the two keys is unusable.
+            if let Some(kid) = find(&inner, "kid").and_then(|v| v.as_str()) {
+                let kid = kid.to_cow().into_owned();
+                if kids.contains(&kid) {
+                    return Err(Error::AmbiguousKeySet("duplicate kid"));
+                }
+                kids.push(kid);
+            }
             if jwk::is_private_members(&inner) {
                 any_private = true;
             } else {
