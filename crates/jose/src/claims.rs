@@ -21,6 +21,14 @@ struct MemberSpan {
     value: (u32, u32),
 }
 
+/// Where `aud` is: one string, or an array (kept as its text).
+#[derive(Debug, Clone, Copy)]
+enum Audience {
+    Absent,
+    One(Span),
+    Many(u32, u32),
+}
+
 /// The claims of a verified token.
 #[derive(Debug, Clone)]
 pub struct Claims {
@@ -30,6 +38,9 @@ pub struct Claims {
     exp: Option<i64>,
     nbf: Option<i64>,
     iat: Option<i64>,
+    /// The string claims of `STRING_CLAIMS`, in that order, found once at parse time.
+    strings: [Option<Span>; STRING_CLAIMS.len()],
+    aud: Audience,
 }
 
 fn offset(base: &str, part: &str) -> u32 {
@@ -43,15 +54,16 @@ impl Claims {
             .map_err(|_| Error::Json { part: Part::Payload, error: JsonError::InvalidUnicode })?;
         let parsed = json::parse_object(&json, max_depth).map_err(Error::json(Part::Payload))?;
         let (mut exp, mut nbf, mut iat) = (None, None, None);
+        let mut strings = [None; STRING_CLAIMS.len()];
+        let mut aud = Audience::Absent;
         let mut members = Vec::with_capacity(parsed.len());
         for m in &parsed {
             // Compare decoded names: `"\u0065xp"` is `exp` and must be checked as `exp`.
             let name = m.key.to_cow();
             let name = name.as_ref();
-            if let Some(&claim) = STRING_CLAIMS.iter().find(|c| **c == name) {
-                if m.value.as_str().is_none() {
-                    return Err(Error::ClaimType(claim));
-                }
+            if let Some(i) = STRING_CLAIMS.iter().position(|c| *c == name) {
+                let value = m.value.as_str().ok_or(Error::ClaimType(STRING_CLAIMS[i]))?;
+                strings[i] = Some(Span::of(&json, value));
             } else if let Some(&claim) = TIME_CLAIMS.iter().find(|c| **c == name) {
                 let t = numeric_date(claim, &m.value)?;
                 match claim {
@@ -62,6 +74,13 @@ impl Claims {
                 }
             } else if name == "aud" {
                 check_aud(&m.value)?;
+                aud = match m.value.as_str() {
+                    Some(one) => Audience::One(Span::of(&json, one)),
+                    None => {
+                        let start = offset(&json, m.value.text());
+                        Audience::Many(start, start + m.value.text().len() as u32)
+                    }
+                };
             } else if name == "cnf" && !matches!(m.value.kind(), Kind::Object) {
                 return Err(Error::ClaimType("cnf"));
             }
@@ -70,7 +89,7 @@ impl Claims {
                 .push(MemberSpan { key: Span::of(&json, m.key), value: (start, start + m.value.text().len() as u32) });
         }
         drop(parsed);
-        Ok(Claims { json, members, max_depth, exp, nbf, iat })
+        Ok(Claims { json, members, max_depth, exp, nbf, iat, strings, aud })
     }
 
     /// The claims set's JSON text.
@@ -85,9 +104,26 @@ impl Claims {
         json::parse_value(text, self.max_depth).ok()
     }
 
+    /// True when the claim is present (whatever its value).
+    pub fn contains(&self, name: &str) -> bool {
+        if let Some(i) = STRING_CLAIMS.iter().position(|c| *c == name) {
+            return self.strings[i].is_some();
+        }
+        match name {
+            "exp" => self.exp.is_some(),
+            "iat" => self.iat.is_some(),
+            "nbf" => self.nbf.is_some(),
+            "aud" => !matches!(self.aud, Audience::Absent),
+            _ => self.members.iter().any(|m| m.key.get(&self.json) == name),
+        }
+    }
+
     /// A string claim, or `None` when absent or not a string.
     pub fn string(&self, name: &str) -> Option<Cow<'_, str>> {
-        self.get(name)?.as_str().map(|s| s.to_cow())
+        match STRING_CLAIMS.iter().position(|c| *c == name) {
+            Some(i) => self.strings[i].map(|s| s.get(&self.json)),
+            None => self.get(name)?.as_str().map(|s| s.to_cow()),
+        }
     }
 
     pub fn iss(&self) -> Option<Cow<'_, str>> {
@@ -117,10 +153,26 @@ impl Claims {
 
     /// The audiences (`aud` as a string or an array).
     pub fn aud(&self) -> Vec<Cow<'_, str>> {
-        let Some(v) = self.get("aud") else { return Vec::new() };
-        match v.as_str() {
-            Some(s) => vec![s.to_cow()],
-            None => v.items().unwrap_or_default().iter().filter_map(|i| i.as_str()).map(|s| s.to_cow()).collect(),
+        match self.aud {
+            Audience::Absent => Vec::new(),
+            Audience::One(span) => vec![span.get(&self.json)],
+            Audience::Many(start, end) => {
+                let text = self.json.get(start as usize..end as usize).unwrap_or_default();
+                let items = json::parse_value(text, self.max_depth).ok().and_then(|v| v.items()).unwrap_or_default();
+                items.iter().filter_map(|i| i.as_str()).map(|s| s.to_cow()).collect()
+            }
+        }
+    }
+
+    /// Whether `aud` names any of `accepted`; `None` when the token has no `aud`.
+    pub fn audience_matches(&self, accepted: &[String]) -> Option<bool> {
+        match self.aud {
+            Audience::Absent => None,
+            Audience::One(span) => {
+                let aud = span.get(&self.json);
+                Some(accepted.iter().any(|a| *a == aud))
+            }
+            Audience::Many(..) => Some(self.aud().iter().any(|aud| accepted.iter().any(|a| a == aud))),
         }
     }
 

@@ -349,6 +349,15 @@ impl<'a> Parser<'a> {
         let start = self.pos;
         let mut escaped = false;
         loop {
+            // Skip eight ordinary bytes at a time; stop at a quote, a backslash or a control byte.
+            while let Some(chunk) = self.bytes.get(self.pos..self.pos + 8) {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(chunk);
+                if has_special_byte(u64::from_le_bytes(word)) {
+                    break;
+                }
+                self.pos += 8;
+            }
             let b = *self.bytes.get(self.pos).ok_or(JsonError::Syntax)?;
             match b {
                 b'"' => break,
@@ -453,6 +462,17 @@ impl<'a> Parser<'a> {
             }
         }
     }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// True when some byte of `v` is `"`, `\\` or below 0x20 (exact bit tricks: no false negatives).
+fn has_special_byte(v: u64) -> bool {
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS != 0;
+    has_zero(v ^ (ONES * u64::from(b'"')))
+        || has_zero(v ^ (ONES * u64::from(b'\\')))
+        || v.wrapping_sub(ONES * 0x20) & !v & HIGHS != 0
 }
 
 /// Decodes the escapes of a string the parser has already validated.
@@ -593,6 +613,26 @@ mod tests {
         assert_eq!(obj(r#"{"a":"\udc00"}"#).unwrap_err(), JsonError::InvalidUnicode);
         assert_eq!(obj(r#"{"a":"\ud800\u0041"}"#).unwrap_err(), JsonError::InvalidUnicode);
         assert_eq!(parse_object_bytes(b"{\"a\":\"\xff\"}", 16).unwrap_err(), JsonError::InvalidUnicode);
+    }
+
+    #[test]
+    fn the_word_at_a_time_scan_finds_every_special_byte() {
+        for special in [b'"', b'\\', 0x00, 0x1f, 0x0a] {
+            for pos in 0..8 {
+                let mut w = *b"abcdefgh";
+                w[pos] = special;
+                assert!(has_special_byte(u64::from_le_bytes(w)), "{special:#x} at {pos}");
+            }
+        }
+        for plain in [*b"abcdefgh", [0x20; 8], [0xff; 8], [0x7f; 8], *b"\xc3\xa9 \xf0\x9f\x98\x80!"] {
+            assert!(!has_special_byte(u64::from_le_bytes(plain)), "{plain:?}");
+        }
+        // Strings longer than a word, with the special byte at every offset.
+        for len in 0..40 {
+            let body = "x".repeat(len);
+            assert_eq!(obj(&format!("{{\"k\":\"{body}\"}}")).unwrap()[0].value.as_str().unwrap().raw(), body);
+            assert!(obj(&format!("{{\"k\":\"{body}\u{1}\"}}")).is_err());
+        }
     }
 
     #[test]

@@ -140,11 +140,9 @@ pub(crate) fn split(token: &str, max_bytes: usize) -> Result<Segments<'_>, Error
     if token.trim_start().starts_with('{') {
         return Err(Error::JsonSerialization);
     }
-    let mut dots = token.bytes().enumerate().filter(|(_, b)| *b == b'.').map(|(i, _)| i);
-    let (Some(first), Some(second)) = (dots.next(), dots.next()) else {
-        return Err(Error::Malformed);
-    };
-    match dots.count() {
+    let Some(first) = token.find('.') else { return Err(Error::Malformed) };
+    let Some(second) = token[first + 1..].find('.').map(|i| first + 1 + i) else { return Err(Error::Malformed) };
+    match token[second + 1..].bytes().filter(|b| *b == b'.').count() {
         0 => {}
         2 => return Err(Error::Jwe),
         _ => return Err(Error::Malformed),

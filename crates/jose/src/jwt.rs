@@ -45,7 +45,7 @@ fn check_typ(header: &Header, rule: &TypRule) -> Result<(), Error> {
 
 fn check_claims(claims: &Claims, policy: &Policy, now: UnixTime) -> Result<(), Error> {
     for name in &policy.required {
-        if claims.get(name).is_none() {
+        if !claims.contains(name) {
             return Err(Error::MissingClaim(name.clone()));
         }
     }
@@ -58,12 +58,10 @@ fn check_claims(claims: &Claims, policy: &Policy, now: UnixTime) -> Result<(), E
         }
     }
     if let Some(accepted) = &policy.audiences {
-        let aud = claims.aud();
-        if aud.is_empty() {
-            return Err(Error::MissingClaim("aud".into()));
-        }
-        if !aud.iter().any(|a| accepted.iter().any(|x| x == a)) {
-            return Err(Error::WrongAudience);
+        match claims.audience_matches(accepted) {
+            None => return Err(Error::MissingClaim("aud".into())),
+            Some(false) => return Err(Error::WrongAudience),
+            Some(true) => {}
         }
     }
     Ok(())
