@@ -350,6 +350,24 @@ mod tests {
     }
 
     #[test]
+    fn errors_never_echo_the_token() {
+        let (key, set) = setup();
+        let token = sign(&key, &HeaderParams::default(), b"secret-payload").unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+        let bad = [
+            format!("{}.{}.{}A", parts[0], parts[1], parts[2]),
+            format!("{}x.{}.{}", parts[0], parts[1], parts[2]),
+            format!("{}.{}.{}", parts[0], parts[1], parts[0]),
+            format!("{token}.{token}"),
+        ];
+        for t in &bad {
+            let shown = verify(t, &set, &JwsOptions::default()).unwrap_err();
+            let text = format!("{shown} {shown:?}");
+            assert!(parts.iter().all(|p| !text.contains(&p[..12.min(p.len())])), "{text}");
+        }
+    }
+
+    #[test]
     fn algorithm_confusion_is_refused() {
         let (_, set) = setup();
         // An attacker signs HS256 with the public key's bytes as the secret.
