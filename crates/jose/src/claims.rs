@@ -12,8 +12,35 @@ use crate::time::UnixTime;
 
 /// String-valued registered claims (RFC 7519 §4.1, RFC 9068 §2.2, RFC 8693, OpenID Connect Core).
 const STRING_CLAIMS: [&str; 8] = ["iss", "sub", "jti", "client_id", "scope", "sid", "azp", "nonce"];
-/// NumericDate claims; integers only, within `0 ..= UnixTime::MAX`.
-const TIME_CLAIMS: [&str; 4] = ["exp", "nbf", "iat", "auth_time"];
+
+/// What a member name is to the parser. Matching on bytes compiles to length and word compares.
+enum Class {
+    Str(usize),
+    Time(&'static str),
+    Aud,
+    Cnf,
+    Other,
+}
+
+fn classify(name: &[u8]) -> Class {
+    match name {
+        b"iss" => Class::Str(0),
+        b"sub" => Class::Str(1),
+        b"jti" => Class::Str(2),
+        b"client_id" => Class::Str(3),
+        b"scope" => Class::Str(4),
+        b"sid" => Class::Str(5),
+        b"azp" => Class::Str(6),
+        b"nonce" => Class::Str(7),
+        b"exp" => Class::Time("exp"),
+        b"nbf" => Class::Time("nbf"),
+        b"iat" => Class::Time("iat"),
+        b"auth_time" => Class::Time("auth_time"),
+        b"aud" => Class::Aud,
+        b"cnf" => Class::Cnf,
+        _ => Class::Other,
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 struct MemberSpan {
@@ -58,31 +85,34 @@ impl Claims {
         let mut aud = Audience::Absent;
         let mut members = Vec::with_capacity(parsed.len());
         for m in &parsed {
-            // Compare decoded names: `"\u0065xp"` is `exp` and must be checked as `exp`.
+            // Classify decoded names: `"\u0065xp"` is `exp` and must be checked as `exp`.
             let name = m.key.to_cow();
-            let name = name.as_ref();
-            if let Some(i) = STRING_CLAIMS.iter().position(|c| *c == name) {
-                let value = m.value.as_str().ok_or(Error::ClaimType(STRING_CLAIMS[i]))?;
-                strings[i] = Some(Span::of(&json, value));
-            } else if let Some(&claim) = TIME_CLAIMS.iter().find(|c| **c == name) {
-                let t = numeric_date(claim, &m.value)?;
-                match claim {
-                    "exp" => exp = Some(t),
-                    "nbf" => nbf = Some(t),
-                    "iat" => iat = Some(t),
-                    _ => {}
+            match classify(name.as_bytes()) {
+                Class::Str(i) => {
+                    let value = m.value.as_str().ok_or(Error::ClaimType(STRING_CLAIMS[i]))?;
+                    strings[i] = Some(Span::of(&json, value));
                 }
-            } else if name == "aud" {
-                check_aud(&m.value)?;
-                aud = match m.value.as_str() {
-                    Some(one) => Audience::One(Span::of(&json, one)),
-                    None => {
-                        let start = offset(&json, m.value.text());
-                        Audience::Many(start, start + m.value.text().len() as u32)
+                Class::Time(claim) => {
+                    let t = numeric_date(claim, &m.value)?;
+                    match claim {
+                        "exp" => exp = Some(t),
+                        "nbf" => nbf = Some(t),
+                        "iat" => iat = Some(t),
+                        _ => {}
                     }
-                };
-            } else if name == "cnf" && !matches!(m.value.kind(), Kind::Object) {
-                return Err(Error::ClaimType("cnf"));
+                }
+                Class::Aud => {
+                    check_aud(&m.value)?;
+                    aud = match m.value.as_str() {
+                        Some(one) => Audience::One(Span::of(&json, one)),
+                        None => {
+                            let start = offset(&json, m.value.text());
+                            Audience::Many(start, start + m.value.text().len() as u32)
+                        }
+                    };
+                }
+                Class::Cnf if !matches!(m.value.kind(), Kind::Object) => return Err(Error::ClaimType("cnf")),
+                Class::Cnf | Class::Other => {}
             }
             let start = offset(&json, m.value.text());
             members
@@ -106,23 +136,21 @@ impl Claims {
 
     /// True when the claim is present (whatever its value).
     pub fn contains(&self, name: &str) -> bool {
-        if let Some(i) = STRING_CLAIMS.iter().position(|c| *c == name) {
-            return self.strings[i].is_some();
-        }
-        match name {
-            "exp" => self.exp.is_some(),
-            "iat" => self.iat.is_some(),
-            "nbf" => self.nbf.is_some(),
-            "aud" => !matches!(self.aud, Audience::Absent),
+        match classify(name.as_bytes()) {
+            Class::Str(i) => self.strings[i].is_some(),
+            Class::Time("exp") => self.exp.is_some(),
+            Class::Time("iat") => self.iat.is_some(),
+            Class::Time("nbf") => self.nbf.is_some(),
+            Class::Aud => !matches!(self.aud, Audience::Absent),
             _ => self.members.iter().any(|m| m.key.get(&self.json) == name),
         }
     }
 
     /// A string claim, or `None` when absent or not a string.
     pub fn string(&self, name: &str) -> Option<Cow<'_, str>> {
-        match STRING_CLAIMS.iter().position(|c| *c == name) {
-            Some(i) => self.strings[i].map(|s| s.get(&self.json)),
-            None => self.get(name)?.as_str().map(|s| s.to_cow()),
+        match classify(name.as_bytes()) {
+            Class::Str(i) => self.strings[i].map(|s| s.get(&self.json)),
+            _ => self.get(name)?.as_str().map(|s| s.to_cow()),
         }
     }
 

@@ -24,6 +24,14 @@ const LINEAR_DUP_CHECK: usize = 32;
 pub struct JsonStr<'a> {
     raw: &'a str,
     escaped: bool,
+    /// Length and a few bytes of the raw text: different fingerprints mean different unescaped strings.
+    print: u64,
+}
+
+fn fingerprint(raw: &[u8]) -> u64 {
+    let at = |i: usize| raw.get(i).copied().map_or(0, u64::from);
+    let n = raw.len();
+    n as u64 | at(0) << 32 | at(1) << 40 | at(n.wrapping_sub(1)) << 48 | at(n.wrapping_sub(2)) << 56
 }
 
 impl<'a> JsonStr<'a> {
@@ -39,7 +47,7 @@ impl<'a> JsonStr<'a> {
 
     /// Rebuilds a string from raw text the parser already validated.
     pub(crate) fn from_raw(raw: &'a str, escaped: bool) -> Self {
-        JsonStr { raw, escaped }
+        JsonStr { raw, escaped, print: fingerprint(raw.as_bytes()) }
     }
 
     /// True when the decoded string equals `s`. Free of allocation unless the string has escapes.
@@ -62,7 +70,7 @@ impl<'a> JsonStr<'a> {
 
     fn same_as(&self, other: &JsonStr<'_>) -> bool {
         if !self.escaped && !other.escaped {
-            self.raw == other.raw
+            self.print == other.print && self.raw == other.raw
         } else {
             self.to_cow() == other.to_cow()
         }
@@ -272,6 +280,8 @@ impl<'a> Parser<'a> {
     fn parse_object(&mut self, mut out: Option<&mut Vec<Member<'a>>>) -> Result<(), JsonError> {
         self.enter()?;
         self.expect(b'{')?;
+        // Member names seen so far: the output's own when there is one, else the scratch list.
+        let out_mark = out.as_deref().map_or(0, Vec::len);
         let mark = self.keys.len();
         self.skip_ws();
         if self.peek() == Some(b'}') {
@@ -283,16 +293,25 @@ impl<'a> Parser<'a> {
                     return Err(JsonError::Syntax);
                 }
                 let key = self.parse_string()?;
-                let siblings = &self.keys[mark..];
-                if siblings.len() < LINEAR_DUP_CHECK && siblings.iter().any(|k| k.same_as(&key)) {
+                let duplicate = match out.as_deref() {
+                    Some(out) => {
+                        let siblings = &out[out_mark..];
+                        siblings.len() < LINEAR_DUP_CHECK && siblings.iter().any(|m| m.key.same_as(&key))
+                    }
+                    None => {
+                        let siblings = &self.keys[mark..];
+                        siblings.len() < LINEAR_DUP_CHECK && siblings.iter().any(|k| k.same_as(&key))
+                    }
+                };
+                if duplicate {
                     return Err(JsonError::DuplicateMember);
                 }
-                self.keys.push(key);
                 self.skip_ws();
                 self.expect(b':')?;
                 let value = self.parse_value(None)?;
-                if let Some(out) = out.as_deref_mut() {
-                    out.push(Member { key, value });
+                match out.as_deref_mut() {
+                    Some(out) => out.push(Member { key, value }),
+                    None => self.keys.push(key),
                 }
                 self.skip_ws();
                 match self.peek() {
@@ -305,8 +324,13 @@ impl<'a> Parser<'a> {
                 }
             }
         }
-        if self.keys.len() - mark > LINEAR_DUP_CHECK {
-            let mut names: Vec<Cow<'a, str>> = self.keys[mark..].iter().map(JsonStr::to_cow).collect();
+        let names: Vec<JsonStr<'a>> = match out.as_deref() {
+            Some(out) if out.len() - out_mark > LINEAR_DUP_CHECK => out[out_mark..].iter().map(|m| m.key).collect(),
+            None if self.keys.len() - mark > LINEAR_DUP_CHECK => self.keys[mark..].to_vec(),
+            _ => Vec::new(),
+        };
+        if !names.is_empty() {
+            let mut names: Vec<Cow<'a, str>> = names.iter().map(JsonStr::to_cow).collect();
             names.sort_unstable();
             if names.windows(2).any(|w| w[0] == w[1]) {
                 return Err(JsonError::DuplicateMember);
@@ -392,7 +416,7 @@ impl<'a> Parser<'a> {
         }
         let raw = &self.text[start..self.pos];
         self.pos += 1;
-        Ok(JsonStr { raw, escaped })
+        Ok(JsonStr::from_raw(raw, escaped))
     }
 
     fn hex4(&mut self) -> Result<u32, JsonError> {

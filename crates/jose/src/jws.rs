@@ -90,39 +90,56 @@ pub(crate) struct HeaderFacts<'a> {
     pub cty: Option<JsonStr<'a>>,
 }
 
-fn optional_str<'a>(members: &[Member<'a>], name: &'static str) -> Result<Option<JsonStr<'a>>, Error> {
-    match find(members, name) {
-        None => Ok(None),
-        Some(v) => v.as_str().map(Some).ok_or(Error::HeaderType(name)),
-    }
-}
-
 pub(crate) fn check_header<'a>(members: &[Member<'a>], rules: HeaderRules) -> Result<HeaderFacts<'a>, Error> {
-    let alg = find(members, "alg").and_then(|v| v.as_str()).ok_or(Error::MissingAlgorithm)?;
-    let alg = Algorithm::from_name(&alg.to_cow())?;
-    for name in KEY_BEARING {
-        if find(members, name).is_some() && !(rules.allow_jwk && name == "jwk") {
-            return Err(Error::KeyInHeader(name));
+    let (mut alg, mut kid, mut typ, mut cty) = (None, None, None, None);
+    let (mut alg_not_str, mut key_in_header, mut crit, mut unencoded, mut zip, mut bad_type) =
+        (false, None, false, false, false, None);
+    // One pass records what is there; the verdicts below follow a fixed order, whatever the member order.
+    for m in members {
+        let name = m.key.to_cow();
+        let mut string = |slot: &mut Option<JsonStr<'a>>, label: &'static str| match m.value.as_str() {
+            Some(v) => *slot = Some(v),
+            None => bad_type = bad_type.or(Some(label)),
+        };
+        match name.as_bytes() {
+            b"alg" => match m.value.as_str() {
+                Some(v) => alg = Some(v),
+                None => alg_not_str = true,
+            },
+            b"kid" => string(&mut kid, "kid"),
+            b"typ" => string(&mut typ, "typ"),
+            b"cty" => string(&mut cty, "cty"),
+            b"jwk" if rules.allow_jwk => {}
+            n @ (b"jku" | b"x5u" | b"jwk" | b"x5c") => {
+                key_in_header = key_in_header.or(KEY_BEARING.iter().find(|k| k.as_bytes() == n).copied());
+            }
+            b"crit" => crit = true,
+            b"b64" => unencoded |= m.value.as_bool() != Some(true),
+            b"zip" => zip = true,
+            _ => {}
         }
+    }
+    let alg = match alg {
+        Some(alg) if !alg_not_str => Algorithm::from_name(&alg.to_cow())?,
+        _ => return Err(Error::MissingAlgorithm),
+    };
+    if let Some(name) = key_in_header {
+        return Err(Error::KeyInHeader(name));
     }
     // No extension is implemented, so any `crit` (RFC 7515 §4.1.11) names one we do not understand.
-    if find(members, "crit").is_some() {
+    if crit {
         return Err(Error::UnsupportedCritical);
     }
-    if let Some(b64) = find(members, "b64") {
-        if b64.as_bool() != Some(true) {
-            return Err(Error::UnencodedPayload);
-        }
+    if unencoded {
+        return Err(Error::UnencodedPayload);
     }
-    if find(members, "zip").is_some() {
+    if zip {
         return Err(Error::Compressed);
     }
-    Ok(HeaderFacts {
-        alg,
-        kid: optional_str(members, "kid")?,
-        typ: optional_str(members, "typ")?,
-        cty: optional_str(members, "cty")?,
-    })
+    if let Some(label) = bad_type {
+        return Err(Error::HeaderType(label));
+    }
+    Ok(HeaderFacts { alg, kid, typ, cty })
 }
 
 /// The three segments of a compact JWS, split and size-checked but not yet decoded.
