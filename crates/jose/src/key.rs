@@ -142,10 +142,6 @@ macro_rules! hex_fn {
             let mut out = [0u8; $n];
             let (mut i, mut j) = (0, 0);
             while i < $n {
-                // Skip the whitespace a line continuation leaves behind.
-                while b[j] == b' ' {
-                    j += 1;
-                }
                 out[i] = hex_nibble(b[j]) << 4 | hex_nibble(b[j + 1]);
                 i += 1;
                 j += 2;
