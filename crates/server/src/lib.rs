@@ -1,13 +1,14 @@
 //! # portcullis-server
 //!
 //! The Portcullis authorization server. This crate is being built issue by issue; today it holds the
-//! token-issuance defaults, the handling of secrets (client secrets, refresh tokens, passwords) and the
+//! token-issuance defaults, the validated configuration, the handling of secrets (client secrets, refresh tokens, passwords) and the
 //! sealing of private keys at rest, which the storage, grant and HTTP layers will build on.
 //!
 //! Non-goals: it never verifies tokens for APIs (that is `portcullis-guard`), and never signs with HMAC.
 
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod secrets;
 pub mod vault;
 

@@ -1,0 +1,249 @@
+//! The server's configuration: defaults, then a TOML file, then `PORTCULLIS_*` environment variables (each
+//! key of the file has one, e.g. `PORTCULLIS_LISTEN`). It is validated once at start, and every problem is
+//! reported in one message that names the key, so an operator can fix a config without guessing.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The longest access-token lifetime any configuration may set (DESIGN.md §3: hard cap one hour).
+pub const MAX_ACCESS_TOKEN_TTL: u64 = 3600;
+
+/// Settings as written in the file or the environment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: String,
+    /// The issuer URL; `http://` only for loopback hosts. Default: `http://` + `listen`.
+    pub issuer: Option<String>,
+    /// Where the SQLite database and development key file live.
+    pub data_dir: PathBuf,
+    /// `sqlite://...` or `postgres://...`; default: SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// The master key (base64url of 32 bytes) that seals private keys at rest.
+    pub master_key: Option<String>,
+    /// A file holding the master key, instead of `master_key`.
+    pub master_key_file: Option<PathBuf>,
+    /// Log filter (`tracing` syntax), e.g. `info,portcullis=debug`.
+    pub log: String,
+    /// Access-token lifetime in seconds (at most 3600).
+    pub access_token_ttl: u64,
+    /// A refresh family ends this long after login, used or not (seconds).
+    pub refresh_absolute_ttl: u64,
+    /// A refresh token unused for this long expires (seconds).
+    pub refresh_idle_ttl: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            issuer: None,
+            data_dir: PathBuf::from("./portcullis-data"),
+            database_url: None,
+            master_key: None,
+            master_key_file: None,
+            log: "info".into(),
+            access_token_ttl: 300,
+            refresh_absolute_ttl: 30 * 24 * 3600,
+            refresh_idle_ttl: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// Where the master key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterKeySource {
+    /// Given inline (`PORTCULLIS_MASTER_KEY`).
+    Inline(String),
+    /// Read from this file.
+    File(PathBuf),
+    /// Neither was set: development mode creates `data_dir/master.key` (mode 0600) and warns.
+    DevelopmentFile(PathBuf),
+}
+
+/// A configuration that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub issuer: String,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub master_key: MasterKeySource,
+    pub log: String,
+    pub access_token_ttl: u64,
+    pub refresh_absolute_ttl: u64,
+    pub refresh_idle_ttl: u64,
+}
+
+/// Why the configuration cannot be used: every problem found, one per line, each naming its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .0.join("\n  "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Config {
+    /// Loads defaults, then `file` (if given; it must exist), then the `PORTCULLIS_*` environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError(vec![format!("config file {} does not exist", path.display())]));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment
+            .merge(Env::prefixed("PORTCULLIS_"))
+            .extract()
+            .map_err(|e| ConfigError(e.into_iter().map(|e| e.to_string()).collect()))
+    }
+
+    /// Checks every setting and resolves the defaults that depend on others.
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let mut problems = Vec::new();
+        let listen = self.listen.parse::<SocketAddr>().map_err(|_| {
+            problems.push(format!("listen: {:?} is not an address such as 127.0.0.1:8080", self.listen));
+        });
+        let issuer = self.issuer.clone().unwrap_or_else(|| format!("http://{}", self.listen));
+        if let Err(why) = check_issuer(&issuer) {
+            problems.push(format!("issuer: {why}"));
+        }
+        let database_url = self
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("portcullis.db").display()));
+        if !["sqlite://", "postgres://", "postgresql://"].iter().any(|p| database_url.starts_with(p)) {
+            problems.push("database_url: must start with sqlite:// or postgres://".into());
+        }
+        let master_key = match (&self.master_key, &self.master_key_file) {
+            (Some(_), Some(_)) => {
+                problems.push("master_key and master_key_file: set one, not both".into());
+                None
+            }
+            (Some(key), None) => Some(MasterKeySource::Inline(key.clone())),
+            (None, Some(file)) => Some(MasterKeySource::File(file.clone())),
+            (None, None) => Some(MasterKeySource::DevelopmentFile(self.data_dir.join("master.key"))),
+        };
+        if self.access_token_ttl == 0 || self.access_token_ttl > MAX_ACCESS_TOKEN_TTL {
+            problems.push(format!("access_token_ttl: must be between 1 and {MAX_ACCESS_TOKEN_TTL} seconds"));
+        }
+        if self.refresh_idle_ttl == 0 || self.refresh_idle_ttl > self.refresh_absolute_ttl {
+            problems.push("refresh_idle_ttl: must be positive and not longer than refresh_absolute_ttl".into());
+        }
+        match (listen, master_key) {
+            (Ok(listen), Some(master_key)) if problems.is_empty() => Ok(Settings {
+                listen,
+                issuer: issuer.trim_end_matches('/').to_owned(),
+                data_dir: self.data_dir,
+                database_url,
+                master_key,
+                log: self.log,
+                access_token_ttl: self.access_token_ttl,
+                refresh_absolute_ttl: self.refresh_absolute_ttl,
+                refresh_idle_ttl: self.refresh_idle_ttl,
+            }),
+            _ => Err(ConfigError(problems)),
+        }
+    }
+}
+
+/// RFC 8414 §2: an `https` URL with no query or fragment. Plain `http` is accepted for loopback hosts only,
+/// for development.
+fn check_issuer(issuer: &str) -> Result<(), String> {
+    let (scheme, rest) = issuer.split_once("://").ok_or_else(|| format!("{issuer:?} is not an absolute URL"))?;
+    if issuer.contains(['?', '#']) || issuer.chars().any(char::is_whitespace) {
+        return Err("must not contain a query, a fragment or spaces".into());
+    }
+    let host = rest.split('/').next().unwrap_or_default();
+    let host_only = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    if host_only.is_empty() {
+        return Err("has no host".into());
+    }
+    match scheme {
+        "https" => Ok(()),
+        "http" if ["127.0.0.1", "localhost", "::1"].contains(&host_only) => Ok(()),
+        "http" => Err("plain http is allowed only for a loopback host; use https".into()),
+        _ => Err(format!("scheme {scheme:?} is not https")),
+    }
+}
+
+#[cfg(test)]
+// figment::Jail fixes the closure's error type (figment::Error, a large enum); the lint cannot apply.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_development_setup() {
+        let s = Config::default().validate().unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.issuer, "http://127.0.0.1:8080");
+        assert_eq!(s.database_url, "sqlite://./portcullis-data/portcullis.db");
+        assert_eq!(s.master_key, MasterKeySource::DevelopmentFile(PathBuf::from("./portcullis-data/master.key")));
+        assert_eq!(s.access_token_ttl, 300);
+    }
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "p.toml",
+                "listen = \"0.0.0.0:9000\"\nissuer = \"https://auth.example/\"\naccess_token_ttl = 120\n",
+            )?;
+            jail.set_env("PORTCULLIS_ACCESS_TOKEN_TTL", "60");
+            jail.set_env("PORTCULLIS_DATABASE_URL", "postgres://db/portcullis");
+            let s = Config::load(Some(Path::new("p.toml"))).unwrap().validate().unwrap();
+            assert_eq!(s.listen.to_string(), "0.0.0.0:9000");
+            assert_eq!(s.issuer, "https://auth.example");
+            assert_eq!(s.access_token_ttl, 60, "the environment wins over the file");
+            assert_eq!(s.database_url, "postgres://db/portcullis");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn mistakes_are_reported_together_and_by_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("typo.toml", "lisen = \"127.0.0.1:1\"\n")?;
+            let err = Config::load(Some(Path::new("typo.toml"))).unwrap_err();
+            assert!(err.to_string().contains("lisen"), "{err}");
+            assert!(Config::load(Some(Path::new("missing.toml"))).unwrap_err().to_string().contains("does not exist"));
+            jail.create_file("bad.toml", "access_token_ttl = \"soon\"\n")?;
+            assert!(Config::load(Some(Path::new("bad.toml"))).is_err());
+            Ok(())
+        });
+        let bad = Config {
+            listen: "nowhere".into(),
+            issuer: Some("http://auth.example".into()),
+            database_url: Some("mysql://x".into()),
+            master_key: Some("k".into()),
+            master_key_file: Some("f".into()),
+            access_token_ttl: 7200,
+            refresh_idle_ttl: 10,
+            refresh_absolute_ttl: 5,
+            ..Config::default()
+        };
+        let ConfigError(problems) = bad.validate().unwrap_err();
+        assert_eq!(problems.len(), 6, "{problems:#?}");
+        for key in ["listen", "issuer", "database_url", "master_key", "access_token_ttl", "refresh_idle_ttl"] {
+            assert!(problems.iter().any(|p| p.starts_with(key)), "{key}: {problems:#?}");
+        }
+    }
+
+    #[test]
+    fn issuers_follow_rfc_8414() {
+        for ok in ["https://auth.example", "https://auth.example/tenant", "http://localhost:8080", "http://[::1]:80"] {
+            assert!(check_issuer(ok).is_ok(), "{ok}");
+        }
+        for bad in ["auth.example", "https://auth.example?x=1", "https://a#f", "http://10.0.0.1", "ftp://a", "https://"]
+        {
+            assert!(check_issuer(bad).is_err(), "{bad}");
+        }
+    }
+}
