@@ -1,0 +1,5 @@
+//! Grant logic, free of I/O and HTTP: it takes `now` and the facts the store found, and returns what to issue
+//! or the RFC 6749 error to answer. One module per concept.
+
+pub mod access_token;
+pub mod scope;
