@@ -2,4 +2,5 @@
 //! or the RFC 6749 error to answer. One module per concept.
 
 pub mod access_token;
+pub mod refresh;
 pub mod scope;
