@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod keys;
 pub mod oauth;
 pub mod secrets;
 pub mod vault;
