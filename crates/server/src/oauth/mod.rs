@@ -2,6 +2,7 @@
 //! or the RFC 6749 error to answer. One module per concept.
 
 pub mod access_token;
+pub mod client_auth;
 pub mod error;
 pub mod lockout;
 pub mod refresh;
