@@ -12,6 +12,22 @@ use serde::{Deserialize, Serialize};
 /// The longest access-token lifetime any configuration may set (DESIGN.md §3: hard cap one hour).
 pub const MAX_ACCESS_TOKEN_TTL: u64 = 3600;
 
+/// The configuration keys; each is also read from `PORTCULLIS_` + its upper-case name.
+pub const KEYS: [&str; 10] = [
+    "listen",
+    "issuer",
+    "data_dir",
+    "database_url",
+    "master_key",
+    "master_key_file",
+    "log",
+    "access_token_ttl",
+    "refresh_absolute_ttl",
+    "refresh_idle_ttl",
+];
+
+const ENV_PREFIX: &str = "PORTCULLIS_";
+
 /// Settings as written in the file or the environment.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -95,10 +111,22 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
+        // Only the known keys: other tools share the prefix (PORTCULLIS_TEST_*, say). See `unknown_env_vars`.
         figment
-            .merge(Env::prefixed("PORTCULLIS_"))
+            .merge(Env::prefixed(ENV_PREFIX).only(&KEYS))
             .extract()
             .map_err(|e| ConfigError(e.into_iter().map(|e| e.to_string()).collect()))
+    }
+
+    /// `PORTCULLIS_*` variables in the environment that are not configuration keys: likely typos, which the
+    /// server logs as a warning at start (they are ignored, not fatal, because other tools share the prefix).
+    pub fn unknown_env_vars() -> Vec<String> {
+        std::env::vars()
+            .filter_map(|(name, _)| {
+                let key = name.strip_prefix(ENV_PREFIX)?.to_ascii_lowercase();
+                (!KEYS.contains(&key.as_str())).then_some(name)
+            })
+            .collect()
     }
 
     /// Checks every setting and resolves the defaults that depend on others.
@@ -198,11 +226,15 @@ mod tests {
             )?;
             jail.set_env("PORTCULLIS_ACCESS_TOKEN_TTL", "60");
             jail.set_env("PORTCULLIS_DATABASE_URL", "postgres://db/portcullis");
+            jail.set_env("PORTCULLIS_LISTN", "typo");
             let s = Config::load(Some(Path::new("p.toml"))).unwrap().validate().unwrap();
             assert_eq!(s.listen.to_string(), "0.0.0.0:9000");
             assert_eq!(s.issuer, "https://auth.example");
             assert_eq!(s.access_token_ttl, 60, "the environment wins over the file");
             assert_eq!(s.database_url, "postgres://db/portcullis");
+            // An unknown PORTCULLIS_ variable is ignored, and reported for a warning.
+            assert!(Config::unknown_env_vars().contains(&"PORTCULLIS_LISTN".to_owned()));
+            assert!(!Config::unknown_env_vars().contains(&"PORTCULLIS_DATABASE_URL".to_owned()));
             Ok(())
         });
     }
