@@ -2,11 +2,13 @@
 //!
 //! The resource-server side of Portcullis: verify an access token on every API request, offline, from a
 //! cached JWKS. This crate is being built issue by issue; today it holds the request-side token extraction
-//! that the tower layer and the gateway will share.
+//! and the JWKS cache's timing rules, which the tower layer and the gateway will share.
 //!
 //! Non-goals: issuing tokens, talking to the server's database.
 
 #![forbid(unsafe_code)]
+
+pub mod jwks_timing;
 
 /// How a request presented its token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
