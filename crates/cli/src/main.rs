@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod jose_cmd;
+mod server_cmd;
 
 use std::process::ExitCode;
 
@@ -14,6 +15,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    common: server_cmd::Common,
 }
 
 #[derive(Debug, Subcommand)]
@@ -24,6 +27,22 @@ enum Command {
     /// Generate JSON Web Keys, derive public keys and thumbprints.
     #[command(subcommand)]
     Jwk(jose_cmd::JwkCommand),
+    /// Run the authorization server.
+    Serve,
+    /// Create or upgrade the database schema (the server also does this at start).
+    Migrate,
+    /// Manage roles.
+    #[command(subcommand)]
+    Roles(server_cmd::RolesCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    Users(server_cmd::UsersCommand),
+    /// Manage OAuth clients.
+    #[command(subcommand)]
+    Clients(server_cmd::ClientsCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(server_cmd::KeysCommand),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +50,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Jwt(cmd) => jose_cmd::run_jwt(cmd),
         Command::Jwk(cmd) => jose_cmd::run_jwk(cmd),
+        Command::Serve => server_cmd::run_serve(&cli.common),
+        Command::Migrate => server_cmd::run_migrate(&cli.common),
+        Command::Roles(cmd) => server_cmd::run_roles(&cli.common, cmd),
+        Command::Users(cmd) => server_cmd::run_users(&cli.common, cmd),
+        Command::Clients(cmd) => server_cmd::run_clients(&cli.common, cmd),
+        Command::Keys(cmd) => server_cmd::run_keys(&cli.common, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,13 +7,16 @@ use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use portcullis_jose::Algorithm;
 use serde::{Deserialize, Serialize};
+
+use crate::keys::KeyRules;
 
 /// The longest access-token lifetime any configuration may set (DESIGN.md §3: hard cap one hour).
 pub const MAX_ACCESS_TOKEN_TTL: u64 = 3600;
 
 /// The configuration keys; each is also read from `PORTCULLIS_` + its upper-case name.
-pub const KEYS: [&str; 10] = [
+pub const KEYS: [&str; 17] = [
     "listen",
     "issuer",
     "data_dir",
@@ -24,6 +27,13 @@ pub const KEYS: [&str; 10] = [
     "access_token_ttl",
     "refresh_absolute_ttl",
     "refresh_idle_ttl",
+    "signing_alg",
+    "key_rotation_interval",
+    "jwks_max_age",
+    "tls_cert",
+    "tls_key",
+    "login_rate_per_second",
+    "login_rate_burst",
 ];
 
 const ENV_PREFIX: &str = "PORTCULLIS_";
@@ -52,6 +62,20 @@ pub struct Config {
     pub refresh_absolute_ttl: u64,
     /// A refresh token unused for this long expires (seconds).
     pub refresh_idle_ttl: u64,
+    /// The algorithm of new signing keys (ES256, ES384, EdDSA, RS256..., PS256..., ML-DSA-44/65/87).
+    pub signing_alg: String,
+    /// How long a signing key signs before its successor takes over (seconds).
+    pub key_rotation_interval: u64,
+    /// The JWKS `Cache-Control: max-age`, and how long a new key is published before it signs (seconds).
+    pub jwks_max_age: u64,
+    /// PEM certificate chain; with `tls_key`, the server speaks HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Password attempts per second allowed from one IP address (0 turns the limit off).
+    pub login_rate_per_second: u32,
+    /// Password attempts one IP address may make in a burst.
+    pub login_rate_burst: u32,
 }
 
 impl Default for Config {
@@ -67,6 +91,13 @@ impl Default for Config {
             access_token_ttl: 300,
             refresh_absolute_ttl: 30 * 24 * 3600,
             refresh_idle_ttl: 7 * 24 * 3600,
+            signing_alg: crate::DEFAULT_SIGNING_ALGORITHM.name().into(),
+            key_rotation_interval: 30 * 24 * 3600,
+            jwks_max_age: 300,
+            tls_cert: None,
+            tls_key: None,
+            login_rate_per_second: 5,
+            login_rate_burst: 20,
         }
     }
 }
@@ -94,6 +125,12 @@ pub struct Settings {
     pub access_token_ttl: u64,
     pub refresh_absolute_ttl: u64,
     pub refresh_idle_ttl: u64,
+    pub signing_alg: Algorithm,
+    pub key_rules: KeyRules,
+    /// Certificate and key files, when the server speaks HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Per-IP password attempts: (per second, burst); `None` when turned off.
+    pub login_rate: Option<(u32, u32)>,
 }
 
 /// Why the configuration cannot be used: every problem found, one per line, each naming its key.
@@ -161,8 +198,37 @@ impl Config {
         if self.refresh_idle_ttl == 0 || self.refresh_idle_ttl > self.refresh_absolute_ttl {
             problems.push("refresh_idle_ttl: must be positive and not longer than refresh_absolute_ttl".into());
         }
-        match (listen, master_key) {
-            (Ok(listen), Some(master_key)) if problems.is_empty() => Ok(Settings {
+        let signing_alg = match Algorithm::from_name(&self.signing_alg) {
+            Ok(alg) if !alg.is_symmetric() => Some(alg),
+            _ => {
+                problems.push(format!(
+                    "signing_alg: {:?} is not an asymmetric JOSE algorithm (ES256, ES384, ES512, EdDSA, RS256, PS256, \
+                     ML-DSA-65, ...)",
+                    self.signing_alg
+                ));
+                None
+            }
+        };
+        let key_rules = KeyRules {
+            rotation_interval: self.key_rotation_interval.min(i64::MAX as u64) as i64,
+            jwks_max_age: self.jwks_max_age.min(i64::MAX as u64) as i64,
+            max_token_ttl: MAX_ACCESS_TOKEN_TTL as i64,
+        };
+        if let Err(why) = key_rules.checked() {
+            problems.push(format!("key_rotation_interval / jwks_max_age: {why}"));
+        }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            _ => {
+                problems.push("tls_cert and tls_key: set both, or neither".into());
+                None
+            }
+        };
+        let login_rate = (self.login_rate_per_second > 0)
+            .then_some((self.login_rate_per_second, self.login_rate_burst.max(self.login_rate_per_second)));
+        match (listen, master_key, signing_alg) {
+            (Ok(listen), Some(master_key), Some(signing_alg)) if problems.is_empty() => Ok(Settings {
                 listen,
                 issuer: issuer.trim_end_matches('/').to_owned(),
                 data_dir: self.data_dir,
@@ -172,6 +238,10 @@ impl Config {
                 access_token_ttl: self.access_token_ttl,
                 refresh_absolute_ttl: self.refresh_absolute_ttl,
                 refresh_idle_ttl: self.refresh_idle_ttl,
+                signing_alg,
+                key_rules,
+                tls,
+                login_rate,
             }),
             _ => Err(ConfigError(problems)),
         }
@@ -259,11 +329,25 @@ mod tests {
             access_token_ttl: 7200,
             refresh_idle_ttl: 10,
             refresh_absolute_ttl: 5,
+            signing_alg: "HS256".into(),
+            jwks_max_age: 600,
+            key_rotation_interval: 900,
+            tls_cert: Some("cert.pem".into()),
             ..Config::default()
         };
         let ConfigError(problems) = bad.validate().unwrap_err();
-        assert_eq!(problems.len(), 6, "{problems:#?}");
-        for key in ["listen", "issuer", "database_url", "master_key", "access_token_ttl", "refresh_idle_ttl"] {
+        assert_eq!(problems.len(), 9, "{problems:#?}");
+        for key in [
+            "listen",
+            "issuer",
+            "database_url",
+            "master_key",
+            "access_token_ttl",
+            "refresh_idle_ttl",
+            "signing_alg",
+            "key_rotation_interval",
+            "tls_cert",
+        ] {
             assert!(problems.iter().any(|p| p.starts_with(key)), "{key}: {problems:#?}");
         }
     }

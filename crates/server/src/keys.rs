@@ -20,6 +20,21 @@ impl KeyState {
     pub fn is_published(self) -> bool {
         matches!(self, KeyState::Pending | KeyState::Active | KeyState::Retired)
     }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Pending => "pending",
+            KeyState::Active => "active",
+            KeyState::Retired => "retired",
+            KeyState::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<KeyState> {
+        [KeyState::Pending, KeyState::Active, KeyState::Retired, KeyState::Revoked]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
 }
 
 /// What the lifecycle needs to know of a key.
@@ -29,6 +44,9 @@ pub struct KeyRecord {
     pub state: KeyState,
     /// When it was created (and, unless revoked, published).
     pub created_at: i64,
+    /// For a pending key made by `keys rotate`: activate at this time (at least one JWKS max-age after
+    /// creation) rather than at the scheduled rotation.
+    pub activate_at: Option<i64>,
     pub activated_at: Option<i64>,
     pub retired_at: Option<i64>,
 }
@@ -91,7 +109,10 @@ pub fn plan(keys: &[KeyRecord], rules: &KeyRules, now: i64) -> Vec<Transition> {
         // The active key is gone (revoked): sign with the successor at once rather than not at all. Guards
         // refetch the JWKS when a token names a kid they lack, so the gap is one fetch, not an outage.
         (None, Some(p)) => due.push(Transition::Activate(p.kid.clone())),
-        (Some(a), Some(p)) if rotation_due && now >= p.created_at.saturating_add(rules.jwks_max_age) => {
+        (Some(a), Some(p))
+            if (rotation_due || p.activate_at.is_some_and(|t| now >= t))
+                && now >= p.created_at.saturating_add(rules.jwks_max_age) =>
+        {
             due.push(Transition::Activate(p.kid.clone()));
             due.push(Transition::Retire(a.kid.clone()));
         }
@@ -133,6 +154,7 @@ mod tests {
                         kid: format!("k{next_kid}"),
                         state: if active { KeyState::Active } else { KeyState::Pending },
                         created_at: now,
+                        activate_at: None,
                         activated_at: active.then_some(now),
                         retired_at: None,
                     });
@@ -199,6 +221,7 @@ mod tests {
             kid: "p".into(),
             state: KeyState::Pending,
             created_at: 0,
+            activate_at: None,
             activated_at: None,
             retired_at: None,
         };

@@ -8,10 +8,20 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod audit;
+pub mod authority;
+pub mod clock;
 pub mod config;
+pub mod http;
 pub mod keys;
+pub mod model;
 pub mod oauth;
+pub mod revocation;
 pub mod secrets;
+pub mod serve;
+pub mod signing;
+pub mod store;
 pub mod vault;
 
 use portcullis_jose::Algorithm;

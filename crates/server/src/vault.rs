@@ -5,11 +5,15 @@
 //! a handful of keys per rotation, far below the 2^32 messages where random 96-bit nonces become a concern.
 
 use std::fmt;
+use std::io::Write as _;
+use std::path::Path;
 
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, NONCE_LEN};
 use aws_lc_rs::rand;
 use portcullis_jose::b64;
 use zeroize::Zeroizing;
+
+use crate::config::MasterKeySource;
 
 const VERSION: u8 = 1;
 const TAG_LEN: usize = 16;
@@ -24,6 +28,8 @@ pub enum VaultError {
     Open,
     #[error("cryptographic backend failure")]
     Crypto,
+    #[error("master key file {0}")]
+    File(String),
 }
 
 /// The master key. `Debug` is redacted; the key material lives inside aws-lc-rs, which clears it on drop.
@@ -97,6 +103,50 @@ impl MasterKey {
     }
 }
 
+/// Loads the master key from where the configuration says. In development mode (no key configured) the key
+/// file in the data dir is created on first start with mode 0600; the second value is then a warning to show.
+pub fn load_master_key(source: &MasterKeySource) -> Result<(MasterKey, Option<String>), VaultError> {
+    match source {
+        MasterKeySource::Inline(text) => Ok((MasterKey::parse(text)?, None)),
+        MasterKeySource::File(path) => Ok((read_key_file(path)?, None)),
+        MasterKeySource::DevelopmentFile(path) => {
+            let warning = format!(
+                "no master key configured: using the development key file {} (set PORTCULLIS_MASTER_KEY_FILE in \
+                 production)",
+                path.display()
+            );
+            if path.exists() {
+                return Ok((read_key_file(path)?, Some(warning)));
+            }
+            let (key, text) = MasterKey::generate()?;
+            write_private_file(path, text.as_bytes())
+                .map_err(|e| VaultError::File(format!("{} cannot be created: {e}", path.display())))?;
+            Ok((key, Some(warning)))
+        }
+    }
+}
+
+fn read_key_file(path: &Path) -> Result<MasterKey, VaultError> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|e| VaultError::File(format!("{}: {e}", path.display())))?,
+    );
+    MasterKey::parse(&text)
+}
+
+/// Creates `path` (not overwriting) readable by its owner only.
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +176,30 @@ mod tests {
         assert_eq!(MasterKey::parse("not base64!").unwrap_err(), VaultError::BadMasterKey);
         assert!(MasterKey::parse(&b64::encode(&[7u8; 32])).is_ok());
         assert!(!format!("{:?}", MasterKey::parse(&b64::encode(&[7u8; 32])).unwrap()).contains('7'));
+    }
+
+    #[test]
+    fn the_development_key_file_is_created_once_and_private() {
+        let dir = std::env::temp_dir().join(format!("portcullis-vault-{}", std::process::id()));
+        let path = dir.join("master.key");
+        let _ = std::fs::remove_dir_all(&dir);
+        let source = MasterKeySource::DevelopmentFile(path.clone());
+        let (first, warning) = load_master_key(&source).unwrap();
+        assert!(warning.unwrap().contains("development key file"));
+        let sealed = first.seal("k1", b"private").unwrap();
+        let (second, _) = load_master_key(&source).unwrap();
+        assert_eq!(second.open("k1", &sealed).unwrap().as_slice(), b"private", "the same key on restart");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        let (third, none) = load_master_key(&MasterKeySource::File(path.clone())).unwrap();
+        assert!(none.is_none());
+        assert!(third.open("k1", &sealed).is_ok());
+        std::fs::write(&path, "short").unwrap();
+        assert!(load_master_key(&MasterKeySource::File(path)).is_err());
+        assert!(load_master_key(&MasterKeySource::File(dir.join("absent"))).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -13,6 +13,8 @@ pub enum ErrorCode {
     UnauthorizedClient,
     UnsupportedGrantType,
     InvalidScope,
+    /// RFC 8707 §2: the `resource` is not one the client may use.
+    InvalidTarget,
     /// RFC 7009 §2.2.1.
     UnsupportedTokenType,
     /// RFC 9449 §5.
@@ -33,6 +35,7 @@ impl ErrorCode {
             ErrorCode::UnauthorizedClient => "unauthorized_client",
             ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
             ErrorCode::InvalidScope => "invalid_scope",
+            ErrorCode::InvalidTarget => "invalid_target",
             ErrorCode::UnsupportedTokenType => "unsupported_token_type",
             ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
             ErrorCode::UseDpopNonce => "use_dpop_nonce",

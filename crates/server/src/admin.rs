@@ -1,0 +1,264 @@
+//! Management of roles, users, clients and keys, on the store directly: the CLI uses it, so it works before
+//! the server has ever run and while it runs (the server picks changes up from the store). Every change is
+//! audited; changes that take rights away also revoke the tokens that carried them.
+
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use crate::audit;
+use crate::authority::revoke_user;
+use crate::clock::Clock;
+use crate::model::{Client, ClientCredential, GrantType, Role, TokenDelivery, User};
+use crate::oauth::scope::Scopes;
+use crate::secrets::{hash_password, BearerSecret, PasswordCost};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A client to register.
+#[derive(Debug, Clone, Default)]
+pub struct NewClient {
+    pub id: String,
+    /// `None`: a public client; `Some(None)`: generate a secret; `Some(Some(jwks))`: `private_key_jwt`.
+    pub credential: ClientKind,
+    pub grants: Vec<GrantType>,
+    pub scopes: Vec<String>,
+    pub redirect_uris: Vec<String>,
+    pub audiences: Vec<String>,
+    pub first_party: bool,
+    pub token_delivery: TokenDelivery,
+}
+
+/// How a new client will authenticate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ClientKind {
+    #[default]
+    Public,
+    GenerateSecret,
+    Jwks(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+}
+
+fn valid_name(kind: &str, name: &str) -> Result<(), AdminError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@:".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(AdminError::Invalid(format!("{kind} {name:?}: use 1-128 characters of A-Z a-z 0-9 - _ . @ :")))
+    }
+}
+
+fn scopes_from(words: &[String]) -> Result<Scopes, AdminError> {
+    let all: Vec<&str> = words.iter().flat_map(|w| w.split(' ')).filter(|w| !w.is_empty()).collect();
+    Scopes::of(all).map_err(|e| AdminError::Invalid(format!("scope: {e}")))
+}
+
+impl Admin {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Admin {
+        Admin { store, clock }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now().as_secs()
+    }
+
+    async fn audit(&self, kind: &'static str, subject: &str, detail: serde_json::Value) -> Result<(), AdminError> {
+        let mut event = audit::event(self.now(), kind);
+        event.subject = Some(subject.to_owned());
+        event.detail = serde_json::json!({ "by": "cli", "detail": detail }).to_string();
+        Ok(self.store.append_audit(&[event]).await?)
+    }
+
+    pub async fn add_role(&self, name: &str, scopes: &[String]) -> Result<Role, AdminError> {
+        valid_name("role", name)?;
+        let role = Role { name: name.to_owned(), scopes: scopes_from(scopes)? };
+        self.store.add_role(&role, self.now()).await?;
+        self.audit("role_added", name, serde_json::json!({ "scopes": role.scopes.to_string() })).await?;
+        Ok(role)
+    }
+
+    pub async fn remove_role(&self, name: &str) -> Result<(), AdminError> {
+        self.store.remove_role(name).await?;
+        self.audit("role_removed", name, serde_json::Value::Null).await
+    }
+
+    /// Adds a user; the password is hashed with Argon2id on a blocking thread.
+    pub async fn add_user(
+        &self,
+        name: &str,
+        password: Zeroizing<String>,
+        roles: &[String],
+    ) -> Result<User, AdminError> {
+        valid_name("user", name)?;
+        check_password(&password)?;
+        let hash = hash_blocking(password).await?;
+        let id = BearerSecret::generate().map_err(|e| AdminError::Invalid(e.to_string()))?.expose()[..22].to_owned();
+        let mut roles = roles.to_vec();
+        roles.sort();
+        roles.dedup();
+        let user = User {
+            id: format!("u_{id}"),
+            name: name.to_owned(),
+            password_hash: hash,
+            disabled: false,
+            roles,
+            scopes: Scopes::default(),
+            failures: 0,
+            last_failure_at: 0,
+            created_at: self.now(),
+        };
+        self.store.add_user(&user).await?;
+        self.audit("user_added", &user.id, serde_json::json!({ "name": name, "roles": user.roles })).await?;
+        Ok(user)
+    }
+
+    /// Sets a new password and revokes every token of the user.
+    pub async fn set_password(&self, name: &str, password: Zeroizing<String>) -> Result<(), AdminError> {
+        check_password(&password)?;
+        let user = self.user(name).await?;
+        let hash = hash_blocking(password).await?;
+        self.store.set_user_password(name, &hash).await?;
+        revoke_user(self.store.as_ref(), &user.id, "password_changed", self.now()).await?;
+        Ok(())
+    }
+
+    pub async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<(), AdminError> {
+        let user = self.user(name).await?;
+        self.store.set_user_disabled(name, disabled).await?;
+        if disabled {
+            revoke_user(self.store.as_ref(), &user.id, "account_disabled", self.now()).await?;
+        } else {
+            self.audit("user_enabled", &user.id, serde_json::Value::Null).await?;
+        }
+        Ok(())
+    }
+
+    /// Revokes every session and access token of a user ("log out everywhere").
+    pub async fn revoke_user(&self, name: &str) -> Result<(), AdminError> {
+        let user = self.user(name).await?;
+        revoke_user(self.store.as_ref(), &user.id, "revoked_by_admin", self.now()).await?;
+        Ok(())
+    }
+
+    pub async fn remove_user(&self, name: &str) -> Result<(), AdminError> {
+        let user = self.user(name).await?;
+        revoke_user(self.store.as_ref(), &user.id, "account_removed", self.now()).await?;
+        self.store.remove_user(name).await?;
+        Ok(())
+    }
+
+    async fn user(&self, name: &str) -> Result<User, AdminError> {
+        self.store.find_user_by_name(name).await?.ok_or_else(|| StoreError::NotFound(format!("user {name}")).into())
+    }
+
+    /// Registers a client. For `GenerateSecret`, the secret is returned once and only its digest is kept.
+    pub async fn add_client(&self, new: NewClient) -> Result<(Client, Option<BearerSecret>), AdminError> {
+        valid_name("client", &new.id)?;
+        if new.grants.is_empty() {
+            return Err(AdminError::Invalid("give at least one --grant".into()));
+        }
+        let public = new.credential == ClientKind::Public;
+        if public && new.grants.contains(&GrantType::ClientCredentials) {
+            return Err(AdminError::Invalid("a public client cannot use client_credentials (RFC 6749 §4.4)".into()));
+        }
+        if new.grants.contains(&GrantType::Password) && !new.first_party {
+            return Err(AdminError::Invalid("the password grant is for --first-party clients only".into()));
+        }
+        for uri in &new.redirect_uris {
+            if !(uri.starts_with("https://")
+                || uri.starts_with("http://127.0.0.1")
+                || uri.starts_with("http://localhost"))
+                || uri.contains('#')
+            {
+                return Err(AdminError::Invalid(format!(
+                    "redirect URI {uri:?}: https, or http on loopback; no fragment"
+                )));
+            }
+        }
+        let (credential, secret) = match &new.credential {
+            ClientKind::Public => (ClientCredential::None, None),
+            ClientKind::GenerateSecret => {
+                let secret = BearerSecret::generate().map_err(|e| AdminError::Invalid(e.to_string()))?;
+                (ClientCredential::Secret(secret.digest()), Some(secret))
+            }
+            ClientKind::Jwks(jwks) => {
+                let algs: Vec<_> = portcullis_jose::Algorithm::asymmetric().collect();
+                let keys = portcullis_jose::KeySet::from_jwks(jwks, &algs)
+                    .map_err(|e| AdminError::Invalid(format!("client JWKS: {e}")))?;
+                if keys.is_empty() {
+                    return Err(AdminError::Invalid("client JWKS holds no usable public key".into()));
+                }
+                (ClientCredential::Jwks(jwks.clone()), None)
+            }
+        };
+        let mut grants = new.grants.clone();
+        grants.sort();
+        grants.dedup();
+        let client = Client {
+            id: new.id.clone(),
+            credential,
+            grants,
+            scopes: scopes_from(&new.scopes)?,
+            redirect_uris: new.redirect_uris,
+            audiences: new.audiences,
+            first_party: new.first_party,
+            token_delivery: new.token_delivery,
+            disabled: false,
+            created_at: self.now(),
+        };
+        self.store.add_client(&client).await?;
+        let grants: Vec<&str> = client.grants.iter().map(|g| g.as_str()).collect();
+        self.audit(
+            "client_added",
+            &client.id,
+            serde_json::json!({ "grants": grants, "scope": client.scopes.to_string() }),
+        )
+        .await?;
+        Ok((client, secret))
+    }
+
+    pub async fn remove_client(&self, id: &str) -> Result<(), AdminError> {
+        self.store.remove_client(id).await?;
+        self.audit("client_removed", id, serde_json::Value::Null).await
+    }
+
+    pub async fn set_client_disabled(&self, id: &str, disabled: bool) -> Result<(), AdminError> {
+        self.store.set_client_disabled(id, disabled).await?;
+        let kind = if disabled { "client_disabled" } else { "client_enabled" };
+        self.audit(kind, id, serde_json::Value::Null).await
+    }
+}
+
+fn check_password(password: &str) -> Result<(), AdminError> {
+    let chars = password.chars().count();
+    if !(8..=1024).contains(&chars) {
+        return Err(AdminError::Invalid("a password must be 8 to 1024 characters".into()));
+    }
+    Ok(())
+}
+
+async fn hash_blocking(password: Zeroizing<String>) -> Result<String, AdminError> {
+    tokio::task::spawn_blocking(move || hash_password(&password, PasswordCost::OWASP))
+        .await
+        .map_err(|e| AdminError::Invalid(e.to_string()))?
+        .map_err(|e| AdminError::Invalid(e.to_string()))
+}

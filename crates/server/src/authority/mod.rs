@@ -1,0 +1,88 @@
+//! The authority: grants, sessions and revocation with the store, the keys and the clock in hand. It speaks
+//! OAuth (RFC names, [`OAuthError`]) and knows no HTTP; the handlers in `http` stay thin around it.
+
+mod client;
+mod grants;
+mod passwords;
+mod tokens;
+
+use std::sync::Arc;
+
+use portcullis_jose::UnixTime;
+
+pub use client::Authenticated;
+pub use grants::{Issued, TokenRequest};
+pub use passwords::PasswordPool;
+pub use tokens::{revoke_user, Introspection};
+
+use crate::audit::Audit;
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::oauth::error::{ErrorCode, OAuthError};
+use crate::oauth::lockout::LockoutRules;
+use crate::oauth::refresh::RefreshRules;
+use crate::revocation::RevocationSet;
+use crate::secrets::PasswordCost;
+use crate::signing::KeyManager;
+use crate::store::{AuditEvent, Store, StoreError};
+
+/// The rules the authority applies, from the validated configuration.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub issuer: String,
+    pub access_token_ttl: u64,
+    pub refresh: RefreshRules,
+    pub lockout: LockoutRules,
+    pub password_cost: PasswordCost,
+}
+
+impl Rules {
+    pub fn from_settings(s: &Settings) -> Rules {
+        Rules {
+            issuer: s.issuer.clone(),
+            access_token_ttl: s.access_token_ttl,
+            refresh: RefreshRules {
+                absolute_ttl: s.refresh_absolute_ttl as i64,
+                idle_ttl: s.refresh_idle_ttl as i64,
+                ..RefreshRules::default()
+            },
+            lockout: LockoutRules::default(),
+            password_cost: PasswordCost::OWASP,
+        }
+    }
+
+    /// The token endpoint URL: an audience client assertions may name.
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/oauth2/token", self.issuer)
+    }
+}
+
+/// Everything a grant needs. Shared by every request (`Arc`).
+#[derive(Debug)]
+pub struct Authority {
+    pub store: Arc<dyn Store>,
+    pub keys: KeyManager,
+    pub revocations: RevocationSet,
+    pub audit: Audit,
+    pub clock: Arc<dyn Clock>,
+    pub passwords: PasswordPool,
+    pub rules: Rules,
+}
+
+impl Authority {
+    pub fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+
+    /// Records an audit event; the request fails if it cannot be stored (no unaudited issuance).
+    async fn audit(&self, event: AuditEvent) -> Result<(), OAuthError> {
+        self.audit.record(event).await.map_err(unavailable)
+    }
+}
+
+/// A store failure as the client sees it: 503 `temporarily_unavailable`, with the cause in the log only.
+pub(crate) fn unavailable(e: StoreError) -> OAuthError {
+    tracing::error!(error = %e, "store call failed");
+    metrics::counter!("portcullis_store_errors_total").increment(1);
+    OAuthError::new(ErrorCode::TemporarilyUnavailable, "the service is temporarily unavailable; retry shortly")
+}

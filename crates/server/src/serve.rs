@@ -1,0 +1,255 @@
+//! Starting and stopping the server: open the store (running migrations), load the master key, bring the
+//! signing keys up to date, start the background tasks (key schedule, revocation sync, purge), and serve
+//! HTTP or HTTPS until asked to stop, then drain connections.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::rustls;
+use tower::ServiceExt as _;
+
+use crate::audit::Audit;
+use crate::authority::{Authority, PasswordPool, Rules};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::http::{self, AppState, LoginRateLimit};
+use crate::revocation::RevocationSet;
+use crate::signing::KeyManager;
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+use crate::vault::load_master_key;
+
+/// The largest request head (request line and headers) a connection may send.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// How long a client may take to send its request head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for requests in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the database {url}: {why}")]
+    Store { url: String, why: String },
+    #[error("{0}")]
+    MasterKey(String),
+    #[error("signing keys: {0}")]
+    Keys(String),
+    #[error("cannot listen on {addr}: {why}")]
+    Listen { addr: SocketAddr, why: String },
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// Opens the store a database URL names.
+pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, StartError> {
+    let fail = |why: String| StartError::Store { url: url.to_owned(), why };
+    if url.starts_with("sqlite://") {
+        let store = SqliteStore::open(url).await.map_err(|e| fail(e.to_string()))?;
+        return Ok(Arc::new(store));
+    }
+    Err(fail("this build supports sqlite:// databases only".into()))
+}
+
+/// The process-wide Prometheus recorder (installed once; later servers in the same process share it).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be incomplete");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// A server that is running.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub authority: Arc<Authority>,
+    pub tls: bool,
+    /// Finishes when the server has drained after shutdown.
+    pub task: JoinHandle<()>,
+}
+
+/// Everything built from the configuration, before listening.
+pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<(Arc<Authority>, Vec<String>), StartError> {
+    let mut notes = Vec::new();
+    let store = open_store(&settings.database_url).await?;
+    let (master, warning) = load_master_key(&settings.master_key).map_err(|e| StartError::MasterKey(e.to_string()))?;
+    notes.extend(warning);
+    let keys = KeyManager::new(Arc::clone(&store), master, settings.key_rules, settings.signing_alg);
+    let changes = keys.maintain(clock.now().as_secs()).await.map_err(|e| StartError::Keys(e.to_string()))?;
+    for c in changes {
+        notes.push(format!("signing key {} {}", c.kid, c.change));
+    }
+    let revocations = RevocationSet::default();
+    revocations
+        .sync(store.as_ref(), clock.now().as_secs())
+        .await
+        .map_err(|e| StartError::Store { url: settings.database_url.clone(), why: e.to_string() })?;
+    let rules = Rules::from_settings(settings);
+    let passwords = PasswordPool::new(PasswordPool::cores(), 64 * PasswordPool::cores(), rules.password_cost);
+    let authority =
+        Authority { audit: Audit::start(Arc::clone(&store)), store, keys, revocations, clock, passwords, rules };
+    Ok((Arc::new(authority), notes))
+}
+
+/// Starts serving; `shutdown` resolves when the server should stop.
+pub async fn start(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(Running, Vec<String>), StartError> {
+    let (authority, notes) = build(settings, clock).await?;
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| StartError::Listen { addr: settings.listen, why: e.to_string() })?;
+    let addr = listener.local_addr().map_err(|e| StartError::Listen { addr: settings.listen, why: e.to_string() })?;
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
+    let login_limit = settings.login_rate.map(|(per_second, burst)| LoginRateLimit { per_second, burst });
+    let state = AppState::new(Arc::clone(&authority), metrics_handle(), login_limit);
+    let background = spawn_background(state.clone());
+    let router = http::router(state);
+    let is_tls = tls.is_some();
+    let task = tokio::spawn(async move {
+        serve(listener, router, tls, shutdown).await;
+        background.abort();
+    });
+    Ok((Running { addr, authority, tls: is_tls, task }, notes))
+}
+
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).max_buf_size(MAX_HEADER_BYTES);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = router.clone().map_request(move |mut request: Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request
+        });
+        let service = TowerToHyperService::new(service);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let result = match tls {
+                Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        watcher.watch(conn.into_owned()).await
+                    }
+                    _ => return,
+                },
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    tracing::info!("shutting down: draining connections");
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+    }
+}
+
+fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_rustls::TlsAcceptor, StartError> {
+    use pki_types::pem::PemObject;
+    use pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| StartError::Tls(format!("{}: {e}", cert.display())))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| StartError::Tls(format!("{}: {e}", cert.display())))?;
+    if chain.is_empty() {
+        return Err(StartError::Tls(format!("{} holds no certificate", cert.display())));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| StartError::Tls(format!("{}: {e}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StartError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Key schedule and revocation sync every second (cheap reads), purge every ten minutes.
+fn spawn_background(state: AppState) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let authority = Arc::clone(&state.authority);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            n += 1;
+            let now = authority.now().as_secs();
+            if let Err(e) = authority.revocations.sync(authority.store.as_ref(), now).await {
+                tracing::warn!(error = %e, "revocation sync failed; will retry");
+            }
+            if n % 5 == 0 {
+                match authority.keys.maintain(now).await {
+                    Ok(changes) => {
+                        for c in changes {
+                            tracing::info!(kid = %c.kid, change = c.change, "signing key lifecycle");
+                            let mut event = crate::audit::event(now, "key_changed");
+                            event.detail = serde_json::json!({ "kid": c.kid, "change": c.change }).to_string();
+                            if let Err(e) = authority.audit.record(event).await {
+                                tracing::error!(error = %e, "key change not audited");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "key maintenance failed; will retry"),
+                }
+            }
+            if n % 600 == 0 {
+                match authority.store.purge_expired(now, &authority.rules.refresh).await {
+                    Ok(removed) => tracing::debug!(removed, "purged expired records"),
+                    Err(e) => tracing::warn!(error = %e, "purge failed; will retry"),
+                }
+                state.shrink_limiters();
+            }
+        }
+    })
+}

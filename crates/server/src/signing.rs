@@ -1,0 +1,240 @@
+//! The signing keys at work: the key ring that signs and publishes (held in memory, swapped whole), and the
+//! key manager that applies the lifecycle of [`crate::keys`] to the store: creating, activating, retiring,
+//! dropping and revoking keys, on a schedule and by command.
+
+use std::sync::{Arc, RwLock};
+
+use portcullis_jose::{jwk, jwt, Algorithm, KeySet, SigningKey, VerifyingKey, AT_JWT};
+
+use crate::keys::{plan, KeyRecord, KeyRules, KeyState, Transition};
+use crate::store::{Store, StoreError, StoredKey};
+use crate::vault::MasterKey;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("key {0}: {1}")]
+    Key(String, String),
+    #[error("no key {0}")]
+    Unknown(String),
+    #[error("a rotation is already under way: key {0} is pending")]
+    RotationPending(String),
+}
+
+/// The `typ` of Security Event Tokens (RFC 8417 §2.3).
+pub const SET_TYP: &str = "secevent+jwt";
+
+/// What the server signs and publishes with right now.
+#[derive(Debug)]
+pub struct KeyMaterial {
+    /// The active key, ready to sign access tokens (`typ: at+jwt`).
+    pub signer: Option<Arc<jwt::Signer>>,
+    /// The same key, for Security Event Tokens on the `/events` feed (`typ: secevent+jwt`).
+    pub event_signer: Option<Arc<jwt::Signer>>,
+    /// Every published key (pending, active, retired): what introspection verifies against.
+    pub published: KeySet,
+    /// The JWKS document served at `/jwks.json`.
+    pub jwks: String,
+    /// The records, for `/metrics` (key ages) and `keys list`.
+    pub records: Vec<KeyRecord>,
+}
+
+impl KeyMaterial {
+    fn empty() -> Self {
+        KeyMaterial {
+            signer: None,
+            event_signer: None,
+            published: KeySet::default(),
+            jwks: r#"{"keys":[]}"#.into(),
+            records: vec![],
+        }
+    }
+}
+
+/// The current key material, replaced whole when keys change; readers take a cheap `Arc` snapshot.
+#[derive(Debug)]
+pub struct KeyRing(RwLock<Arc<KeyMaterial>>);
+
+impl Default for KeyRing {
+    fn default() -> Self {
+        KeyRing(RwLock::new(Arc::new(KeyMaterial::empty())))
+    }
+}
+
+impl KeyRing {
+    pub fn current(&self) -> Arc<KeyMaterial> {
+        match self.0.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    fn replace(&self, material: KeyMaterial) {
+        let material = Arc::new(material);
+        match self.0.write() {
+            Ok(mut guard) => *guard = material,
+            Err(poisoned) => *poisoned.into_inner() = material,
+        }
+    }
+}
+
+/// Applies the key lifecycle to the store and keeps a [`KeyRing`] in step with it.
+#[derive(Debug)]
+pub struct KeyManager {
+    store: Arc<dyn Store>,
+    master: MasterKey,
+    rules: KeyRules,
+    algorithm: Algorithm,
+    ring: KeyRing,
+}
+
+/// A change the manager made, for the log and the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyChange {
+    pub kid: String,
+    pub change: &'static str,
+}
+
+impl KeyManager {
+    pub fn new(store: Arc<dyn Store>, master: MasterKey, rules: KeyRules, algorithm: Algorithm) -> Self {
+        KeyManager { store, master, rules, algorithm, ring: KeyRing::default() }
+    }
+
+    pub fn ring(&self) -> &KeyRing {
+        &self.ring
+    }
+
+    pub fn rules(&self) -> &KeyRules {
+        &self.rules
+    }
+
+    /// The algorithm new keys use.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// Applies every transition due at `now`, then reloads the ring from the store.
+    pub async fn maintain(&self, now: i64) -> Result<Vec<KeyChange>, KeyError> {
+        let keys = self.store.list_keys().await?;
+        let records: Vec<KeyRecord> = keys.iter().map(|k| k.record.clone()).collect();
+        let mut changes = Vec::new();
+        for transition in plan(&records, &self.rules, now) {
+            let change = match transition {
+                Transition::CreateActive => {
+                    KeyChange { kid: self.create(KeyState::Active, None, now).await?, change: "created active" }
+                }
+                Transition::CreatePending => {
+                    KeyChange { kid: self.create(KeyState::Pending, None, now).await?, change: "created pending" }
+                }
+                Transition::Activate(kid) => {
+                    self.store.set_key_state(&kid, KeyState::Pending, KeyState::Active, now).await?;
+                    KeyChange { kid, change: "activated" }
+                }
+                Transition::Retire(kid) => {
+                    self.store.set_key_state(&kid, KeyState::Active, KeyState::Retired, now).await?;
+                    KeyChange { kid, change: "retired" }
+                }
+                Transition::Drop(kid) => {
+                    self.store.delete_key(&kid).await?;
+                    KeyChange { kid, change: "dropped" }
+                }
+            };
+            changes.push(change);
+        }
+        self.reload().await?;
+        Ok(changes)
+    }
+
+    /// Starts a rotation by command: a new key is published now and signs one JWKS max-age later.
+    pub async fn rotate(&self, now: i64) -> Result<String, KeyError> {
+        let keys = self.store.list_keys().await?;
+        if let Some(pending) = keys.iter().find(|k| k.record.state == KeyState::Pending) {
+            return Err(KeyError::RotationPending(pending.record.kid.clone()));
+        }
+        let activate_at = now.saturating_add(self.rules.jwks_max_age);
+        let kid = self.create(KeyState::Pending, Some(activate_at), now).await?;
+        self.reload().await?;
+        Ok(kid)
+    }
+
+    /// Revokes a key at once: it leaves the JWKS, and tokens it signed stop verifying. If it was the active
+    /// key, a new one is made active immediately (a compromise leaves no time for pre-publication).
+    pub async fn revoke(&self, kid: &str, now: i64) -> Result<(), KeyError> {
+        let keys = self.store.list_keys().await?;
+        let key = keys.iter().find(|k| k.record.kid == kid).ok_or_else(|| KeyError::Unknown(kid.to_owned()))?;
+        if key.record.state != KeyState::Revoked {
+            self.store.set_key_state(kid, key.record.state, KeyState::Revoked, now).await?;
+        }
+        self.maintain(now).await?;
+        Ok(())
+    }
+
+    async fn create(&self, state: KeyState, activate_at: Option<i64>, now: i64) -> Result<String, KeyError> {
+        let fail = |e: portcullis_jose::Error| KeyError::Key("new".into(), e.to_string());
+        let key = SigningKey::generate(self.algorithm).map_err(fail)?;
+        let kid = key.verifying_key().thumbprint();
+        let key = key.with_kid(kid.clone());
+        let public_jwk = key.verifying_key().to_jwk().map_err(fail)?;
+        let private_jwk = key.to_jwk().map_err(fail)?;
+        let sealed_private =
+            self.master.seal(&kid, private_jwk.as_bytes()).map_err(|e| KeyError::Key(kid.clone(), e.to_string()))?;
+        let record = KeyRecord {
+            kid: kid.clone(),
+            state,
+            created_at: now,
+            activate_at,
+            activated_at: (state == KeyState::Active).then_some(now),
+            retired_at: None,
+        };
+        let stored = StoredKey { record, alg: self.algorithm.name().to_owned(), public_jwk, sealed_private };
+        self.store.insert_key(&stored).await?;
+        Ok(kid)
+    }
+
+    /// Reads the keys from the store and replaces the ring (the active key is unsealed here).
+    pub async fn reload(&self) -> Result<(), KeyError> {
+        let keys = self.store.list_keys().await?;
+        let material = self.material(&keys)?;
+        self.ring.replace(material);
+        Ok(())
+    }
+
+    fn material(&self, keys: &[StoredKey]) -> Result<KeyMaterial, KeyError> {
+        let published: Vec<&StoredKey> = keys.iter().filter(|k| k.record.state.is_published()).collect();
+        let mut verifying: Vec<VerifyingKey> = Vec::with_capacity(published.len());
+        for key in &published {
+            let alg =
+                Algorithm::from_name(&key.alg).map_err(|e| KeyError::Key(key.record.kid.clone(), e.to_string()))?;
+            let vk = jwk::verifying_key_from_jwk(&key.public_jwk, &[alg])
+                .map_err(|e| KeyError::Key(key.record.kid.clone(), e.to_string()))?;
+            verifying.push(vk);
+        }
+        let active =
+            published.iter().filter(|k| k.record.state == KeyState::Active).max_by_key(|k| k.record.activated_at);
+        let (signer, event_signer) = match active {
+            Some(key) => (Some(Arc::new(self.unseal(key, AT_JWT)?)), Some(Arc::new(self.unseal(key, SET_TYP)?))),
+            None => (None, None),
+        };
+        let published = KeySet::new(verifying).map_err(|e| KeyError::Key("set".into(), e.to_string()))?;
+        let jwks = published.to_public_jwks();
+        Ok(KeyMaterial {
+            signer,
+            event_signer,
+            published,
+            jwks,
+            records: keys.iter().map(|k| k.record.clone()).collect(),
+        })
+    }
+
+    fn unseal(&self, key: &StoredKey, typ: &str) -> Result<jwt::Signer, KeyError> {
+        let kid = &key.record.kid;
+        let fail = |e: String| KeyError::Key(kid.clone(), e);
+        let private = self.master.open(kid, &key.sealed_private).map_err(|e| fail(e.to_string()))?;
+        let text = std::str::from_utf8(&private).map_err(|_| fail("sealed key is not UTF-8".into()))?;
+        let alg = Algorithm::from_name(&key.alg).map_err(|e| fail(e.to_string()))?;
+        let signing = jwk::signing_key_from_jwk(text, &[alg]).map_err(|e| fail(e.to_string()))?;
+        Ok(jwt::Signer::new(signing, Some(typ)))
+    }
+}

@@ -1,0 +1,192 @@
+//! The storage interface: one trait, one implementation per backend (`sqlite` here; PostgreSQL beside it).
+//! Everything that must hold across a crash or across instances is decided inside one database step:
+//! refresh rotation (compare-and-set on the token's `used_at`), failure counters (`failures + 1`), and
+//! one-time client assertions (insert-or-conflict). The store knows no HTTP types.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::keys::{KeyRecord, KeyState};
+use crate::model::{Client, Role, User};
+use crate::oauth::refresh::{Decision, RefreshRules, RefreshState};
+use crate::secrets::SecretDigest;
+
+/// Why a store call failed. Callers answer `Unavailable` with 503 and a retry, never with a guess.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the database holds data this version cannot read: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A signing key as stored: its lifecycle record, algorithm, public JWK and the sealed private JWK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub record: KeyRecord,
+    pub alg: String,
+    pub public_jwk: String,
+    pub sealed_private: Vec<u8>,
+}
+
+/// A refresh family: every token rotated from one login shares it. Its id is the `sid` of its access tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshFamily {
+    pub id: String,
+    pub user_id: String,
+    pub client_id: String,
+    pub scope: String,
+    pub audience: String,
+    pub created_at: i64,
+}
+
+/// What a refresh attempt did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// The presented token is now used and `successor` is stored in its place.
+    Rotated(RefreshFamily),
+    /// Refused; for [`Decision::RevokeFamily`] the family (and its access tokens) is now revoked.
+    Refused(Decision, Option<RefreshFamily>),
+    /// No such token.
+    Unknown,
+}
+
+/// What a revocation applies to; access tokens carry all three (`jti`, `sid`, `sub`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationKind {
+    /// One access token, by `jti`.
+    Token,
+    /// Every access token of a refresh family, by `sid`.
+    Session,
+    /// Every token of a subject issued at or before `issued_before`.
+    Subject,
+}
+
+impl RevocationKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RevocationKind::Token => "jti",
+            RevocationKind::Session => "sid",
+            RevocationKind::Subject => "sub",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [RevocationKind::Token, RevocationKind::Session, RevocationKind::Subject].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A revocation of access tokens, kept until the tokens it covers would have expired. `seq` orders them
+/// for the `/events` feed and for servers that catch up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub seq: i64,
+    pub kind: RevocationKind,
+    pub value: String,
+    pub issued_before: i64,
+    pub expires_at: i64,
+    pub created_at: i64,
+    pub reason: String,
+}
+
+/// One audit event: who did what, never a token or a secret (a `jti` is fine).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub at: i64,
+    pub kind: &'static str,
+    pub subject: Option<String>,
+    pub client_id: Option<String>,
+    pub jti: Option<String>,
+    /// A small JSON object with the rest (scope, reason, kid...).
+    pub detail: String,
+}
+
+/// A stored audit event, with its position in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAuditEvent {
+    pub seq: i64,
+    pub at: i64,
+    pub kind: String,
+    pub subject: Option<String>,
+    pub client_id: Option<String>,
+    pub jti: Option<String>,
+    pub detail: String,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Cheap liveness check of the database (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+
+    // Roles.
+    async fn add_role(&self, role: &Role, now: i64) -> StoreResult<()>;
+    async fn list_roles(&self) -> StoreResult<Vec<Role>>;
+    async fn remove_role(&self, name: &str) -> StoreResult<()>;
+
+    // Users.
+    async fn add_user(&self, user: &User) -> StoreResult<()>;
+    async fn find_user_by_name(&self, name: &str) -> StoreResult<Option<User>>;
+    async fn find_user(&self, id: &str) -> StoreResult<Option<User>>;
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    async fn remove_user(&self, name: &str) -> StoreResult<()>;
+    async fn set_user_disabled(&self, name: &str, disabled: bool) -> StoreResult<()>;
+    async fn set_user_password(&self, name: &str, password_hash: &str) -> StoreResult<()>;
+    /// Adds one failed login atomically and returns the new count.
+    async fn record_login_failure(&self, user_id: &str, now: i64) -> StoreResult<u32>;
+    async fn reset_login_failures(&self, user_id: &str) -> StoreResult<()>;
+
+    // Clients.
+    async fn add_client(&self, client: &Client) -> StoreResult<()>;
+    async fn find_client(&self, id: &str) -> StoreResult<Option<Client>>;
+    async fn list_clients(&self) -> StoreResult<Vec<Client>>;
+    async fn remove_client(&self, id: &str) -> StoreResult<()>;
+    async fn set_client_disabled(&self, id: &str, disabled: bool) -> StoreResult<()>;
+    /// Records a client assertion's `jti` until it expires; false if it was already used (replay).
+    async fn use_assertion(&self, client_id: &str, jti: &str, expires_at: i64) -> StoreResult<bool>;
+
+    // Signing keys.
+    async fn list_keys(&self) -> StoreResult<Vec<StoredKey>>;
+    async fn insert_key(&self, key: &StoredKey) -> StoreResult<()>;
+    /// Moves a key from `from` to `to` at `now`; false if it was not in `from` (another actor moved it).
+    async fn set_key_state(&self, kid: &str, from: KeyState, to: KeyState, now: i64) -> StoreResult<bool>;
+    /// Deletes a key for good (a retired key whose tokens have all expired).
+    async fn delete_key(&self, kid: &str) -> StoreResult<()>;
+
+    // Refresh tokens.
+    async fn start_family(&self, family: &RefreshFamily, first: &SecretDigest) -> StoreResult<()>;
+    /// Judges `presented` with [`crate::oauth::refresh::decide`] and applies the decision in one
+    /// transaction: rotate to `successor`, or revoke the family on reuse.
+    async fn rotate_refresh(
+        &self,
+        presented: &SecretDigest,
+        successor: &SecretDigest,
+        rules: &RefreshRules,
+        now: i64,
+    ) -> StoreResult<RotateOutcome>;
+    /// The family of a refresh token and the token's state, if the token is known (used or not).
+    async fn find_refresh(&self, token: &SecretDigest) -> StoreResult<Option<(RefreshFamily, RefreshState)>>;
+    /// Revokes a family; true if it was live.
+    async fn revoke_family(&self, family_id: &str, reason: &str, now: i64) -> StoreResult<bool>;
+    /// Revokes every live family of a user; returns how many.
+    async fn revoke_user_families(&self, user_id: &str, reason: &str, now: i64) -> StoreResult<u64>;
+
+    // Access-token revocations and the event feed.
+    async fn add_revocation(&self, revocation: &Revocation) -> StoreResult<i64>;
+    /// Revocations with `seq > after`, oldest first, at most `limit`, not yet expired at `now`.
+    async fn revocations_since(&self, after: i64, now: i64, limit: u32) -> StoreResult<Vec<Revocation>>;
+
+    // Audit.
+    async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()>;
+    async fn audit_since(&self, after: i64, limit: u32) -> StoreResult<Vec<StoredAuditEvent>>;
+
+    /// Deletes what has expired: used assertions, revocations, dead refresh tokens. Returns rows removed.
+    async fn purge_expired(&self, now: i64, refresh_rules: &RefreshRules) -> StoreResult<u64>;
+}

@@ -1,0 +1,645 @@
+//! The embedded store: SQLite in WAL mode through `sqlx`. Reads use a small pool; every write goes through
+//! one connection with `BEGIN IMMEDIATE`, so SQLite's single writer is taken up front and a read-then-write
+//! step (refresh rotation) can never be interleaved with another writer.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::*;
+use crate::model::{ClientCredential, GrantType};
+use crate::oauth::refresh::{decide, RefreshState};
+use crate::oauth::scope::Scopes;
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The SQLite store. Cloning shares the pools.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    read: SqlitePool,
+    write: SqlitePool,
+}
+
+fn db_error(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict("the record".into()),
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::ColumnNotFound(_) => {
+            StoreError::Corrupt(e.to_string())
+        }
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+fn conflict(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+    move |e| match db_error(e) {
+        StoreError::Conflict(_) => StoreError::Conflict(what.to_owned()),
+        other => other,
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at a `sqlite://PATH` URL and runs the embedded migrations.
+    pub async fn open(url: &str) -> StoreResult<SqliteStore> {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // With WAL, NORMAL loses no committed transaction on a process crash, only on power loss;
+            // FULL closes that gap too, at a cost the group-committed writer absorbs.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await
+            .map_err(db_error)?;
+        MIGRATIONS.run(&write).await.map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(db_error)?;
+        Ok(SqliteStore { read, write })
+    }
+
+    /// Closes both pools, waiting for running statements (graceful shutdown).
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+
+    async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.write.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)
+    }
+
+    async fn exec(&self, sql: &str, what: &str, binds: &[Bind<'_>]) -> StoreResult<u64> {
+        let mut q = sqlx::query(sql);
+        for b in binds {
+            q = match b {
+                Bind::Text(t) => q.bind(*t),
+                Bind::Int(i) => q.bind(*i),
+            };
+        }
+        Ok(q.execute(&self.write).await.map_err(conflict(what))?.rows_affected())
+    }
+}
+
+enum Bind<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+fn split_words(s: &str) -> Vec<String> {
+    s.split(' ').filter(|w| !w.is_empty()).map(str::to_owned).collect()
+}
+
+fn scopes_of(text: &str) -> StoreResult<Scopes> {
+    Scopes::parse(text).map_err(|e| StoreError::Corrupt(format!("stored scope: {e}")))
+}
+
+fn role_of(row: &SqliteRow) -> StoreResult<Role> {
+    Ok(Role {
+        name: row.try_get("name").map_err(db_error)?,
+        scopes: scopes_of(row.try_get("scopes").map_err(db_error)?)?,
+    })
+}
+
+fn client_of(row: &SqliteRow) -> StoreResult<Client> {
+    let get_text = |c: &str| row.try_get::<String, _>(c).map_err(db_error);
+    let credential = match get_text("auth_method")?.as_str() {
+        "none" => ClientCredential::None,
+        "secret" => {
+            let bytes: Vec<u8> = row.try_get("secret_digest").map_err(db_error)?;
+            let digest: [u8; 32] =
+                bytes.try_into().map_err(|_| StoreError::Corrupt("client secret digest length".into()))?;
+            ClientCredential::Secret(SecretDigest::from_bytes(digest))
+        }
+        "jwks" => ClientCredential::Jwks(get_text("jwks")?),
+        other => return Err(StoreError::Corrupt(format!("client auth method {other:?}"))),
+    };
+    let grants = split_words(&get_text("grants")?)
+        .iter()
+        .map(|g| g.parse::<GrantType>().map_err(StoreError::Corrupt))
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(Client {
+        id: get_text("id")?,
+        credential,
+        grants,
+        scopes: scopes_of(&get_text("scopes")?)?,
+        redirect_uris: split_words(&get_text("redirect_uris")?),
+        audiences: split_words(&get_text("audiences")?),
+        first_party: row.try_get("first_party").map_err(db_error)?,
+        token_delivery: get_text("token_delivery")?.parse().map_err(StoreError::Corrupt)?,
+        disabled: row.try_get("disabled").map_err(db_error)?,
+        created_at: row.try_get("created_at").map_err(db_error)?,
+    })
+}
+
+fn key_of(row: &SqliteRow) -> StoreResult<StoredKey> {
+    let state: String = row.try_get("state").map_err(db_error)?;
+    Ok(StoredKey {
+        record: KeyRecord {
+            kid: row.try_get("kid").map_err(db_error)?,
+            state: KeyState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("key state {state:?}")))?,
+            created_at: row.try_get("created_at").map_err(db_error)?,
+            activate_at: row.try_get("activate_at").map_err(db_error)?,
+            activated_at: row.try_get("activated_at").map_err(db_error)?,
+            retired_at: row.try_get("retired_at").map_err(db_error)?,
+        },
+        alg: row.try_get("alg").map_err(db_error)?,
+        public_jwk: row.try_get("public_jwk").map_err(db_error)?,
+        sealed_private: row.try_get("sealed_private").map_err(db_error)?,
+    })
+}
+
+fn family_of(row: &SqliteRow) -> StoreResult<RefreshFamily> {
+    Ok(RefreshFamily {
+        id: row.try_get("id").map_err(db_error)?,
+        user_id: row.try_get("user_id").map_err(db_error)?,
+        client_id: row.try_get("client_id").map_err(db_error)?,
+        scope: row.try_get("scope").map_err(db_error)?,
+        audience: row.try_get("audience").map_err(db_error)?,
+        created_at: row.try_get("created_at").map_err(db_error)?,
+    })
+}
+
+fn revocation_of(row: &SqliteRow) -> StoreResult<Revocation> {
+    let kind: String = row.try_get("kind").map_err(db_error)?;
+    Ok(Revocation {
+        seq: row.try_get("seq").map_err(db_error)?,
+        kind: RevocationKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("revocation kind {kind:?}")))?,
+        value: row.try_get("value").map_err(db_error)?,
+        issued_before: row.try_get("issued_before").map_err(db_error)?,
+        expires_at: row.try_get("expires_at").map_err(db_error)?,
+        created_at: row.try_get("created_at").map_err(db_error)?,
+        reason: row.try_get("reason").map_err(db_error)?,
+    })
+}
+
+const REFRESH_SELECT: &str = "SELECT f.id, f.user_id, f.client_id, f.scope, f.audience, f.created_at, \
+     f.revoked_at, t.issued_at AS token_issued_at, t.used_at FROM refresh_tokens t \
+     JOIN refresh_families f ON f.id = t.family_id";
+
+fn refresh_of(row: &SqliteRow) -> StoreResult<(RefreshFamily, RefreshState)> {
+    let revoked_at: Option<i64> = row.try_get("revoked_at").map_err(db_error)?;
+    let family = family_of(row)?;
+    let state = RefreshState {
+        family_created_at: family.created_at,
+        issued_at: row.try_get("token_issued_at").map_err(db_error)?,
+        used_at: row.try_get("used_at").map_err(db_error)?,
+        family_revoked: revoked_at.is_some(),
+    };
+    Ok((family, state))
+}
+
+const USER_COLUMNS: &str = "u.id, u.name, u.password_hash, u.disabled, u.failures, u.last_failure_at, u.created_at, \
+     (SELECT group_concat(ur.role, ' ') FROM user_roles ur WHERE ur.user_id = u.id) AS roles, \
+     (SELECT group_concat(r.scopes, ' ') FROM user_roles ur JOIN roles r ON r.name = ur.role \
+      WHERE ur.user_id = u.id) AS scopes";
+
+fn user_of(row: &SqliteRow) -> StoreResult<User> {
+    let roles: Option<String> = row.try_get("roles").map_err(db_error)?;
+    let scopes: Option<String> = row.try_get("scopes").map_err(db_error)?;
+    let mut roles = split_words(roles.as_deref().unwrap_or_default());
+    roles.sort();
+    let failures: i64 = row.try_get("failures").map_err(db_error)?;
+    Ok(User {
+        id: row.try_get("id").map_err(db_error)?,
+        name: row.try_get("name").map_err(db_error)?,
+        password_hash: row.try_get("password_hash").map_err(db_error)?,
+        disabled: row.try_get("disabled").map_err(db_error)?,
+        roles,
+        scopes: Scopes::of(split_words(scopes.as_deref().unwrap_or_default()))
+            .map_err(|e| StoreError::Corrupt(format!("stored scope: {e}")))?,
+        failures: u32::try_from(failures).unwrap_or(u32::MAX),
+        last_failure_at: row.try_get("last_failure_at").map_err(db_error)?,
+        created_at: row.try_get("created_at").map_err(db_error)?,
+    })
+}
+
+fn found(rows: u64, what: &str) -> StoreResult<()> {
+    if rows == 0 {
+        Err(StoreError::NotFound(what.to_owned()))
+    } else {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await.map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn add_role(&self, role: &Role, now: i64) -> StoreResult<()> {
+        let scopes = role.scopes.to_string();
+        let binds = [Bind::Text(&role.name), Bind::Text(&scopes), Bind::Int(now)];
+        let what = format!("role {}", role.name);
+        self.exec("INSERT INTO roles (name, scopes, created_at) VALUES (?, ?, ?)", &what, &binds).await?;
+        Ok(())
+    }
+
+    async fn list_roles(&self) -> StoreResult<Vec<Role>> {
+        let rows = sqlx::query("SELECT name, scopes FROM roles ORDER BY name")
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_error)?;
+        rows.iter().map(role_of).collect()
+    }
+
+    async fn remove_role(&self, name: &str) -> StoreResult<()> {
+        let n = self.exec("DELETE FROM roles WHERE name = ?", name, &[Bind::Text(name)]).await?;
+        found(n, &format!("role {name}"))
+    }
+
+    async fn add_user(&self, user: &User) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO users (id, name, password_hash, disabled, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&user.id)
+            .bind(&user.name)
+            .bind(&user.password_hash)
+            .bind(user.disabled)
+            .bind(user.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(conflict(&format!("user {}", user.name)))?;
+        for role in &user.roles {
+            let exists = sqlx::query("SELECT 1 FROM roles WHERE name = ?")
+                .bind(role)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            if exists.is_none() {
+                return Err(StoreError::NotFound(format!("role {role}")));
+            }
+            sqlx::query("INSERT OR IGNORE INTO user_roles (user_id, role) VALUES (?, ?)")
+                .bind(&user.id)
+                .bind(role)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn find_user_by_name(&self, name: &str) -> StoreResult<Option<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.name = ?");
+        let row = sqlx::query(&sql).bind(name).fetch_optional(&self.read).await.map_err(db_error)?;
+        row.as_ref().map(user_of).transpose()
+    }
+
+    async fn find_user(&self, id: &str) -> StoreResult<Option<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?");
+        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.read).await.map_err(db_error)?;
+        row.as_ref().map(user_of).transpose()
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users u ORDER BY u.name");
+        let rows = sqlx::query(&sql).fetch_all(&self.read).await.map_err(db_error)?;
+        rows.iter().map(user_of).collect()
+    }
+
+    async fn remove_user(&self, name: &str) -> StoreResult<()> {
+        let n = self.exec("DELETE FROM users WHERE name = ?", name, &[Bind::Text(name)]).await?;
+        found(n, &format!("user {name}"))
+    }
+
+    async fn set_user_disabled(&self, name: &str, disabled: bool) -> StoreResult<()> {
+        let binds = [Bind::Int(i64::from(disabled)), Bind::Text(name)];
+        let n = self.exec("UPDATE users SET disabled = ? WHERE name = ?", name, &binds).await?;
+        found(n, &format!("user {name}"))
+    }
+
+    async fn set_user_password(&self, name: &str, password_hash: &str) -> StoreResult<()> {
+        let binds = [Bind::Text(password_hash), Bind::Text(name)];
+        let sql = "UPDATE users SET password_hash = ?, failures = 0 WHERE name = ?";
+        let n = self.exec(sql, name, &binds).await?;
+        found(n, &format!("user {name}"))
+    }
+
+    async fn record_login_failure(&self, user_id: &str, now: i64) -> StoreResult<u32> {
+        let row = sqlx::query(
+            "UPDATE users SET failures = failures + 1, last_failure_at = ? WHERE id = ? RETURNING failures",
+        )
+        .bind(now)
+        .bind(user_id)
+        .fetch_optional(&self.write)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| StoreError::NotFound(format!("user {user_id}")))?;
+        let failures: i64 = row.try_get(0).map_err(db_error)?;
+        Ok(u32::try_from(failures).unwrap_or(u32::MAX))
+    }
+
+    async fn reset_login_failures(&self, user_id: &str) -> StoreResult<()> {
+        let sql = "UPDATE users SET failures = 0 WHERE id = ? AND failures <> 0";
+        self.exec(sql, user_id, &[Bind::Text(user_id)]).await?;
+        Ok(())
+    }
+
+    async fn add_client(&self, client: &Client) -> StoreResult<()> {
+        let (method, digest, jwks) = match &client.credential {
+            ClientCredential::None => ("none", None, None),
+            ClientCredential::Secret(d) => ("secret", Some(d.as_bytes().to_vec()), None),
+            ClientCredential::Jwks(j) => ("jwks", None, Some(j.clone())),
+        };
+        let grants: Vec<&str> = client.grants.iter().map(|g| g.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO clients (id, auth_method, secret_digest, jwks, grants, scopes, redirect_uris, audiences, \
+             first_party, token_delivery, disabled, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&client.id)
+        .bind(method)
+        .bind(digest)
+        .bind(jwks)
+        .bind(grants.join(" "))
+        .bind(client.scopes.to_string())
+        .bind(client.redirect_uris.join(" "))
+        .bind(client.audiences.join(" "))
+        .bind(client.first_party)
+        .bind(client.token_delivery.as_str())
+        .bind(client.disabled)
+        .bind(client.created_at)
+        .execute(&self.write)
+        .await
+        .map_err(conflict(&format!("client {}", client.id)))?;
+        Ok(())
+    }
+
+    async fn find_client(&self, id: &str) -> StoreResult<Option<Client>> {
+        let row = sqlx::query("SELECT * FROM clients WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_error)?;
+        row.as_ref().map(client_of).transpose()
+    }
+
+    async fn list_clients(&self) -> StoreResult<Vec<Client>> {
+        let rows = sqlx::query("SELECT * FROM clients ORDER BY id").fetch_all(&self.read).await.map_err(db_error)?;
+        rows.iter().map(client_of).collect()
+    }
+
+    async fn remove_client(&self, id: &str) -> StoreResult<()> {
+        let n = self.exec("DELETE FROM clients WHERE id = ?", id, &[Bind::Text(id)]).await?;
+        found(n, &format!("client {id}"))
+    }
+
+    async fn set_client_disabled(&self, id: &str, disabled: bool) -> StoreResult<()> {
+        let binds = [Bind::Int(i64::from(disabled)), Bind::Text(id)];
+        let n = self.exec("UPDATE clients SET disabled = ? WHERE id = ?", id, &binds).await?;
+        found(n, &format!("client {id}"))
+    }
+
+    async fn use_assertion(&self, client_id: &str, jti: &str, expires_at: i64) -> StoreResult<bool> {
+        let sql = "INSERT INTO used_assertions (client_id, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING";
+        let binds = [Bind::Text(client_id), Bind::Text(jti), Bind::Int(expires_at)];
+        Ok(self.exec(sql, "assertion", &binds).await? == 1)
+    }
+
+    async fn list_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY created_at, kid")
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_error)?;
+        rows.iter().map(key_of).collect()
+    }
+
+    async fn insert_key(&self, key: &StoredKey) -> StoreResult<()> {
+        let r = &key.record;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, state, created_at, activate_at, activated_at, retired_at, \
+             public_jwk, sealed_private) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&r.kid)
+        .bind(&key.alg)
+        .bind(r.state.as_str())
+        .bind(r.created_at)
+        .bind(r.activate_at)
+        .bind(r.activated_at)
+        .bind(r.retired_at)
+        .bind(&key.public_jwk)
+        .bind(&key.sealed_private)
+        .execute(&self.write)
+        .await
+        .map_err(conflict(&format!("key {}", r.kid)))?;
+        Ok(())
+    }
+
+    async fn set_key_state(&self, kid: &str, from: KeyState, to: KeyState, now: i64) -> StoreResult<bool> {
+        let column = match to {
+            KeyState::Active => "activated_at",
+            KeyState::Retired => "retired_at",
+            KeyState::Revoked => "revoked_at",
+            KeyState::Pending => "created_at",
+        };
+        let sql = format!("UPDATE signing_keys SET state = ?, {column} = ? WHERE kid = ? AND state = ?");
+        let binds = [Bind::Text(to.as_str()), Bind::Int(now), Bind::Text(kid), Bind::Text(from.as_str())];
+        Ok(self.exec(&sql, kid, &binds).await? == 1)
+    }
+
+    async fn delete_key(&self, kid: &str) -> StoreResult<()> {
+        self.exec("DELETE FROM signing_keys WHERE kid = ?", kid, &[Bind::Text(kid)]).await?;
+        Ok(())
+    }
+
+    async fn start_family(&self, family: &RefreshFamily, first: &SecretDigest) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO refresh_families (id, user_id, client_id, scope, audience, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&family.id)
+        .bind(&family.user_id)
+        .bind(&family.client_id)
+        .bind(&family.scope)
+        .bind(&family.audience)
+        .bind(family.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(conflict("refresh family"))?;
+        sqlx::query("INSERT INTO refresh_tokens (digest, family_id, issued_at) VALUES (?, ?, ?)")
+            .bind(first.as_bytes().as_slice())
+            .bind(&family.id)
+            .bind(family.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(conflict("refresh token"))?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn rotate_refresh(
+        &self,
+        presented: &SecretDigest,
+        successor: &SecretDigest,
+        rules: &RefreshRules,
+        now: i64,
+    ) -> StoreResult<RotateOutcome> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(&format!("{REFRESH_SELECT} WHERE t.digest = ?"))
+            .bind(presented.as_bytes().as_slice())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let Some(row) = row else { return Ok(RotateOutcome::Unknown) };
+        let (family, state) = refresh_of(&row)?;
+        let decision = decide(&state, rules, now);
+        match decision {
+            Decision::Rotate => {
+                sqlx::query("UPDATE refresh_tokens SET used_at = ? WHERE digest = ? AND used_at IS NULL")
+                    .bind(now)
+                    .bind(presented.as_bytes().as_slice())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                sqlx::query("INSERT INTO refresh_tokens (digest, family_id, issued_at) VALUES (?, ?, ?)")
+                    .bind(successor.as_bytes().as_slice())
+                    .bind(&family.id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(conflict("refresh token"))?;
+                tx.commit().await.map_err(db_error)?;
+                Ok(RotateOutcome::Rotated(family))
+            }
+            Decision::RevokeFamily => {
+                sqlx::query(
+                    "UPDATE refresh_families SET revoked_at = ?, revoked_reason = 'reuse' \
+                     WHERE id = ? AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(&family.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+                tx.commit().await.map_err(db_error)?;
+                Ok(RotateOutcome::Refused(decision, Some(family)))
+            }
+            _ => Ok(RotateOutcome::Refused(decision, Some(family))),
+        }
+    }
+
+    async fn find_refresh(&self, token: &SecretDigest) -> StoreResult<Option<(RefreshFamily, RefreshState)>> {
+        let row = sqlx::query(&format!("{REFRESH_SELECT} WHERE t.digest = ?"))
+            .bind(token.as_bytes().as_slice())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_error)?;
+        row.as_ref().map(refresh_of).transpose()
+    }
+
+    async fn revoke_family(&self, family_id: &str, reason: &str, now: i64) -> StoreResult<bool> {
+        let sql = "UPDATE refresh_families SET revoked_at = ?, revoked_reason = ? WHERE id = ? AND revoked_at IS NULL";
+        let binds = [Bind::Int(now), Bind::Text(reason), Bind::Text(family_id)];
+        Ok(self.exec(sql, family_id, &binds).await? == 1)
+    }
+
+    async fn revoke_user_families(&self, user_id: &str, reason: &str, now: i64) -> StoreResult<u64> {
+        let sql = "UPDATE refresh_families SET revoked_at = ?, revoked_reason = ? \
+                   WHERE user_id = ? AND revoked_at IS NULL";
+        self.exec(sql, user_id, &[Bind::Int(now), Bind::Text(reason), Bind::Text(user_id)]).await
+    }
+
+    async fn add_revocation(&self, r: &Revocation) -> StoreResult<i64> {
+        let row = sqlx::query(
+            "INSERT INTO revocations (kind, value, issued_before, expires_at, created_at, reason) \
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
+        )
+        .bind(r.kind.as_str())
+        .bind(&r.value)
+        .bind(r.issued_before)
+        .bind(r.expires_at)
+        .bind(r.created_at)
+        .bind(&r.reason)
+        .fetch_one(&self.write)
+        .await
+        .map_err(db_error)?;
+        row.try_get(0).map_err(db_error)
+    }
+
+    async fn revocations_since(&self, after: i64, now: i64, limit: u32) -> StoreResult<Vec<Revocation>> {
+        let rows = sqlx::query("SELECT * FROM revocations WHERE seq > ? AND expires_at > ? ORDER BY seq LIMIT ?")
+            .bind(after)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_error)?;
+        rows.iter().map(revocation_of).collect()
+    }
+
+    async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        for e in events {
+            sqlx::query(
+                "INSERT INTO audit_events (at, kind, subject, client_id, jti, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(e.at)
+            .bind(e.kind)
+            .bind(&e.subject)
+            .bind(&e.client_id)
+            .bind(&e.jti)
+            .bind(&e.detail)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn audit_since(&self, after: i64, limit: u32) -> StoreResult<Vec<StoredAuditEvent>> {
+        let rows = sqlx::query("SELECT * FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredAuditEvent {
+                    seq: row.try_get("seq").map_err(db_error)?,
+                    at: row.try_get("at").map_err(db_error)?,
+                    kind: row.try_get("kind").map_err(db_error)?,
+                    subject: row.try_get("subject").map_err(db_error)?,
+                    client_id: row.try_get("client_id").map_err(db_error)?,
+                    jti: row.try_get("jti").map_err(db_error)?,
+                    detail: row.try_get("detail").map_err(db_error)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn purge_expired(&self, now: i64, rules: &RefreshRules) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        let mut removed = 0;
+        let family_end = now.saturating_sub(rules.absolute_ttl);
+        let idle_end = now.saturating_sub(rules.idle_ttl.max(rules.reuse_grace));
+        for (sql, at) in [
+            ("DELETE FROM used_assertions WHERE expires_at <= ?", now),
+            ("DELETE FROM revocations WHERE expires_at <= ?", now),
+            // A family past its absolute lifetime can no longer be used or reused.
+            ("DELETE FROM refresh_families WHERE created_at <= ?", family_end),
+            // Unused tokens past the idle lifetime are dead; used ones stay while their family lives, so a
+            // late replay is still recognised as reuse.
+            ("DELETE FROM refresh_tokens WHERE used_at IS NULL AND issued_at <= ?", idle_end),
+        ] {
+            removed += sqlx::query(sql).bind(at).execute(&mut *tx).await.map_err(db_error)?.rows_affected();
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(removed)
+    }
+}
