@@ -88,6 +88,8 @@ pub struct KeyManager {
     rules: KeyRules,
     algorithm: Algorithm,
     ring: KeyRing,
+    /// Serialises lifecycle changes made by this process (the schedule, a command, a revocation).
+    busy: tokio::sync::Mutex<()>,
 }
 
 /// A change the manager made, for the log and the audit trail.
@@ -99,7 +101,7 @@ pub struct KeyChange {
 
 impl KeyManager {
     pub fn new(store: Arc<dyn Store>, master: MasterKey, rules: KeyRules, algorithm: Algorithm) -> Self {
-        KeyManager { store, master, rules, algorithm, ring: KeyRing::default() }
+        KeyManager { store, master, rules, algorithm, ring: KeyRing::default(), busy: tokio::sync::Mutex::new(()) }
     }
 
     pub fn ring(&self) -> &KeyRing {
@@ -117,6 +119,11 @@ impl KeyManager {
 
     /// Applies every transition due at `now`, then reloads the ring from the store.
     pub async fn maintain(&self, now: i64) -> Result<Vec<KeyChange>, KeyError> {
+        let _busy = self.busy.lock().await;
+        self.maintain_locked(now).await
+    }
+
+    async fn maintain_locked(&self, now: i64) -> Result<Vec<KeyChange>, KeyError> {
         let keys = self.store.list_keys().await?;
         let records: Vec<KeyRecord> = keys.iter().map(|k| k.record.clone()).collect();
         let mut changes = Vec::new();
@@ -149,6 +156,7 @@ impl KeyManager {
 
     /// Starts a rotation by command: a new key is published now and signs one JWKS max-age later.
     pub async fn rotate(&self, now: i64) -> Result<String, KeyError> {
+        let _busy = self.busy.lock().await;
         let keys = self.store.list_keys().await?;
         if let Some(pending) = keys.iter().find(|k| k.record.state == KeyState::Pending) {
             return Err(KeyError::RotationPending(pending.record.kid.clone()));
@@ -162,12 +170,13 @@ impl KeyManager {
     /// Revokes a key at once: it leaves the JWKS, and tokens it signed stop verifying. If it was the active
     /// key, a new one is made active immediately (a compromise leaves no time for pre-publication).
     pub async fn revoke(&self, kid: &str, now: i64) -> Result<(), KeyError> {
+        let _busy = self.busy.lock().await;
         let keys = self.store.list_keys().await?;
         let key = keys.iter().find(|k| k.record.kid == kid).ok_or_else(|| KeyError::Unknown(kid.to_owned()))?;
         if key.record.state != KeyState::Revoked {
             self.store.set_key_state(kid, key.record.state, KeyState::Revoked, now).await?;
         }
-        self.maintain(now).await?;
+        self.maintain_locked(now).await?;
         Ok(())
     }
 

@@ -1,0 +1,575 @@
+//! End-to-end tests: the real server on a loopback port with a temporary SQLite file, driven over HTTP.
+//! Time moves with a shifted clock, so lifetimes, lockouts and key rotations are tested without sleeping.
+
+// Test helpers fail loudly: a panic is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use portcullis_jose::{jwt, Algorithm, KeySet, Policy, AT_JWT};
+use portcullis_server::admin::{Admin, ClientKind, NewClient};
+use portcullis_server::clock::{Clock, ShiftedClock};
+use portcullis_server::config::Config;
+use portcullis_server::model::{GrantType, TokenDelivery};
+use portcullis_server::serve::{self, Running};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use zeroize::Zeroizing;
+
+struct Server {
+    base: String,
+    http: reqwest::Client,
+    clock: Arc<ShiftedClock>,
+    running: Running,
+    admin: Admin,
+    stop: Option<oneshot::Sender<()>>,
+    dir: PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("portcullis-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn start_in(dir: PathBuf, clock: Arc<ShiftedClock>, port: u16) -> Server {
+    let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let config = Config {
+        listen: format!("127.0.0.1:{port}"),
+        data_dir: dir.clone(),
+        login_rate_per_second: 0,
+        ..Config::default()
+    };
+    let settings = config.validate().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (running, _notes) = serve::start(&settings, clock.clone(), async {
+        let _ = stopped.await;
+    })
+    .await
+    .unwrap();
+    let admin = Admin::new(Arc::clone(&running.authority.store), clock.clone());
+    Server {
+        base: format!("http://127.0.0.1:{port}"),
+        http: reqwest::Client::new(),
+        clock,
+        running,
+        admin,
+        stop: Some(stop),
+        dir,
+    }
+}
+
+async fn start(name: &str) -> Server {
+    start_in(temp_dir(name), Arc::new(ShiftedClock::default()), free_port()).await
+}
+
+impl Server {
+    async fn stop(mut self) -> (PathBuf, Arc<ShiftedClock>, u16) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.running.task.await;
+        (self.dir, self.clock, self.running.addr.port())
+    }
+
+    async fn form(&self, path: &str, auth: Option<(&str, &str)>, params: &[(&str, &str)]) -> (u16, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.base)).form(params);
+        if let Some((id, secret)) = auth {
+            req = req.basic_auth(id, Some(secret));
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn json(&self, path: &str, body: Value) -> (u16, Value, Vec<String>) {
+        let resp = self.http.post(format!("{}{path}", self.base)).json(&body).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let cookies = resp.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        (status, resp.json().await.unwrap_or(Value::Null), cookies)
+    }
+
+    async fn jwks(&self) -> KeySet {
+        let text = self.http.get(format!("{}/jwks.json", self.base)).send().await.unwrap().text().await.unwrap();
+        KeySet::from_jwks(&text, &[]).unwrap()
+    }
+
+    async fn service_client(&self, id: &str, scopes: &[&str]) -> String {
+        let (_, secret) = self
+            .admin
+            .add_client(NewClient {
+                id: id.into(),
+                credential: ClientKind::GenerateSecret,
+                grants: vec![GrantType::ClientCredentials],
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                audiences: vec!["api".into()],
+                ..NewClient::default()
+            })
+            .await
+            .unwrap();
+        secret.unwrap().expose().to_owned()
+    }
+
+    async fn first_party(&self, id: &str, delivery: TokenDelivery) {
+        self.admin
+            .add_client(NewClient {
+                id: id.into(),
+                credential: ClientKind::Public,
+                grants: vec![GrantType::Password, GrantType::RefreshToken],
+                scopes: vec!["read write admin".into()],
+                audiences: vec!["api".into()],
+                first_party: true,
+                token_delivery: delivery,
+                ..NewClient::default()
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn user(&self, name: &str, password: &str, roles: &[(&str, &str)]) {
+        for (role, scopes) in roles {
+            let _ = self.admin.add_role(role, &[scopes.to_string()]).await;
+        }
+        let roles: Vec<String> = roles.iter().map(|(r, _)| r.to_string()).collect();
+        self.admin.add_user(name, Zeroizing::new(password.into()), &roles).await.unwrap();
+    }
+
+    fn policy(&self, aud: &str) -> Policy {
+        Policy::access_token(&self.base, aud).unwrap()
+    }
+
+    async fn login(&self, client: &str, user: &str, password: &str) -> (u16, Value) {
+        let (status, body, _) = self
+            .json("/auth/login", serde_json::json!({"username": user, "password": password, "client_id": client}))
+            .await;
+        (status, body)
+    }
+}
+
+fn s(v: &Value, k: &str) -> String {
+    v[k].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_credentials_tokens_verify_offline_and_errors_follow_rfc_6749() {
+    let srv = start("cc").await;
+    let secret = srv.service_client("svc", &["read", "write"]).await;
+    let (status, body) = srv
+        .form("/oauth2/token", Some(("svc", &secret)), &[("grant_type", "client_credentials"), ("scope", "read")])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["scope"], "read");
+    assert!(body.get("refresh_token").is_none(), "RFC 6749 §4.4.3: no refresh token");
+    let keys = srv.jwks().await;
+    let verified = jwt::verify(&s(&body, "access_token"), &keys, &srv.policy("api"), srv.clock.now()).unwrap();
+    assert_eq!(verified.header.typ().as_deref(), Some(AT_JWT));
+    assert_eq!(verified.header.algorithm(), Algorithm::ES256);
+    assert_eq!(verified.claims.sub().as_deref(), Some("svc"));
+    assert_eq!(verified.claims.client_id().as_deref(), Some("svc"));
+
+    // client_secret_post works too; no scope asked means every allowed scope.
+    let (status, body) = srv
+        .form(
+            "/oauth2/token",
+            None,
+            &[("grant_type", "client_credentials"), ("client_id", "svc"), ("client_secret", &secret)],
+        )
+        .await;
+    assert_eq!((status, s(&body, "scope").as_str()), (200, "read write"));
+
+    let resp = srv
+        .http
+        .post(format!("{}/oauth2/token", srv.base))
+        .basic_auth("svc", Some("wrong"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    assert_eq!(resp.headers()["www-authenticate"], "Basic realm=\"portcullis\"");
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_client");
+
+    type Case<'a> = (Option<(&'a str, &'a str)>, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (Some(("nobody", "x")), vec![("grant_type", "client_credentials")], 401, "invalid_client"),
+        (Some(("svc", &secret)), vec![("grant_type", "implicit")], 400, "unsupported_grant_type"),
+        (Some(("svc", &secret)), vec![], 400, "invalid_request"),
+        (
+            Some(("svc", &secret)),
+            vec![("grant_type", "password"), ("username", "a"), ("password", "b")],
+            400,
+            "unauthorized_client",
+        ),
+        (Some(("svc", &secret)), vec![("grant_type", "client_credentials"), ("scope", "admin")], 400, "invalid_scope"),
+        (Some(("svc", &secret)), vec![("grant_type", "client_credentials"), ("scope", "a\"b")], 400, "invalid_scope"),
+        (
+            Some(("svc", &secret)),
+            vec![("grant_type", "client_credentials"), ("resource", "https://evil")],
+            400,
+            "invalid_target",
+        ),
+        (
+            Some(("svc", &secret)),
+            vec![("grant_type", "client_credentials"), ("grant_type", "client_credentials")],
+            400,
+            "invalid_request",
+        ),
+        (None, vec![("grant_type", "client_credentials")], 401, "invalid_client"),
+    ];
+    for (auth, params, want_status, want_error) in cases {
+        let (status, body) = srv.form("/oauth2/token", auth, &params).await;
+        assert_eq!((status, s(&body, "error").as_str()), (want_status, want_error), "{params:?}: {body}");
+    }
+    // JSON instead of a form is refused with the RFC error, not a framework message.
+    let resp = srv.http.post(format!("{}/oauth2/token", srv.base)).json(&serde_json::json!({})).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    // An oversized body is refused before it is read.
+    let big = "x".repeat(100 * 1024);
+    let resp =
+        srv.http.post(format!("{}/oauth2/token", srv.base)).form(&[("grant_type", big.as_str())]).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_login_locks_out_and_never_reveals_whether_a_user_exists() {
+    let srv = start("login").await;
+    srv.first_party("web", TokenDelivery::Body).await;
+    srv.user("alice", "correct horse battery", &[("staff", "read write")]).await;
+    let (status, body) = srv.login("web", "alice", "correct horse battery").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["scope"], "read write", "client ∩ roles");
+    let keys = srv.jwks().await;
+    let claims = jwt::verify(&s(&body, "access_token"), &keys, &srv.policy("api"), srv.clock.now()).unwrap().claims;
+    assert_eq!(claims.get("roles").unwrap().text(), r#"["staff"]"#);
+    assert!(claims.string("sid").is_some());
+
+    let (_, unknown) = srv.login("web", "mallory", "whatever1").await;
+    let (_, wrong) = srv.login("web", "alice", "wrong password").await;
+    assert_eq!(unknown, wrong, "unknown user and wrong password answer alike");
+    assert_eq!(wrong["error"], "invalid_grant");
+
+    for _ in 0..5 {
+        srv.login("web", "alice", "wrong password").await;
+    }
+    // Six failures: locked for 30 s, even with the right password, and the answer does not say so.
+    let (status, body) = srv.login("web", "alice", "correct horse battery").await;
+    assert_eq!((status, body.clone()), (400, wrong.clone()), "locked");
+    srv.clock.advance(31);
+    let (status, _) = srv.login("web", "alice", "correct horse battery").await;
+    assert_eq!(status, 200, "the lock ends");
+
+    // The password grant on the token endpoint shares the path.
+    let (status, body) = srv
+        .form(
+            "/oauth2/token",
+            None,
+            &[
+                ("grant_type", "password"),
+                ("client_id", "web"),
+                ("username", "alice"),
+                ("password", "correct horse battery"),
+                ("scope", "read"),
+            ],
+        )
+        .await;
+    assert_eq!((status, s(&body, "scope").as_str()), (200, "read"), "{body}");
+    // A client that is not first-party cannot use /auth/login.
+    srv.service_client("svc", &["read"]).await;
+    let (status, body) = srv.login("svc", "alice", "correct horse battery").await;
+    assert!(status == 400 || status == 401, "{status} {body}");
+    let audit = srv.running.authority.store.audit_since(0, 1000).await.unwrap();
+    for kind in ["token_issued", "login_failed", "lockout"] {
+        assert!(audit.iter().any(|e| e.kind == kind), "audit has {kind}");
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_rotates_and_reuse_burns_the_family() {
+    let srv = start("refresh").await;
+    srv.first_party("web", TokenDelivery::Body).await;
+    srv.user("bob", "correct horse battery", &[("staff", "read write")]).await;
+    let (_, first) = srv.login("web", "bob", "correct horse battery").await;
+    let r1 = s(&first, "refresh_token");
+    let refresh = |token: String| {
+        let srv = &srv;
+        async move { srv.json("/auth/refresh", serde_json::json!({"refresh_token": token, "client_id": "web"})).await }
+    };
+    let (status, second, _) = refresh(r1.clone()).await;
+    assert_eq!(status, 200, "{second}");
+    let r2 = s(&second, "refresh_token");
+    assert_ne!(r1, r2, "rotated");
+    // Inside the grace period a duplicate is refused without harm.
+    let (status, dup, _) = refresh(r1.clone()).await;
+    assert_eq!((status, s(&dup, "error").as_str()), (400, "invalid_grant"));
+    let (status, third, _) = refresh(r2.clone()).await;
+    assert_eq!(status, 200, "the family still lives: {third}");
+    let r3 = s(&third, "refresh_token");
+    // After it, reuse of an old token revokes the family and its access tokens.
+    srv.clock.advance(30);
+    let (status, _, _) = refresh(r2.clone()).await;
+    assert_eq!(status, 400);
+    let (status, _, _) = refresh(r3.clone()).await;
+    assert_eq!(status, 400, "the newest token died with its family");
+    let secret = srv.service_client("rs", &["read"]).await;
+    let (_, intro) =
+        srv.form("/oauth2/introspect", Some(("rs", &secret)), &[("token", &s(&third, "access_token"))]).await;
+    assert_eq!(intro, serde_json::json!({"active": false}), "the family's access token is revoked");
+    let metrics = srv.http.get(format!("{}/metrics", srv.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("portcullis_refresh_reuse_total"), "{metrics}");
+
+    // Concurrent refreshes with one token: exactly one wins.
+    let (_, fresh) = srv.login("web", "bob", "correct horse battery").await;
+    let token = s(&fresh, "refresh_token");
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (http, url, token) = (srv.http.clone(), format!("{}/auth/refresh", srv.base), token.clone());
+        tasks.push(tokio::spawn(async move {
+            http.post(url)
+                .json(&serde_json::json!({"refresh_token": token, "client_id": "web"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        if t.await.unwrap() == 200 {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 1, "exactly one concurrent refresh succeeds");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_is_seen_by_introspection_and_the_event_feed() {
+    let srv = start("revoke").await;
+    let secret = srv.service_client("svc", &["read", "portcullis:events"]).await;
+    let token = |scope: &'static str| {
+        let (srv, secret) = (&srv, secret.clone());
+        async move {
+            let (_, body) = srv
+                .form(
+                    "/oauth2/token",
+                    Some(("svc", &secret)),
+                    &[("grant_type", "client_credentials"), ("scope", scope)],
+                )
+                .await;
+            s(&body, "access_token")
+        }
+    };
+    let at = token("read").await;
+    let feed = token("portcullis:events").await;
+    let (_, intro) = srv.form("/oauth2/introspect", Some(("svc", &secret)), &[("token", &at)]).await;
+    assert_eq!(intro["active"], true);
+    assert_eq!(intro["client_id"], "svc");
+    assert_eq!(intro["token_type"], "Bearer");
+    for junk in ["", "garbage", "a.b.c"] {
+        let (status, intro) = srv.form("/oauth2/introspect", Some(("svc", &secret)), &[("token", junk)]).await;
+        assert!(status == 200 && intro["active"] == false || status == 400, "{junk}: {status} {intro}");
+    }
+    // A long-poll waits for the revocation and delivers it as a signed SET.
+    let poll = {
+        let (http, url, feed) = (srv.http.clone(), format!("{}/events", srv.base), feed.clone());
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let resp = http
+                .post(url)
+                .bearer_auth(feed)
+                .json(&serde_json::json!({"ack": ["0"], "maxEvents": 10}))
+                .send()
+                .await
+                .unwrap();
+            (resp.json::<Value>().await.unwrap(), started.elapsed())
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, _) = srv
+        .form("/oauth2/revoke", Some(("svc", &secret)), &[("token", &at), ("token_type_hint", "access_token")])
+        .await;
+    assert_eq!(status, 200);
+    let (events, waited) = poll.await.unwrap();
+    assert!(waited.as_secs_f64() < 2.0, "the feed answered {waited:?} after the revocation");
+    let sets = events["sets"].as_object().unwrap();
+    assert_eq!(sets.len(), 1, "{events}");
+    let set = sets.values().next().unwrap().as_str().unwrap();
+    let policy =
+        Policy::builder().issuer(&srv.base).audience("svc").typ("secevent+jwt").danger_allow_no_exp().build().unwrap();
+    let claims = jwt::verify(set, &srv.jwks().await, &policy, srv.clock.now()).unwrap().claims;
+    let event = claims.get("events").unwrap().text().to_owned();
+    assert!(event.contains("\"kind\":\"jti\""), "{event}");
+    let (_, intro) = srv.form("/oauth2/introspect", Some(("svc", &secret)), &[("token", &at)]).await;
+    assert_eq!(intro, serde_json::json!({"active": false}));
+    // Without the events scope, or without a token, the feed refuses.
+    let resp = srv.http.post(format!("{}/events", srv.base)).bearer_auth(token("read").await).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    let resp = srv.http.post(format!("{}/events", srv.base)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    // Someone else's token, or an unknown one, is "revoked" without effect (RFC 7009 §2.2).
+    let (status, _) = srv.form("/oauth2/revoke", Some(("svc", &secret)), &[("token", "unknown")]).await;
+    assert_eq!(status, 200);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_jwks_always_holds_the_signing_key_across_a_rotation() {
+    let srv = start("rotate").await;
+    let secret = srv.service_client("svc", &["read"]).await;
+    let max_age: i64 = {
+        let resp = srv.http.get(format!("{}/jwks.json", srv.base)).send().await.unwrap();
+        let cc = resp.headers()["cache-control"].to_str().unwrap().to_owned();
+        cc.rsplit('=').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(max_age, 300);
+    let mut caches: Vec<(i64, KeySet)> = Vec::new();
+    let authority = Arc::clone(&srv.running.authority);
+    let first_kid = authority.keys.ring().current().signer.as_ref().unwrap().key().kid().unwrap().to_owned();
+    let rotated = authority.keys.rotate(srv.clock.now().as_secs()).await.unwrap();
+    for _ in 0..16 {
+        let now = srv.clock.now().as_secs();
+        authority.keys.maintain(now).await.unwrap();
+        caches.push((now, srv.jwks().await));
+        let (_, body) =
+            srv.form("/oauth2/token", Some(("svc", &secret)), &[("grant_type", "client_credentials")]).await;
+        let token = s(&body, "access_token");
+        for (cached_at, keys) in &caches {
+            if now - cached_at < max_age {
+                assert!(
+                    jwt::verify(&token, keys, &srv.policy("api"), srv.clock.now()).is_ok(),
+                    "a JWKS cached {}s ago cannot verify a fresh token",
+                    now - cached_at
+                );
+            }
+        }
+        srv.clock.advance(60);
+    }
+    let current = authority.keys.ring().current().signer.as_ref().unwrap().key().kid().unwrap().to_owned();
+    assert_eq!(current, rotated, "the new key signs after the pre-publication window");
+    assert_ne!(current, first_kid);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_sessions_survive_a_restart() {
+    let srv = start("restart").await;
+    srv.first_party("web", TokenDelivery::Body).await;
+    srv.user("carol", "correct horse battery", &[("staff", "read")]).await;
+    let (_, body) = srv.login("web", "carol", "correct horse battery").await;
+    let jwks_before = srv.jwks().await;
+    let (dir, clock, port) = srv.stop().await;
+    let srv = start_in(dir, clock, port).await;
+    let claims = jwt::verify(&s(&body, "access_token"), &srv.jwks().await, &srv.policy("api"), srv.clock.now());
+    assert!(claims.is_ok(), "the same key after restart");
+    assert_eq!(srv.jwks().await.keys().len(), jwks_before.keys().len());
+    let (status, _, _) = srv
+        .json("/auth/refresh", serde_json::json!({"refresh_token": s(&body, "refresh_token"), "client_id": "web"}))
+        .await;
+    assert_eq!(status, 200, "the refresh token still works");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_clients_get_httponly_cookies_and_logout_clears_them() {
+    let srv = start("cookie").await;
+    srv.first_party("spa", TokenDelivery::Cookie).await;
+    srv.user("dave", "correct horse battery", &[("staff", "read")]).await;
+    let (status, body, cookies) = srv
+        .json(
+            "/auth/login",
+            serde_json::json!({"username": "dave", "password": "correct horse battery", "client_id": "spa"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(body.get("access_token").is_none() && body.get("refresh_token").is_none(), "{body}");
+    assert!(cookies.iter().all(|c| c.contains("HttpOnly") && c.contains("SameSite=Strict")), "{cookies:?}");
+    let rt = cookies.iter().find(|c| c.starts_with("portcullis_rt=")).unwrap();
+    let rt_value = rt.split(';').next().unwrap().to_owned();
+    let resp = srv
+        .http
+        .post(format!("{}/auth/refresh", srv.base))
+        .header("cookie", &rt_value)
+        .json(&serde_json::json!({"client_id": "spa"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let new_rt = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("portcullis_rt="))
+        .unwrap();
+    let resp = srv
+        .http
+        .post(format!("{}/auth/logout", srv.base))
+        .header("cookie", new_rt.split(';').next().unwrap())
+        .json(&serde_json::json!({"client_id": "spa"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers().get_all("set-cookie").iter().all(|c| c.to_str().unwrap().contains("Max-Age=0")));
+    let resp = srv
+        .http
+        .post(format!("{}/auth/refresh", srv.base))
+        .header("cookie", new_rt.split(';').next().unwrap())
+        .json(&serde_json::json!({"client_id": "spa"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400, "logged out");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_health_and_metrics() {
+    let srv = start("ops").await;
+    let meta: Value = srv
+        .http
+        .get(format!("{}/.well-known/openid-configuration", srv.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["issuer"], srv.base.as_str());
+    assert_eq!(meta["token_endpoint"], format!("{}/oauth2/token", srv.base));
+    assert_eq!(meta["jwks_uri"], format!("{}/jwks.json", srv.base));
+    let rfc8414: Value = srv
+        .http
+        .get(format!("{}/.well-known/oauth-authorization-server", srv.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rfc8414, meta);
+    assert_eq!(srv.http.get(format!("{}/healthz", srv.base)).send().await.unwrap().status().as_u16(), 200);
+    let ready = srv.http.get(format!("{}/readyz", srv.base)).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    let metrics = srv.http.get(format!("{}/metrics", srv.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("portcullis_signing_key_age_seconds"), "{metrics}");
+    assert!(metrics.contains("portcullis_http_requests_total"), "{metrics}");
+    let resp = srv.http.get(format!("{}/nothing", srv.base)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    assert!(resp.headers().contains_key("x-request-id"));
+    srv.stop().await;
+}
