@@ -78,3 +78,127 @@ fn usage_errors_exit_2_and_bad_input_exits_1() {
     assert!(String::from_utf8_lossy(&bad.stderr).starts_with("error: "));
     assert_eq!(run(&["--help"], "").status.code(), Some(0));
 }
+
+fn temp(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("portcullis-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn config_in(dir: &Path, extra: &str) -> String {
+    let data = dir.join("data");
+    write(dir, "portcullis.toml", &format!("data_dir = {:?}\n{extra}", data.to_str().unwrap()))
+}
+
+#[test]
+fn management_commands_work_on_the_store_before_the_server_runs() {
+    let dir = temp("manage");
+    let cfg = config_in(&dir, "");
+    let c = |args: &[&str], stdin: &str| {
+        let mut all = vec!["--config", cfg.as_str()];
+        all.extend_from_slice(args);
+        run(&all, stdin)
+    };
+    ok(&c(&["roles", "add", "staff", "--scopes", "read write"], ""));
+    let roles: serde_json::Value = serde_json::from_str(&ok(&c(&["roles", "list", "--json"], ""))).unwrap();
+    assert_eq!(roles[0]["scopes"], "read write");
+    let user: serde_json::Value = serde_json::from_str(&ok(&c(
+        &["users", "add", "alice", "--password-stdin", "--role", "staff", "--json"],
+        "long enough pw\n",
+    )))
+    .unwrap();
+    assert!(user["id"].as_str().unwrap().starts_with("u_"));
+    let out = c(&["users", "add", "bob", "--password-stdin"], "short\n");
+    assert_eq!(out.status.code(), Some(1), "a too-short password is refused");
+    let out = c(&["users", "add", "alice", "--password-stdin"], "long enough pw\n");
+    assert_eq!(out.status.code(), Some(1), "duplicate user");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    let created: serde_json::Value = serde_json::from_str(&ok(&c(
+        &["clients", "add", "svc", "--generate-secret", "--grant", "client_credentials", "--scope", "read", "--json"],
+        "",
+    )))
+    .unwrap();
+    assert_eq!(created["client_id"], "svc");
+    assert_eq!(created["client_secret"].as_str().unwrap().len(), 43, "256 bits, base64url");
+    let listed = ok(&c(&["clients", "list", "--json"], ""));
+    assert!(!listed.contains(created["client_secret"].as_str().unwrap()), "the secret is shown once only");
+    let out = c(&["clients", "add", "spa", "--public", "--grant", "client_credentials"], "");
+    assert_eq!(out.status.code(), Some(1), "public clients cannot use client_credentials");
+    let out = c(&["clients", "add", "x", "--public", "--grant", "implicit"], "");
+    assert_eq!(out.status.code(), Some(2), "unknown grant is a usage error");
+    ok(&c(&["users", "disable", "alice"], ""));
+    let users: serde_json::Value = serde_json::from_str(&ok(&c(&["users", "list", "--json"], ""))).unwrap();
+    assert_eq!(users[0]["disabled"], true);
+    let out = c(&["users", "remove", "nobody"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    let rotated: serde_json::Value = serde_json::from_str(&ok(&c(&["keys", "rotate", "--json"], ""))).unwrap();
+    assert_eq!(rotated["state"], "pending");
+    let keys: serde_json::Value = serde_json::from_str(&ok(&c(&["keys", "list", "--json"], ""))).unwrap();
+    assert_eq!(keys[0]["kid"], rotated["kid"]);
+    ok(&c(&["keys", "revoke", rotated["kid"].as_str().unwrap()], ""));
+    assert_eq!(c(&["keys", "revoke", "no-such-kid"], "").status.code(), Some(1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn serve_refuses_bad_configuration_with_a_clear_message() {
+    let dir = temp("badcfg");
+    let out = run(&["serve", "--config", dir.join("missing.toml").to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    let corrupt = write(&dir, "corrupt.toml", "listen = [unclosed\n");
+    let out = run(&["serve", "--config", &corrupt], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid configuration"));
+    let bad = write(&dir, "bad.toml", "access_token_ttl = 99999\nsigning_alg = \"HS256\"\n");
+    let out = run(&["serve", "--config", &bad], "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("access_token_ttl") && err.contains("signing_alg"), "{err}");
+    // A data dir that cannot be written (under /proc, read-only even for root, which CI runs as).
+    let ro = write(&dir, "ro.toml", "data_dir = \"/proc/portcullis-data\"\nlisten = \"127.0.0.1:0\"\n");
+    let out = run(&["serve", "--config", &ro], "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("/proc/portcullis-data"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn serve_starts_with_defaults_answers_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = temp("serve");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("serve")
+        .current_dir(&dir)
+        .env("PORTCULLIS_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("portcullis is serving") {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            panic!("serve exited: {seen}");
+        }
+        seen.push_str(&line);
+    }
+    assert!(seen.contains("development key file"), "the dev-mode warning is printed: {seen}");
+    assert!(dir.join("portcullis-data/portcullis.db").exists());
+    assert!(dir.join("portcullis-data/master.key").exists());
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
+    let _ = std::fs::remove_dir_all(&dir);
+}
