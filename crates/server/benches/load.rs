@@ -1,0 +1,283 @@
+//! Load benchmark of the authorization server over HTTP, on this machine, with the load generator in the
+//! same process on its own runtime (both share the machine's cores, as a same-host load generator does).
+//!
+//! `cargo bench -p portcullis-server --bench load -- [--seconds N] [--concurrency C]`
+//!
+//! Reports client_credentials tokens/s, refresh rotations/s, introspections/s and password logins/s with p50
+//! and p99 latency, the login rate as a fraction of the Argon2id ceiling (cores ÷ one hash's time), and the
+//! token endpoint's p99 while a login flood saturates the password pool.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use portcullis_server::admin::{Admin, ClientKind, NewClient};
+use portcullis_server::clock::SystemClock;
+use portcullis_server::config::Config;
+use portcullis_server::model::GrantType;
+use portcullis_server::secrets::{hash_password, PasswordCost};
+use portcullis_server::serve;
+use zeroize::Zeroizing;
+
+struct Setup {
+    base: String,
+    svc_secret: String,
+    web_secret: String,
+}
+
+#[derive(Default)]
+struct Sample {
+    ok: u64,
+    failed: u64,
+    micros: Vec<u32>,
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn report(name: &str, s: &mut Sample, elapsed: Duration) -> f64 {
+    s.micros.sort_unstable();
+    let pct = |p: f64| s.micros.get(((s.micros.len() as f64 * p) as usize).min(s.micros.len().saturating_sub(1)));
+    let rate = s.ok as f64 / elapsed.as_secs_f64();
+    println!(
+        "{name:<34} {rate:>10.0}/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} ok, {} failed)",
+        pct(0.50).copied().unwrap_or(0) as f64 / 1000.0,
+        pct(0.99).copied().unwrap_or(0) as f64 / 1000.0,
+        s.ok,
+        s.failed
+    );
+    rate
+}
+
+async fn run<F, Fut>(concurrency: u64, make: F) -> (Sample, Duration)
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Sample> + Send + 'static,
+{
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency).map(|i| tokio::spawn(make(i))).collect();
+    let mut total = Sample::default();
+    for t in tasks {
+        let s = t.await.unwrap();
+        total.ok += s.ok;
+        total.failed += s.failed;
+        total.micros.extend(s.micros);
+    }
+    (total, started.elapsed())
+}
+
+async fn post_form(
+    http: &reqwest::Client,
+    url: &str,
+    auth: (&str, &str),
+    form: &[(&str, &str)],
+) -> Option<serde_json::Value> {
+    let resp = http.post(url).basic_auth(auth.0, Some(auth.1)).form(form).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.json().await.ok()
+}
+
+async fn timed_loop<'a>(
+    deadline: Instant,
+    mut step: impl FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> + Send + 'a,
+) -> Sample {
+    let mut s = Sample::default();
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        if step().await {
+            s.ok += 1;
+            s.micros.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        } else {
+            s.failed += 1;
+        }
+    }
+    s
+}
+
+async fn setup(admin: &Admin, base: String) -> Setup {
+    admin.add_role("staff", &["read write".into()]).await.unwrap();
+    admin.add_user("bench", Zeroizing::new("bench password".into()), &["staff".into()]).await.unwrap();
+    let (_, svc) = admin
+        .add_client(NewClient {
+            id: "svc".into(),
+            credential: ClientKind::GenerateSecret,
+            grants: vec![GrantType::ClientCredentials],
+            scopes: vec!["read write".into()],
+            audiences: vec!["api".into()],
+            ..NewClient::default()
+        })
+        .await
+        .unwrap();
+    let (_, web) = admin
+        .add_client(NewClient {
+            id: "web".into(),
+            credential: ClientKind::GenerateSecret,
+            grants: vec![GrantType::Password, GrantType::RefreshToken],
+            scopes: vec!["read write".into()],
+            audiences: vec!["api".into()],
+            first_party: true,
+            ..NewClient::default()
+        })
+        .await
+        .unwrap();
+    Setup { base, svc_secret: svc.unwrap().expose().to_owned(), web_secret: web.unwrap().expose().to_owned() }
+}
+
+fn main() {
+    let seconds = arg("--seconds", 10);
+    let concurrency = arg("--concurrency", 64);
+    let duration = Duration::from_secs(seconds);
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let dir = std::env::temp_dir().join(format!("portcullis-load-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let server_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(cores).enable_all().build().unwrap();
+    let client_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(cores).enable_all().build().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let settings = Config {
+        listen: format!("127.0.0.1:{port}"),
+        data_dir: dir.clone(),
+        login_rate_per_second: 0,
+        log: "warn".into(),
+        ..Config::default()
+    }
+    .validate()
+    .unwrap();
+    let (running, _) =
+        server_rt.block_on(serve::start(&settings, Arc::new(SystemClock), std::future::pending::<()>())).unwrap();
+    let admin = Admin::new(Arc::clone(&running.authority.store), Arc::new(SystemClock));
+    let setup = Arc::new(server_rt.block_on(setup(&admin, format!("http://127.0.0.1:{port}"))));
+
+    // The Argon2id ceiling: cores ÷ the time of one hash at the server's cost.
+    let t = Instant::now();
+    for _ in 0..5 {
+        hash_password("bench password", PasswordCost::OWASP).unwrap();
+    }
+    let hash_time = t.elapsed().as_secs_f64() / 5.0;
+    let ceiling = cores as f64 / hash_time;
+
+    println!("portcullis load benchmark: {cores} cores, {concurrency} concurrent clients, {seconds} s per scenario");
+    println!("(load generator in the same process, on its own {cores}-thread runtime)\n");
+    let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency as usize).build().unwrap();
+
+    client_rt.block_on(async {
+        let token_url = format!("{}/oauth2/token", setup.base);
+        // client_credentials
+        let deadline = Instant::now() + duration;
+        let (mut s, elapsed) = run(concurrency, |_| {
+            let (http, url, setup) = (http.clone(), token_url.clone(), Arc::clone(&setup));
+            timed_loop(deadline, move || {
+                let (http, url, setup) = (http.clone(), url.clone(), Arc::clone(&setup));
+                Box::pin(async move {
+                    post_form(&http, &url, ("svc", &setup.svc_secret), &[("grant_type", "client_credentials")])
+                        .await
+                        .is_some()
+                })
+            })
+        })
+        .await;
+        report("client_credentials tokens", &mut s, elapsed);
+
+        // refresh rotations: each client logs in once, then rotates its own chain.
+        let mut chains = Vec::new();
+        for _ in 0..concurrency {
+            let login = post_form(
+                &http,
+                &token_url,
+                ("web", &setup.web_secret),
+                &[("grant_type", "password"), ("username", "bench"), ("password", "bench password")],
+            )
+            .await
+            .unwrap();
+            chains.push(login["refresh_token"].as_str().unwrap().to_owned());
+        }
+        let deadline = Instant::now() + duration;
+        let chains = Arc::new(std::sync::Mutex::new(chains));
+        let (mut s, elapsed) = run(concurrency, |_| {
+            let (http, url, setup) = (http.clone(), token_url.clone(), Arc::clone(&setup));
+            let token = Arc::new(std::sync::Mutex::new(chains.lock().unwrap().pop().unwrap()));
+            timed_loop(deadline, move || {
+                let (http, url, setup, token) = (http.clone(), url.clone(), Arc::clone(&setup), Arc::clone(&token));
+                Box::pin(async move {
+                    let current = token.lock().unwrap().clone();
+                    let form = [("grant_type", "refresh_token"), ("refresh_token", current.as_str())];
+                    match post_form(&http, &url, ("web", &setup.web_secret), &form).await {
+                        Some(body) => {
+                            *token.lock().unwrap() = body["refresh_token"].as_str().unwrap_or_default().to_owned();
+                            true
+                        }
+                        None => false,
+                    }
+                })
+            })
+        })
+        .await;
+        report("refresh rotations", &mut s, elapsed);
+
+        // introspection of one access token by a resource server.
+        let at = post_form(&http, &token_url, ("svc", &setup.svc_secret), &[("grant_type", "client_credentials")])
+            .await
+            .unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let intro_url = format!("{}/oauth2/introspect", setup.base);
+        let deadline = Instant::now() + duration;
+        let (mut s, elapsed) = run(concurrency, |_| {
+            let (http, url, setup, at) = (http.clone(), intro_url.clone(), Arc::clone(&setup), at.clone());
+            timed_loop(deadline, move || {
+                let (http, url, setup, at) = (http.clone(), url.clone(), Arc::clone(&setup), at.clone());
+                Box::pin(async move {
+                    let body = post_form(&http, &url, ("svc", &setup.svc_secret), &[("token", at.as_str())]).await;
+                    body.is_some_and(|b| b["active"] == true)
+                })
+            })
+        })
+        .await;
+        report("introspections", &mut s, elapsed);
+
+        // password logins alone, then the token endpoint's latency while a login flood saturates the pool.
+        let login = |deadline: Instant| {
+            let (http, url, setup) = (http.clone(), token_url.clone(), Arc::clone(&setup));
+            move |_| {
+                let (http, url, setup) = (http.clone(), url.clone(), Arc::clone(&setup));
+                timed_loop(deadline, move || {
+                    let (http, url, setup) = (http.clone(), url.clone(), Arc::clone(&setup));
+                    Box::pin(async move {
+                        let form = [("grant_type", "password"), ("username", "bench"), ("password", "bench password")];
+                        post_form(&http, &url, ("web", &setup.web_secret), &form).await.is_some()
+                    })
+                })
+            }
+        };
+        let (mut l, le) = run(concurrency, login(Instant::now() + duration)).await;
+        let rate = report("password logins", &mut l, le);
+        let deadline = Instant::now() + duration;
+        let probe = run(4, |_| {
+            let (http, url, setup) = (http.clone(), token_url.clone(), Arc::clone(&setup));
+            timed_loop(deadline, move || {
+                let (http, url, setup) = (http.clone(), url.clone(), Arc::clone(&setup));
+                Box::pin(async move {
+                    post_form(&http, &url, ("svc", &setup.svc_secret), &[("grant_type", "client_credentials")])
+                        .await
+                        .is_some()
+                })
+            })
+        });
+        let ((mut f, fe), (mut p, pe)) = tokio::join!(run(concurrency, login(deadline)), probe);
+        report("password logins (flood)", &mut f, fe);
+        report("client_credentials during the flood", &mut p, pe);
+        println!(
+            "\nArgon2id: one hash {:.1} ms, ceiling {ceiling:.1}/s on {cores} cores; logins alone reached {:.2} of it",
+            hash_time * 1000.0,
+            rate / ceiling
+        );
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
