@@ -4,6 +4,8 @@
 //! one-time client assertions (insert-or-conflict). The store knows no HTTP types.
 
 pub mod sqlite;
+#[cfg(test)]
+mod suite;
 
 use async_trait::async_trait;
 

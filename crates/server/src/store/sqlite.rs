@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
 
 use super::*;
 use crate::model::{ClientCredential, GrantType};
@@ -22,7 +23,21 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite
 pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
+    rotations: mpsc::Sender<RotateJob>,
 }
+
+/// One refresh rotation waiting for the next group commit.
+#[derive(Debug)]
+struct RotateJob {
+    presented: SecretDigest,
+    successor: SecretDigest,
+    rules: RefreshRules,
+    now: i64,
+    reply: oneshot::Sender<StoreResult<RotateOutcome>>,
+}
+
+/// The most rotations one transaction takes.
+const MAX_ROTATION_BATCH: usize = 128;
 
 fn db_error(e: sqlx::Error) -> StoreError {
     match &e {
@@ -71,7 +86,9 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(db_error)?;
-        Ok(SqliteStore { read, write })
+        let (rotations, jobs) = mpsc::channel(4 * MAX_ROTATION_BATCH);
+        tokio::spawn(rotation_writer(write.clone(), jobs));
+        Ok(SqliteStore { read, write, rotations })
     }
 
     /// Closes both pools, waiting for running statements (graceful shutdown).
@@ -186,6 +203,81 @@ fn revocation_of(row: &SqliteRow) -> StoreResult<Revocation> {
         created_at: row.try_get("created_at").map_err(db_error)?,
         reason: row.try_get("reason").map_err(db_error)?,
     })
+}
+
+/// Group commit for refresh rotations: every rotation waiting when a transaction starts shares it (and its
+/// fsync). Each is still judged and applied in order inside the one transaction, so two rotations of the same
+/// token in one batch yield one `Rotated` and one refusal, exactly as in two transactions.
+async fn rotation_writer(pool: SqlitePool, mut jobs: mpsc::Receiver<RotateJob>) {
+    let mut batch = Vec::with_capacity(MAX_ROTATION_BATCH);
+    while jobs.recv_many(&mut batch, MAX_ROTATION_BATCH).await > 0 {
+        let result = rotate_batch(&pool, &batch).await;
+        match result {
+            Ok(outcomes) => {
+                for (job, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                tracing::error!(error = %why, rotations = batch.len(), "refresh rotations failed; none applied");
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(StoreError::Unavailable(why.clone())));
+                }
+            }
+        }
+    }
+}
+
+async fn rotate_batch(pool: &SqlitePool, batch: &[RotateJob]) -> StoreResult<Vec<RotateOutcome>> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for job in batch {
+        outcomes.push(rotate_one(&mut tx, job).await?);
+    }
+    tx.commit().await.map_err(db_error)?;
+    Ok(outcomes)
+}
+
+async fn rotate_one(conn: &mut SqliteConnection, job: &RotateJob) -> StoreResult<RotateOutcome> {
+    let row = sqlx::query(&format!("{REFRESH_SELECT} WHERE t.digest = ?"))
+        .bind(job.presented.as_bytes().as_slice())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    let Some(row) = row else { return Ok(RotateOutcome::Unknown) };
+    let (family, state) = refresh_of(&row)?;
+    let decision = decide(&state, &job.rules, job.now);
+    match decision {
+        Decision::Rotate => {
+            sqlx::query("UPDATE refresh_tokens SET used_at = ? WHERE digest = ? AND used_at IS NULL")
+                .bind(job.now)
+                .bind(job.presented.as_bytes().as_slice())
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error)?;
+            sqlx::query("INSERT INTO refresh_tokens (digest, family_id, issued_at) VALUES (?, ?, ?)")
+                .bind(job.successor.as_bytes().as_slice())
+                .bind(&family.id)
+                .bind(job.now)
+                .execute(&mut *conn)
+                .await
+                .map_err(conflict("refresh token"))?;
+            Ok(RotateOutcome::Rotated(family))
+        }
+        Decision::RevokeFamily => {
+            sqlx::query(
+                "UPDATE refresh_families SET revoked_at = ?, revoked_reason = 'reuse' WHERE id = ? AND revoked_at IS NULL",
+            )
+            .bind(job.now)
+            .bind(&family.id)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+            Ok(RotateOutcome::Refused(decision, Some(family)))
+        }
+        _ => Ok(RotateOutcome::Refused(decision, Some(family))),
+    }
 }
 
 const REFRESH_SELECT: &str = "SELECT f.id, f.user_id, f.client_id, f.scope, f.audience, f.created_at, \
@@ -489,48 +581,11 @@ impl Store for SqliteStore {
         rules: &RefreshRules,
         now: i64,
     ) -> StoreResult<RotateOutcome> {
-        let mut tx = self.begin().await?;
-        let row = sqlx::query(&format!("{REFRESH_SELECT} WHERE t.digest = ?"))
-            .bind(presented.as_bytes().as_slice())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        let Some(row) = row else { return Ok(RotateOutcome::Unknown) };
-        let (family, state) = refresh_of(&row)?;
-        let decision = decide(&state, rules, now);
-        match decision {
-            Decision::Rotate => {
-                sqlx::query("UPDATE refresh_tokens SET used_at = ? WHERE digest = ? AND used_at IS NULL")
-                    .bind(now)
-                    .bind(presented.as_bytes().as_slice())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
-                sqlx::query("INSERT INTO refresh_tokens (digest, family_id, issued_at) VALUES (?, ?, ?)")
-                    .bind(successor.as_bytes().as_slice())
-                    .bind(&family.id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(conflict("refresh token"))?;
-                tx.commit().await.map_err(db_error)?;
-                Ok(RotateOutcome::Rotated(family))
-            }
-            Decision::RevokeFamily => {
-                sqlx::query(
-                    "UPDATE refresh_families SET revoked_at = ?, revoked_reason = 'reuse' \
-                     WHERE id = ? AND revoked_at IS NULL",
-                )
-                .bind(now)
-                .bind(&family.id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
-                tx.commit().await.map_err(db_error)?;
-                Ok(RotateOutcome::Refused(decision, Some(family)))
-            }
-            _ => Ok(RotateOutcome::Refused(decision, Some(family))),
-        }
+        let (reply, answer) = oneshot::channel();
+        let job = RotateJob { presented: *presented, successor: *successor, rules: *rules, now, reply };
+        let stopped = || StoreError::Unavailable("the rotation writer stopped".into());
+        self.rotations.send(job).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     async fn find_refresh(&self, token: &SecretDigest) -> StoreResult<Option<(RefreshFamily, RefreshState)>> {
@@ -641,5 +696,49 @@ impl Store for SqliteStore {
         }
         tx.commit().await.map_err(db_error)?;
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::suite;
+    use super::*;
+
+    async fn fresh(name: &str) -> Arc<dyn Store> {
+        let dir = std::env::temp_dir().join(format!("portcullis-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Arc::new(SqliteStore::open(&format!("sqlite://{}/p.db", dir.display())).await.unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn accounts_and_clients() {
+        suite::accounts_and_clients(fresh("accounts").await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn counters_are_atomic() {
+        suite::counters_are_atomic(fresh("counters").await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refresh_rotation() {
+        suite::refresh_rotation(fresh("refresh").await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keys_revocations_and_audit() {
+        suite::keys_revocations_and_audit(fresh("keys").await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_corrupt_database_file_is_refused_clearly() {
+        let dir = std::env::temp_dir().join(format!("portcullis-store-corrupt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("p.db"), b"this is not a database").unwrap();
+        let err = SqliteStore::open(&format!("sqlite://{}/p.db", dir.display())).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
     }
 }

@@ -1,0 +1,192 @@
+//! The behaviour every store must have, as one suite that each backend's tests run against a fresh store.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::model::{ClientCredential, GrantType, TokenDelivery};
+use crate::oauth::scope::Scopes;
+
+fn user(name: &str, roles: &[&str]) -> User {
+    User {
+        id: format!("u_{name}"),
+        name: name.into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+        disabled: false,
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        scopes: Scopes::default(),
+        failures: 0,
+        last_failure_at: 0,
+        created_at: 100,
+    }
+}
+
+fn client(id: &str) -> Client {
+    Client {
+        id: id.into(),
+        credential: ClientCredential::Secret(SecretDigest::of("s3cret")),
+        grants: vec![GrantType::ClientCredentials, GrantType::RefreshToken],
+        scopes: Scopes::parse("read write").unwrap(),
+        redirect_uris: vec!["https://app.example/cb".into()],
+        audiences: vec!["api".into(), "https://api.example".into()],
+        first_party: true,
+        token_delivery: TokenDelivery::Cookie,
+        disabled: false,
+        created_at: 100,
+    }
+}
+
+pub async fn accounts_and_clients(store: Arc<dyn Store>) {
+    store.add_role(&Role { name: "staff".into(), scopes: Scopes::parse("read write").unwrap() }, 1).await.unwrap();
+    store.add_role(&Role { name: "ops".into(), scopes: Scopes::parse("admin read").unwrap() }, 1).await.unwrap();
+    assert!(matches!(
+        store.add_role(&Role { name: "ops".into(), scopes: Scopes::default() }, 1).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.add_user(&user("alice", &["ops", "staff"])).await.unwrap();
+    assert!(matches!(store.add_user(&user("alice", &[])).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.add_user(&user("bob", &["nope"])).await, Err(StoreError::NotFound(_))));
+    assert!(store.find_user_by_name("bob").await.unwrap().is_none(), "a failed add leaves nothing behind");
+    let alice = store.find_user_by_name("alice").await.unwrap().unwrap();
+    assert_eq!(alice.roles, vec!["ops", "staff"]);
+    assert_eq!(alice.scopes.to_string(), "admin read write", "the union of the roles' scopes");
+    assert_eq!(store.find_user(&alice.id).await.unwrap().unwrap().name, "alice");
+    store.set_user_disabled("alice", true).await.unwrap();
+    assert!(store.find_user("u_alice").await.unwrap().unwrap().disabled);
+    assert!(matches!(store.set_user_disabled("nobody", true).await, Err(StoreError::NotFound(_))));
+    store.remove_role("ops").await.unwrap();
+    assert_eq!(store.find_user("u_alice").await.unwrap().unwrap().roles, vec!["staff"]);
+
+    store.add_client(&client("app")).await.unwrap();
+    assert!(matches!(store.add_client(&client("app")).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.find_client("app").await.unwrap().unwrap(), client("app"), "a client round-trips whole");
+    let mut public = client("spa");
+    public.credential = ClientCredential::None;
+    store.add_client(&public).await.unwrap();
+    assert_eq!(store.list_clients().await.unwrap().len(), 2);
+    store.set_client_disabled("spa", true).await.unwrap();
+    assert!(store.find_client("spa").await.unwrap().unwrap().disabled);
+    store.remove_client("spa").await.unwrap();
+    assert!(store.find_client("spa").await.unwrap().is_none());
+    assert!(store.use_assertion("app", "j1", 500).await.unwrap());
+    assert!(!store.use_assertion("app", "j1", 500).await.unwrap(), "an assertion jti is single-use");
+    assert!(store.use_assertion("other", "j1", 500).await.unwrap(), "per client");
+}
+
+pub async fn counters_are_atomic(store: Arc<dyn Store>) {
+    store.add_user(&user("carol", &[])).await.unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.record_login_failure("u_carol", 1000 + i).await.unwrap() })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.push(t.await.unwrap());
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=20).collect::<Vec<u32>>(), "every increment counted once");
+    assert_eq!(store.find_user("u_carol").await.unwrap().unwrap().failures, 20);
+    store.reset_login_failures("u_carol").await.unwrap();
+    assert_eq!(store.find_user("u_carol").await.unwrap().unwrap().failures, 0);
+}
+
+pub async fn refresh_rotation(store: Arc<dyn Store>) {
+    let rules = RefreshRules { absolute_ttl: 1000, idle_ttl: 500, reuse_grace: 10 };
+    let family = RefreshFamily {
+        id: "f1".into(),
+        user_id: "u1".into(),
+        client_id: "app".into(),
+        scope: "read".into(),
+        audience: "api".into(),
+        created_at: 100,
+    };
+    let t0 = SecretDigest::of("t0");
+    store.start_family(&family, &t0).await.unwrap();
+    // Concurrent rotations of one token: exactly one wins, the rest are duplicates inside the grace period.
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store.rotate_refresh(&SecretDigest::of("t0"), &SecretDigest::of(&format!("t1-{i}")), &rules, 110).await
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap().unwrap() {
+            RotateOutcome::Rotated(f) => {
+                assert_eq!(f, family);
+                winners.push(i);
+            }
+            RotateOutcome::Refused(Decision::RefuseDuplicate, _) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one rotation: {winners:?}");
+    let t1 = SecretDigest::of(&format!("t1-{}", winners[0]));
+    let (_, state) = store.find_refresh(&t1).await.unwrap().unwrap();
+    assert_eq!((state.issued_at, state.used_at), (110, None));
+    // Reuse of t0 after the grace period burns the family; t1 dies with it.
+    let outcome = store.rotate_refresh(&t0, &SecretDigest::of("t2"), &rules, 200).await.unwrap();
+    assert!(matches!(outcome, RotateOutcome::Refused(Decision::RevokeFamily, _)), "{outcome:?}");
+    let outcome = store.rotate_refresh(&t1, &SecretDigest::of("t3"), &rules, 201).await.unwrap();
+    assert!(matches!(outcome, RotateOutcome::Refused(Decision::Revoked, _)), "{outcome:?}");
+    assert_eq!(store.rotate_refresh(&SecretDigest::of("nope"), &t0, &rules, 1).await.unwrap(), RotateOutcome::Unknown);
+    // A second family for the user is revoked with "everything for this user".
+    let f2 = RefreshFamily { id: "f2".into(), ..family.clone() };
+    store.start_family(&f2, &SecretDigest::of("u0")).await.unwrap();
+    assert_eq!(store.revoke_user_families("u1", "test", 300).await.unwrap(), 1, "f1 was already revoked");
+    assert!(!store.revoke_family("f2", "again", 301).await.unwrap());
+}
+
+pub async fn keys_revocations_and_audit(store: Arc<dyn Store>) {
+    let key = |kid: &str, state: KeyState| StoredKey {
+        record: KeyRecord {
+            kid: kid.into(),
+            state,
+            created_at: 10,
+            activate_at: Some(20),
+            activated_at: None,
+            retired_at: None,
+        },
+        alg: "ES256".into(),
+        public_jwk: "{}".into(),
+        sealed_private: vec![1, 2, 3],
+    };
+    store.insert_key(&key("k1", KeyState::Pending)).await.unwrap();
+    assert!(matches!(store.insert_key(&key("k1", KeyState::Pending)).await, Err(StoreError::Conflict(_))));
+    assert!(store.set_key_state("k1", KeyState::Pending, KeyState::Active, 30).await.unwrap());
+    assert!(!store.set_key_state("k1", KeyState::Pending, KeyState::Active, 31).await.unwrap(), "compare-and-set");
+    let listed = store.list_keys().await.unwrap();
+    assert_eq!(listed[0].record.state, KeyState::Active);
+    assert_eq!(listed[0].record.activated_at, Some(30));
+    assert_eq!(listed[0].sealed_private, vec![1, 2, 3]);
+    store.delete_key("k1").await.unwrap();
+    assert!(store.list_keys().await.unwrap().is_empty());
+
+    let rev = |value: &str, expires_at: i64| Revocation {
+        seq: 0,
+        kind: RevocationKind::Token,
+        value: value.into(),
+        issued_before: 0,
+        expires_at,
+        created_at: 1,
+        reason: "test".into(),
+    };
+    let a = store.add_revocation(&rev("a", 100)).await.unwrap();
+    let b = store.add_revocation(&rev("b", 1000)).await.unwrap();
+    assert!(b > a, "sequence numbers increase");
+    let live = store.revocations_since(0, 500, 10).await.unwrap();
+    assert_eq!(live.iter().map(|r| r.value.as_str()).collect::<Vec<_>>(), vec!["b"], "expired ones are gone");
+    assert!(store.revocations_since(b, 0, 10).await.unwrap().is_empty());
+
+    let mut event = crate::audit::event(5, "token_issued");
+    event.jti = Some("j".into());
+    store.append_audit(&[event.clone(), event]).await.unwrap();
+    let events = store.audit_since(0, 10).await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert!(events[1].seq > events[0].seq);
+    assert!(store.purge_expired(600, &RefreshRules::default()).await.unwrap() >= 1, "the expired revocation");
+    store.ping().await.unwrap();
+}
