@@ -573,3 +573,61 @@ async fn discovery_health_and_metrics() {
     assert!(resp.headers().contains_key("x-request-id"));
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_when_a_certificate_is_configured() {
+    let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = temp_dir("tls");
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), certified.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).unwrap();
+    let port = free_port();
+    let settings = Config {
+        listen: format!("127.0.0.1:{port}"),
+        issuer: Some(format!("https://localhost:{port}")),
+        data_dir: dir.join("data"),
+        tls_cert: Some(dir.join("cert.pem")),
+        tls_key: Some(dir.join("key.pem")),
+        ..Config::default()
+    }
+    .validate()
+    .unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (running, _) = serve::start(&settings, Arc::new(ShiftedClock::default()), async {
+        let _ = stopped.await;
+    })
+    .await
+    .unwrap();
+    assert!(running.tls);
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap())
+        .resolve("localhost", running.addr)
+        .build()
+        .unwrap();
+    let meta: Value = http
+        .get(format!("https://localhost:{port}/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["token_endpoint"], format!("https://localhost:{port}/oauth2/token"));
+    // Plain HTTP on the TLS port gets nowhere.
+    let plain = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/healthz")).send().await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+    // A missing key file refuses to start, naming the file.
+    let bad = Config {
+        listen: format!("127.0.0.1:{}", free_port()),
+        data_dir: dir.join("data2"),
+        tls_cert: Some(dir.join("cert.pem")),
+        tls_key: Some(dir.join("missing.pem")),
+        ..Config::default()
+    }
+    .validate()
+    .unwrap();
+    let err = serve::start(&bad, Arc::new(ShiftedClock::default()), std::future::pending()).await.unwrap_err();
+    assert!(err.to_string().contains("missing.pem"), "{err}");
+    let _ = stop.send(());
+    let _ = running.task.await;
+}
