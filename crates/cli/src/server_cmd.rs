@@ -129,9 +129,6 @@ pub enum KeysCommand {
 }
 
 fn settings(common: &Common) -> Result<Settings, String> {
-    for name in Config::unknown_env_vars() {
-        tracing::warn!(variable = %name, "unknown PORTCULLIS_ variable ignored");
-    }
     Config::load(common.config.as_deref()).and_then(Config::validate).map_err(|e| e.to_string())
 }
 
@@ -173,6 +170,9 @@ fn print(common: &Common, value: serde_json::Value, text: String) {
 pub fn run_serve(common: &Common) -> Result<(), String> {
     let settings = settings(common)?;
     init_logging(&settings.log);
+    for name in Config::unknown_env_vars() {
+        tracing::warn!(variable = %name, "PORTCULLIS_ variable is not a configuration key; ignored");
+    }
     runtime()?.block_on(async {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let (running, notes) = serve::start(&settings, clock, shutdown_signal()).await.map_err(|e| e.to_string())?;

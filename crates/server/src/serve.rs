@@ -233,11 +233,6 @@ fn spawn_background(state: AppState) -> JoinHandle<()> {
                     Ok(changes) => {
                         for c in changes {
                             tracing::info!(kid = %c.kid, change = c.change, "signing key lifecycle");
-                            let mut event = crate::audit::event(now, "key_changed");
-                            event.detail = serde_json::json!({ "kid": c.kid, "change": c.change }).to_string();
-                            if let Err(e) = authority.audit.record(event).await {
-                                tracing::error!(error = %e, "key change not audited");
-                            }
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "key maintenance failed; will retry"),

@@ -148,6 +148,7 @@ impl KeyManager {
                     KeyChange { kid, change: "dropped" }
                 }
             };
+            self.audit(&change, now).await?;
             changes.push(change);
         }
         self.reload().await?;
@@ -163,6 +164,7 @@ impl KeyManager {
         }
         let activate_at = now.saturating_add(self.rules.jwks_max_age);
         let kid = self.create(KeyState::Pending, Some(activate_at), now).await?;
+        self.audit(&KeyChange { kid: kid.clone(), change: "rotation started" }, now).await?;
         self.reload().await?;
         Ok(kid)
     }
@@ -175,8 +177,17 @@ impl KeyManager {
         let key = keys.iter().find(|k| k.record.kid == kid).ok_or_else(|| KeyError::Unknown(kid.to_owned()))?;
         if key.record.state != KeyState::Revoked {
             self.store.set_key_state(kid, key.record.state, KeyState::Revoked, now).await?;
+            self.audit(&KeyChange { kid: kid.to_owned(), change: "revoked" }, now).await?;
         }
         self.maintain_locked(now).await?;
+        Ok(())
+    }
+
+    /// Key changes go straight to the audit log (no group commit: they are rare, and the CLI makes them too).
+    async fn audit(&self, change: &KeyChange, now: i64) -> Result<(), KeyError> {
+        let mut event = crate::audit::event(now, "key_changed");
+        event.detail = serde_json::json!({ "kid": change.kid, "change": change.change }).to_string();
+        self.store.append_audit(&[event]).await?;
         Ok(())
     }
 

@@ -40,13 +40,12 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 async fn start_in(dir: PathBuf, clock: Arc<ShiftedClock>, port: u16) -> Server {
+    start_with(dir, clock, port, Config { login_rate_per_second: 0, ..Config::default() }).await
+}
+
+async fn start_with(dir: PathBuf, clock: Arc<ShiftedClock>, port: u16, base: Config) -> Server {
     let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let config = Config {
-        listen: format!("127.0.0.1:{port}"),
-        data_dir: dir.clone(),
-        login_rate_per_second: 0,
-        ..Config::default()
-    };
+    let config = Config { listen: format!("127.0.0.1:{port}"), data_dir: dir.clone(), ..base };
     let settings = config.validate().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let (running, _notes) = serve::start(&settings, clock.clone(), async {
@@ -255,9 +254,19 @@ async fn password_login_locks_out_and_never_reveals_whether_a_user_exists() {
     assert_eq!(claims.get("roles").unwrap().text(), r#"["staff"]"#);
     assert!(claims.string("sid").is_some());
 
-    let (_, unknown) = srv.login("web", "mallory", "whatever1").await;
-    let (_, wrong) = srv.login("web", "alice", "wrong password").await;
+    let timed = |user: &'static str| {
+        let srv = &srv;
+        async move {
+            let t = std::time::Instant::now();
+            let (_, body) = srv.login("web", user, "wrong password").await;
+            (body, t.elapsed())
+        }
+    };
+    let (unknown, unknown_time) = timed("mallory").await;
+    let (wrong, wrong_time) = timed("alice").await;
     assert_eq!(unknown, wrong, "unknown user and wrong password answer alike");
+    // An unknown user costs a full Argon2id check too (a dummy hash), not a fast early return.
+    assert!(unknown_time * 2 > wrong_time, "unknown {unknown_time:?} vs wrong password {wrong_time:?}");
     assert_eq!(wrong["error"], "invalid_grant");
 
     for _ in 0..5 {
@@ -630,4 +639,26 @@ async fn tls_when_a_certificate_is_configured() {
     assert!(err.to_string().contains("missing.pem"), "{err}");
     let _ = stop.send(());
     let _ = running.task.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_attempts_are_rate_limited_per_ip_and_oversized_headers_refused() {
+    let config = Config { login_rate_per_second: 1, login_rate_burst: 2, ..Config::default() };
+    let srv = start_with(temp_dir("ratelimit"), Arc::new(ShiftedClock::default()), free_port(), config).await;
+    srv.first_party("web", TokenDelivery::Body).await;
+    srv.user("erin", "correct horse battery", &[("staff", "read")]).await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(srv.login("web", "erin", "wrong password").await.0);
+    }
+    assert_eq!(&statuses[..2], &[400, 400], "{statuses:?}");
+    assert!(statuses[2..].iter().all(|s| *s == 429), "{statuses:?}");
+    // Other grants are not limited by it.
+    let secret = srv.service_client("svc", &["read"]).await;
+    let (status, _) = srv.form("/oauth2/token", Some(("svc", &secret)), &[("grant_type", "client_credentials")]).await;
+    assert_eq!(status, 200);
+    // A request head larger than the limit is refused.
+    let resp = srv.http.get(format!("{}/healthz", srv.base)).header("x-big", "a".repeat(32 * 1024)).send().await;
+    assert!(resp.is_err() || resp.unwrap().status().as_u16() == 431);
+    srv.stop().await;
 }
