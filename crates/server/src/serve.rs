@@ -23,7 +23,6 @@ use crate::authority::{Authority, PasswordPool, Rules};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::http::{self, AppState, LoginRateLimit};
-use crate::revocation::RevocationSet;
 use crate::signing::KeyManager;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
@@ -96,15 +95,16 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<(Arc<Au
     for c in changes {
         notes.push(format!("signing key {} {}", c.kid, c.change));
     }
-    let revocations = RevocationSet::default();
-    revocations
-        .sync(store.as_ref(), clock.now().as_secs())
-        .await
-        .map_err(|e| StartError::Store { url: settings.database_url.clone(), why: e.to_string() })?;
     let rules = Rules::from_settings(settings);
     let passwords = PasswordPool::new(PasswordPool::cores(), 64 * PasswordPool::cores(), rules.password_cost);
-    let authority =
-        Authority { audit: Audit::start(Arc::clone(&store)), store, keys, revocations, clock, passwords, rules };
+    let audit = Audit::start(Arc::clone(&store));
+    let authority = Authority::new(store, keys, audit, clock, passwords, rules);
+    let now = authority.now().as_secs();
+    authority
+        .revocations
+        .sync(authority.store.as_ref(), now)
+        .await
+        .map_err(|e| StartError::Store { url: settings.database_url.clone(), why: e.to_string() })?;
     Ok((Arc::new(authority), notes))
 }
 

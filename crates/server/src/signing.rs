@@ -216,6 +216,14 @@ impl KeyManager {
     /// Reads the keys from the store and replaces the ring (the active key is unsealed here).
     pub async fn reload(&self) -> Result<(), KeyError> {
         let keys = self.store.list_keys().await?;
+        let unchanged = {
+            let current = self.ring.current();
+            current.records.len() == keys.len() && current.records.iter().zip(&keys).all(|(a, b)| *a == b.record)
+        };
+        if unchanged && self.ring.current().signer.is_some() == keys.iter().any(|k| k.record.state == KeyState::Active)
+        {
+            return Ok(());
+        }
         let material = self.material(&keys)?;
         self.ring.replace(material);
         Ok(())

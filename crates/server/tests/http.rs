@@ -230,6 +230,14 @@ async fn client_credentials_tokens_verify_offline_and_errors_follow_rfc_6749() {
         let (status, body) = srv.form("/oauth2/token", auth, &params).await;
         assert_eq!((status, s(&body, "error").as_str()), (want_status, want_error), "{params:?}: {body}");
     }
+    // A disabled client is refused from the next second on (clients are cached for the current second).
+    srv.admin.set_client_disabled("svc", true).await.unwrap();
+    srv.clock.advance(1);
+    let (status, body) =
+        srv.form("/oauth2/token", Some(("svc", &secret)), &[("grant_type", "client_credentials")]).await;
+    assert_eq!((status, s(&body, "error").as_str()), (401, "invalid_client"));
+    srv.admin.set_client_disabled("svc", false).await.unwrap();
+    srv.clock.advance(1);
     // JSON instead of a form is refused with the RFC error, not a framework message.
     let resp = srv.http.post(format!("{}/oauth2/token", srv.base)).json(&serde_json::json!({})).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 400);

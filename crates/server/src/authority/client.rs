@@ -47,7 +47,15 @@ impl Authority {
         if client_id.len() > 256 {
             return Err(FAILED);
         }
-        let client = self.store.find_client(&client_id).await.map_err(unavailable)?;
+        let now = self.now().as_secs();
+        let client = match self.clients.get(&client_id, now) {
+            Some(cached) => cached,
+            None => {
+                let found = self.store.find_client(&client_id).await.map_err(unavailable)?;
+                self.clients.put(&client_id, found.clone(), now);
+                found
+            }
+        };
         let Some(client) = client.filter(|c| !c.disabled) else {
             // Spend the digest a real check would, then fail the same way.
             let _ = SecretDigest::of("").matches(secret_of(&presented).unwrap_or_default());

@@ -1,6 +1,7 @@
 //! The authority: grants, sessions and revocation with the store, the keys and the clock in hand. It speaks
 //! OAuth (RFC names, [`OAuthError`]) and knows no HTTP; the handlers in `http` stay thin around it.
 
+mod cache;
 mod client;
 mod grants;
 mod passwords;
@@ -67,9 +68,33 @@ pub struct Authority {
     pub clock: Arc<dyn Clock>,
     pub passwords: PasswordPool,
     pub rules: Rules,
+    pub(crate) clients: cache::Clients,
+    pub(crate) verified: cache::VerifiedTokens,
 }
 
 impl Authority {
+    /// Assembles an authority; the caches start empty.
+    pub fn new(
+        store: Arc<dyn Store>,
+        keys: KeyManager,
+        audit: Audit,
+        clock: Arc<dyn Clock>,
+        passwords: PasswordPool,
+        rules: Rules,
+    ) -> Authority {
+        Authority {
+            store,
+            keys,
+            revocations: RevocationSet::default(),
+            audit,
+            clock,
+            passwords,
+            rules,
+            clients: cache::Clients::default(),
+            verified: cache::VerifiedTokens::default(),
+        }
+    }
+
     pub fn now(&self) -> UnixTime {
         self.clock.now()
     }

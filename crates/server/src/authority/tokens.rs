@@ -2,9 +2,12 @@
 //! Access tokens are revoked by `jti` (or by session or subject) and the revocation is kept until the
 //! tokens it covers would have expired; refresh tokens by revoking their family.
 
+use std::sync::Arc;
+
 use portcullis_jose::{jwt, Algorithm, Policy, AT_JWT};
 use serde::Serialize;
 
+use super::cache::{token_digest, AccessFacts};
 use super::client::Authenticated;
 use super::{unavailable, Authority};
 use crate::audit;
@@ -44,18 +47,6 @@ pub struct Introspection {
     pub token_type: Option<&'static str>,
 }
 
-/// The claims of one of our access tokens that passed verification.
-struct AccessFacts {
-    jti: String,
-    sid: Option<String>,
-    sub: String,
-    client_id: String,
-    iat: i64,
-    exp: i64,
-    aud: String,
-    scope: String,
-}
-
 impl Authority {
     fn access_policy(&self, leeway: i64) -> Result<Policy, OAuthError> {
         Policy::builder()
@@ -70,12 +61,18 @@ impl Authority {
             .map_err(|_| OAuthError::new(ErrorCode::ServerError, "verification policy"))
     }
 
-    /// Verifies one of our access tokens (signature by a published key, issuer, type, lifetime).
-    fn verify_access(&self, token: &str, leeway: i64) -> Option<AccessFacts> {
+    /// Verifies one of our access tokens (signature by a published key, issuer, type, lifetime). A token
+    /// verified before under the same keys skips the signature check; its lifetime is judged again.
+    fn verify_access(&self, token: &str, leeway: i64) -> Option<Arc<AccessFacts>> {
         let material = self.keys.ring().current();
+        let digest = token_digest(token);
+        let now = self.now().as_secs();
+        if let Some(facts) = self.verified.get(&material, &digest) {
+            return (now < facts.exp.saturating_add(leeway)).then_some(facts);
+        }
         let policy = self.access_policy(leeway).ok()?;
         let claims = jwt::verify(token, &material.published, &policy, self.now()).ok()?.claims;
-        Some(AccessFacts {
+        let facts = Arc::new(AccessFacts {
             jti: claims.jti()?.into_owned(),
             sid: claims.string("sid").map(|s| s.into_owned()),
             sub: claims.sub()?.into_owned(),
@@ -84,7 +81,12 @@ impl Authority {
             exp: claims.exp()?,
             aud: claims.aud().first().map(|a| a.clone().into_owned()).unwrap_or_default(),
             scope: claims.scope().map(|s| s.into_owned()).unwrap_or_default(),
-        })
+        });
+        // Only tokens already valid (not before their `iat`/`nbf`) are remembered.
+        if facts.iat <= now && !claims.contains("nbf") {
+            self.verified.put(&material, digest, Arc::clone(&facts));
+        }
+        Some(facts)
     }
 
     /// Checks a bearer token presented to one of our own protected endpoints (the `/events` feed): one of our
@@ -98,7 +100,7 @@ impl Authority {
         if !f.scope.split(' ').any(|s| s == scope) {
             return Err(true);
         }
-        Ok(f.client_id)
+        Ok(f.client_id.clone())
     }
 
     /// RFC 7662. Access tokens may be introspected by any confidential client (resource servers); refresh
@@ -118,15 +120,15 @@ impl Authority {
             }
             return Ok(Introspection {
                 active: true,
-                scope: Some(f.scope),
-                client_id: Some(f.client_id),
-                sub: Some(f.sub),
-                aud: Some(f.aud),
+                scope: Some(f.scope.clone()),
+                client_id: Some(f.client_id.clone()),
+                sub: Some(f.sub.clone()),
+                aud: Some(f.aud.clone()),
                 iss: Some(self.rules.issuer.clone()),
                 exp: Some(f.exp),
                 iat: Some(f.iat),
-                jti: Some(f.jti),
-                sid: f.sid,
+                jti: Some(f.jti.clone()),
+                sid: f.sid.clone(),
                 token_type: Some("Bearer"),
             });
         }
