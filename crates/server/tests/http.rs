@@ -670,3 +670,73 @@ async fn password_attempts_are_rate_limited_per_ip_and_oversized_headers_refused
     assert!(resp.is_err() || resp.unwrap().status().as_u16() == 431);
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_key_jwt_clients_and_resource_indicators() {
+    use portcullis_jose::SigningKey;
+    let srv = start("pkjwt").await;
+    let key = SigningKey::generate(Algorithm::ES256).unwrap().with_kid("c1");
+    let jwks = format!(r#"{{"keys":[{}]}}"#, key.verifying_key().to_jwk().unwrap());
+    srv.admin
+        .add_client(NewClient {
+            id: "signer".into(),
+            credential: ClientKind::Jwks(jwks),
+            grants: vec![GrantType::ClientCredentials],
+            scopes: vec!["read".into()],
+            audiences: vec!["api".into(), "https://billing.example".into()],
+            ..NewClient::default()
+        })
+        .await
+        .unwrap();
+    let signer = jwt::Signer::new(key, None);
+    let now = srv.clock.now().as_secs();
+    let assertion = |jti: &str| {
+        signer
+            .sign_json(&format!(
+                r#"{{"iss":"signer","sub":"signer","aud":"{}/oauth2/token","iat":{now},"exp":{},"jti":"{jti}"}}"#,
+                srv.base,
+                now + 60
+            ))
+            .unwrap()
+    };
+    let a1 = assertion("a1");
+    let params = |a: &str, resource: Option<&'static str>| {
+        let mut p = vec![
+            ("grant_type", "client_credentials".to_owned()),
+            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_owned()),
+            ("client_assertion", a.to_owned()),
+        ];
+        if let Some(r) = resource {
+            p.push(("resource", r.to_owned()));
+        }
+        p
+    };
+    let post = |p: Vec<(&'static str, String)>| {
+        let srv = &srv;
+        async move {
+            let resp = srv.http.post(format!("{}/oauth2/token", srv.base)).form(&p).send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = post(params(&a1, Some("https://billing.example"))).await;
+    assert_eq!(status, 200, "{body}");
+    let claims = jwt::verify(
+        &s(&body, "access_token"),
+        &srv.jwks().await,
+        &srv.policy("https://billing.example"),
+        srv.clock.now(),
+    )
+    .unwrap()
+    .claims;
+    assert_eq!(claims.sub().as_deref(), Some("signer"), "RFC 8707: the resource is the audience");
+    let (status, body) = post(params(&a1, None)).await;
+    assert_eq!((status, s(&body, "error").as_str()), (401, "invalid_client"), "an assertion is single-use");
+    let (status, body) = post(params(&assertion("a2"), Some("https://elsewhere.example"))).await;
+    assert_eq!((status, s(&body, "error").as_str()), (400, "invalid_target"));
+    let forged = jwt::Signer::new(SigningKey::generate(Algorithm::ES256).unwrap().with_kid("c1"), None)
+        .sign_json(&format!(r#"{{"iss":"signer","sub":"signer","aud":"{}","exp":{},"jti":"f"}}"#, srv.base, now + 60))
+        .unwrap();
+    let (status, _) = post(params(&forged, None)).await;
+    assert_eq!(status, 401, "an assertion signed by another key");
+    srv.stop().await;
+}
