@@ -347,6 +347,26 @@ async fn refresh_rotates_and_reuse_burns_the_family() {
     let metrics = srv.http.get(format!("{}/metrics", srv.base)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("portcullis_refresh_reuse_total"), "{metrics}");
 
+    // "Log out everywhere" from the CLI: every session and access token of the user dies; the server learns
+    // it from the store (its background sync runs every second; here it is run at once).
+    let (_, a) = srv.login("web", "bob", "correct horse battery").await;
+    let (_, b) = srv.login("web", "bob", "correct horse battery").await;
+    srv.admin.revoke_user("bob").await.unwrap();
+    let authority = &srv.running.authority;
+    authority.revocations.sync(authority.store.as_ref(), srv.clock.now().as_secs()).await.unwrap();
+    for session in [&a, &b] {
+        let (_, intro) =
+            srv.form("/oauth2/introspect", Some(("rs", &secret)), &[("token", &s(session, "access_token"))]).await;
+        assert_eq!(intro, serde_json::json!({"active": false}));
+        let (status, _, _) = refresh(s(session, "refresh_token")).await;
+        assert_eq!(status, 400);
+    }
+    srv.clock.advance(1);
+    let (status, c) = srv.login("web", "bob", "correct horse battery").await;
+    assert_eq!(status, 200, "a new login works after the revocation");
+    let (_, intro) = srv.form("/oauth2/introspect", Some(("rs", &secret)), &[("token", &s(&c, "access_token"))]).await;
+    assert_eq!(intro["active"], true, "tokens issued after the revocation live");
+
     // Concurrent refreshes with one token: exactly one wins.
     let (_, fresh) = srv.login("web", "bob", "correct horse battery").await;
     let token = s(&fresh, "refresh_token");

@@ -42,16 +42,6 @@ impl PasswordPool {
         let cost = self.cost;
         tokio::task::spawn_blocking(move || verify_login(&password, stored.as_deref(), cost)).await.map_err(|_| Busy)
     }
-
-    /// Hashes a new password on the same pool (used by the admin API and the first-run setup).
-    pub async fn hash(&self, password: Zeroizing<String>) -> Result<String, Busy> {
-        let _running = Arc::clone(&self.running).acquire_owned().await.map_err(|_| Busy)?;
-        let cost = self.cost;
-        tokio::task::spawn_blocking(move || crate::secrets::hash_password(&password, cost))
-            .await
-            .map_err(|_| Busy)?
-            .map_err(|_| Busy)
-    }
 }
 
 #[cfg(test)]
