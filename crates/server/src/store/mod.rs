@@ -61,30 +61,8 @@ pub enum RotateOutcome {
     Unknown,
 }
 
-/// What a revocation applies to; access tokens carry all three (`jti`, `sid`, `sub`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RevocationKind {
-    /// One access token, by `jti`.
-    Token,
-    /// Every access token of a refresh family, by `sid`.
-    Session,
-    /// Every token of a subject issued at or before `issued_before`.
-    Subject,
-}
-
-impl RevocationKind {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            RevocationKind::Token => "jti",
-            RevocationKind::Session => "sid",
-            RevocationKind::Subject => "sub",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [RevocationKind::Token, RevocationKind::Session, RevocationKind::Subject].into_iter().find(|k| k.as_str() == s)
-    }
-}
+/// What a revocation applies to (shared with the guard).
+pub use portcullis_revocation::Kind as RevocationKind;
 
 /// A revocation of access tokens, kept until the tokens it covers would have expired. `seq` orders them
 /// for the `/events` feed and for servers that catch up.
