@@ -1,14 +1,79 @@
 //! # portcullis-guard
 //!
 //! The resource-server side of Portcullis: verify an access token on every API request, offline, from a
-//! cached JWKS. This crate is being built issue by issue; today it holds the request-side token extraction
-//! and the JWKS cache's timing rules, which the tower layer and the gateway will share.
+//! cached JWKS, with revocations followed from the issuer's event feed. A [`Guard`] is built from an issuer URL
+//! (discovery) and an audience; [`layer::GuardLayer`] puts it in front of any tower service (axum routers
+//! included), and the [`layer::Auth`] extractor hands the verified [`Identity`] to a handler.
 //!
 //! Non-goals: issuing tokens, talking to the server's database.
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use portcullis_guard::{layer::{Auth, GuardLayer}, Guard, GuardConfig, Requirement};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let guard = Guard::start(GuardConfig::new("https://auth.example", "api")).await?;
+//! let app: Router = Router::new()
+//!     .route("/orders", get(|Auth(who): Auth| async move { format!("hello {}", who.subject) }))
+//!     .layer(GuardLayer::new(guard, Requirement::scopes(["read"])));
+//! # Ok(()) }
+//! ```
 
 #![forbid(unsafe_code)]
 
+mod feed;
+mod guard;
+pub mod jwks;
 pub mod jwks_timing;
+pub mod layer;
+
+use std::sync::Arc;
+
+pub use feed::{discover, Metadata, REVOCATION_EVENT};
+pub use guard::{Guard, GuardConfig, Identity, Rejection, Requirement, MAX_TOKEN_BYTES};
+use portcullis_jose::UnixTime;
+
+/// Where the guard reads the time: the wall clock by default; tests shift it.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> UnixTime + Send + Sync>);
+
+impl Clock {
+    pub fn new(now: impl Fn() -> UnixTime + Send + Sync + 'static) -> Self {
+        Clock(Arc::new(now))
+    }
+
+    pub fn now(&self) -> UnixTime {
+        (self.0)()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new(UnixTime::now)
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({})", self.now().as_secs())
+    }
+}
+
+/// Why the guard could not be set up or refreshed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GuardError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("discovery: {0}")]
+    Discovery(String),
+    #[error("fetch: {0}")]
+    Fetch(String),
+    #[error("JWKS: {0}")]
+    Jwks(String),
+    #[error("event: {0}")]
+    Event(String),
+}
 
 /// How a request presented its token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

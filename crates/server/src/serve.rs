@@ -124,12 +124,13 @@ pub async fn start(
         None => None,
     };
     let login_limit = settings.login_rate.map(|(per_second, burst)| LoginRateLimit { per_second, burst });
-    let state = AppState::new(Arc::clone(&authority), metrics_handle(), login_limit);
+    let (stop_polls, stopping) = tokio::sync::watch::channel(false);
+    let state = AppState::new(Arc::clone(&authority), metrics_handle(), login_limit, stopping);
     let background = spawn_background(state.clone());
     let router = http::router(state);
     let is_tls = tls.is_some();
     let task = tokio::spawn(async move {
-        serve(listener, router, tls, shutdown).await;
+        serve(listener, router, tls, shutdown, stop_polls).await;
         background.abort();
     });
     Ok((Running { addr, authority, tls: is_tls, task }, notes))
@@ -140,6 +141,7 @@ async fn serve(
     router: axum::Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    stop_polls: tokio::sync::watch::Sender<bool>,
 ) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -187,6 +189,7 @@ async fn serve(
         });
     }
     tracing::info!("shutting down: draining connections");
+    stop_polls.send_replace(true);
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
     }

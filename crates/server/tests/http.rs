@@ -760,3 +760,105 @@ async fn private_key_jwt_clients_and_resource_indicators() {
     assert_eq!(status, 401, "an assertion signed by another key");
     srv.stop().await;
 }
+
+/// An API behind the guard, on its own loopback port.
+async fn guarded_api(guard: portcullis_guard::Guard) -> String {
+    use axum::routing::get;
+    use portcullis_guard::layer::{Auth, GuardLayer};
+    use portcullis_guard::Requirement;
+    let app = axum::Router::new()
+        .route("/orders", get(|Auth(who): Auth| async move { format!("orders of {}", who.subject) }))
+        .layer(GuardLayer::new(guard, Requirement::scopes(["read"])));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/orders")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_verifies_offline_follows_revocations_and_survives_rotation() {
+    use portcullis_guard::{Clock as GuardClock, Guard, GuardConfig};
+    let srv = start("guard").await;
+    let secret = srv.service_client("svc", &["read", "write"]).await;
+    let feed_secret = srv.service_client("gateway", &["portcullis:events"]).await;
+    let clock = Arc::clone(&srv.clock);
+    let config = GuardConfig { events: Some(("gateway".into(), feed_secret)), ..GuardConfig::new(&srv.base, "api") };
+    let guard = Guard::start_with_clock(config, GuardClock::new(move || clock.now())).await.unwrap();
+    let api = guarded_api(guard.clone()).await;
+    let token = |scope: &'static str| {
+        let (srv, secret) = (&srv, secret.clone());
+        async move {
+            let (_, body) = srv
+                .form(
+                    "/oauth2/token",
+                    Some(("svc", &secret)),
+                    &[("grant_type", "client_credentials"), ("scope", scope)],
+                )
+                .await;
+            s(&body, "access_token")
+        }
+    };
+    let call = |bearer: Option<String>| {
+        let (http, api) = (srv.http.clone(), api.clone());
+        async move {
+            let mut req = http.get(&api);
+            if let Some(t) = bearer {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await.unwrap();
+            let challenge =
+                resp.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+            (resp.status().as_u16(), challenge, resp.text().await.unwrap())
+        }
+    };
+    let read = token("read").await;
+    let (status, _, body) = call(Some(read.clone())).await;
+    assert_eq!((status, body.as_str()), (200, "orders of svc"));
+    let (status, challenge, _) = call(None).await;
+    assert_eq!((status, challenge.as_str()), (401, "Bearer realm=\"api\""));
+    let (status, challenge, _) = call(Some(token("write").await)).await;
+    assert_eq!(status, 403);
+    assert!(challenge.contains("error=\"insufficient_scope\"") && challenge.contains("scope=\"read\""), "{challenge}");
+    let (status, challenge, _) = call(Some("not.a.token".into())).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+
+    // A flood of tokens naming unknown kids costs at most one JWKS fetch.
+    let forged_key = portcullis_jose::SigningKey::generate(Algorithm::ES256).unwrap();
+    let before = guard.jwks().fetches();
+    for i in 0..50 {
+        let forged = jwt::Signer::new(
+            portcullis_jose::SigningKey::generate(Algorithm::ES256).unwrap().with_kid(format!("k{i}")),
+            Some(AT_JWT),
+        )
+        .sign_json(r#"{"iss":"x","sub":"x","aud":"api","exp":4102444800,"iat":1,"jti":"j"}"#)
+        .unwrap();
+        assert_eq!(call(Some(forged)).await.0, 401);
+    }
+    drop(forged_key);
+    assert!(guard.jwks().fetches() - before <= 1, "{} fetches for 50 unknown kids", guard.jwks().fetches() - before);
+
+    // Revocation at the server reaches the guard through the event feed within a second.
+    let revoked_at = std::time::Instant::now();
+    let (status, _) = srv.form("/oauth2/revoke", Some(("svc", &secret)), &[("token", &read)]).await;
+    assert_eq!(status, 200);
+    loop {
+        let (status, _, _) = call(Some(read.clone())).await;
+        if status == 401 {
+            break;
+        }
+        assert!(revoked_at.elapsed().as_millis() < 1000, "still accepted {:?} after revocation", revoked_at.elapsed());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // A key rotation: every token verifies at the guard, before, during and after, with no failed request.
+    let authority = Arc::clone(&srv.running.authority);
+    authority.keys.rotate(srv.clock.now().as_secs()).await.unwrap();
+    for _ in 0..8 {
+        srv.clock.advance(60);
+        authority.keys.maintain(srv.clock.now().as_secs()).await.unwrap();
+        let (status, _, body) = call(Some(token("read").await)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    srv.stop().await;
+}

@@ -92,6 +92,7 @@ pub async fn poll(State(state): State<AppState>, headers: HeaderMap, body: Bytes
     let after = poll.ack.iter().filter_map(|a| a.parse::<i64>().ok()).max().unwrap_or(0);
     let limit = poll.max_events.unwrap_or(100).min(MAX_EVENTS);
     let mut changes = state.authority.revocations.watch();
+    let mut stopping = state.stopping.clone();
     let deadline = tokio::time::Instant::now() + MAX_WAIT;
     loop {
         let now = state.authority.now().as_secs();
@@ -112,9 +113,15 @@ pub async fn poll(State(state): State<AppState>, headers: HeaderMap, body: Bytes
             let body = serde_json::json!({ "sets": sets, "moreAvailable": more });
             return no_store_json(body.to_string());
         }
-        match tokio::time::timeout_at(deadline, changes.changed()).await {
-            Ok(Ok(())) => continue,
-            _ => return no_store_json(r#"{"sets":{},"moreAvailable":false}"#.into()),
+        if *stopping.borrow() {
+            return no_store_json(r#"{"sets":{},"moreAvailable":false}"#.into());
+        }
+        tokio::select! {
+            changed = tokio::time::timeout_at(deadline, changes.changed()) => match changed {
+                Ok(Ok(())) => continue,
+                _ => return no_store_json(r#"{"sets":{},"moreAvailable":false}"#.into()),
+            },
+            _ = stopping.changed() => return no_store_json(r#"{"sets":{},"moreAvailable":false}"#.into()),
         }
     }
 }

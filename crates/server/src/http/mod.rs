@@ -45,15 +45,22 @@ pub struct AppState {
     pub authority: Arc<Authority>,
     pub metrics: PrometheusHandle,
     login_limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+    /// Becomes true when the server starts shutting down: long-polls answer at once.
+    pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl AppState {
-    pub fn new(authority: Arc<Authority>, metrics: PrometheusHandle, login_limit: Option<LoginRateLimit>) -> Self {
+    pub fn new(
+        authority: Arc<Authority>,
+        metrics: PrometheusHandle,
+        login_limit: Option<LoginRateLimit>,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         let login_limiter = login_limit.and_then(|l| {
             let quota = Quota::per_second(NonZeroU32::new(l.per_second)?).allow_burst(NonZeroU32::new(l.burst)?);
             Some(Arc::new(RateLimiter::keyed(quota)))
         });
-        AppState { authority, metrics, login_limiter }
+        AppState { authority, metrics, login_limiter, stopping }
     }
 
     /// Whether `ip` may try a password now.

@@ -1,0 +1,212 @@
+//! Discovery, and the revocation feed: the guard follows the issuer's `/events` long-poll (RFC 8936 shape) as a
+//! client with scope `portcullis:events`, verifies each Security Event Token (RFC 8417) with the cached JWKS, and
+//! applies it to the revocation set, so a revocation is enforced within about a second. When the feed cannot be
+//! reached the guard keeps serving and reports the lag; [`crate::GuardConfig::fail_closed_after`] bounds that.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_jose::{jwt, Policy};
+use portcullis_revocation::{Kind, RevocationSet};
+use serde::Deserialize;
+
+use crate::jwks::{get_limited, JwksCache};
+use crate::{Clock, GuardError};
+
+/// The event type of a revocation SET.
+pub const REVOCATION_EVENT: &str = "urn:portcullis:secevent:revocation";
+const SET_TYP: &str = "secevent+jwt";
+const MAX_DOC_BYTES: usize = 1024 * 1024;
+
+/// What the guard needs from the issuer's metadata.
+#[derive(Debug, Clone)]
+pub struct Metadata {
+    pub jwks_uri: String,
+    pub token_endpoint: String,
+}
+
+/// Reads RFC 8414 metadata, checking that it names the expected issuer (RFC 8414 §3.3).
+pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Metadata, GuardError> {
+    let url = format!("{issuer}/.well-known/oauth-authorization-server");
+    let (body, _) = get_limited(http, &url, MAX_DOC_BYTES).await?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| GuardError::Discovery(format!("{url}: {e}")))?;
+    if doc["issuer"].as_str() != Some(issuer) {
+        return Err(GuardError::Discovery(format!("{url} names another issuer")));
+    }
+    let field = |name: &str| {
+        doc[name].as_str().map(str::to_owned).ok_or_else(|| GuardError::Discovery(format!("{url} lacks {name}")))
+    };
+    Ok(Metadata { jwks_uri: field("jwks_uri")?, token_endpoint: field("token_endpoint")? })
+}
+
+#[derive(Deserialize)]
+struct Poll {
+    sets: serde_json::Map<String, serde_json::Value>,
+    #[serde(rename = "moreAvailable", default)]
+    more: bool,
+}
+
+#[derive(Deserialize)]
+struct RevocationEvent {
+    kind: String,
+    value: String,
+    #[serde(default)]
+    issued_before: i64,
+    expires_at: i64,
+}
+
+/// The feed follower's state.
+#[derive(Debug)]
+pub struct Feed {
+    http: reqwest::Client,
+    issuer: String,
+    events_url: String,
+    token_endpoint: String,
+    client_id: String,
+    client_secret: String,
+    jwks: Arc<JwksCache>,
+    revocations: Arc<RevocationSet>,
+    clock: Clock,
+    last_ok: AtomicI64,
+}
+
+impl Feed {
+    #[allow(clippy::too_many_arguments)] // wiring of one follower; a struct would only rename these
+    pub fn new(
+        http: reqwest::Client,
+        issuer: &str,
+        token_endpoint: String,
+        client_id: String,
+        client_secret: String,
+        jwks: Arc<JwksCache>,
+        revocations: Arc<RevocationSet>,
+        clock: Clock,
+    ) -> Self {
+        let now = clock.now().as_secs();
+        Feed {
+            http,
+            issuer: issuer.to_owned(),
+            events_url: format!("{issuer}/events"),
+            token_endpoint,
+            client_id,
+            client_secret,
+            jwks,
+            revocations,
+            clock,
+            last_ok: AtomicI64::new(now),
+        }
+    }
+
+    /// Seconds since the feed last answered.
+    pub fn lag(&self) -> i64 {
+        self.clock.now().as_secs() - self.last_ok.load(Ordering::SeqCst)
+    }
+
+    pub fn spawn(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut token: Option<(String, i64)> = None;
+            let mut failures: u64 = 0;
+            loop {
+                let Some(feed) = weak.upgrade() else { return };
+                match feed.poll_once(&mut token).await {
+                    Ok(more) => {
+                        failures = 0;
+                        feed.last_ok.store(feed.clock.now().as_secs(), Ordering::SeqCst);
+                        let _ = more;
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        token = None;
+                        tracing::warn!(error = %e, failures, "revocation feed unreachable; serving without it");
+                        drop(feed);
+                        tokio::time::sleep(Duration::from_millis(500 * failures.min(10))).await;
+                    }
+                }
+            }
+        })
+    }
+
+    async fn access_token(&self, cached: &mut Option<(String, i64)>) -> Result<String, GuardError> {
+        let now = self.clock.now().as_secs();
+        if let Some((token, exp)) = cached {
+            if now + 30 < *exp {
+                return Ok(token.clone());
+            }
+        }
+        let resp = self
+            .http
+            .post(&self.token_endpoint)
+            .basic_auth(&self.client_id, Some(&self.client_secret))
+            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body("grant_type=client_credentials&scope=portcullis%3Aevents")
+            .send()
+            .await
+            .map_err(|e| GuardError::Fetch(format!("token endpoint: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(GuardError::Fetch(format!("token endpoint: HTTP {}", resp.status())));
+        }
+        let body: serde_json::Value =
+            resp.json().await.map_err(|e| GuardError::Fetch(format!("token endpoint: {e}")))?;
+        let token = body["access_token"].as_str().ok_or(GuardError::Fetch("no access_token".into()))?.to_owned();
+        let exp = now + body["expires_in"].as_i64().unwrap_or(60);
+        *cached = Some((token.clone(), exp));
+        Ok(token)
+    }
+
+    /// One long-poll: waits for new revocations (or the server's timeout) and applies them.
+    async fn poll_once(&self, token: &mut Option<(String, i64)>) -> Result<bool, GuardError> {
+        let bearer = self.access_token(token).await?;
+        let ack = self.revocations.last_seq().to_string();
+        let body = serde_json::json!({ "ack": [ack], "maxEvents": 500, "returnImmediately": false });
+        let resp = self
+            .http
+            .post(&self.events_url)
+            .bearer_auth(bearer)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .map_err(|e| GuardError::Fetch(format!("events: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(GuardError::Fetch(format!("events: HTTP {}", resp.status())));
+        }
+        let poll: Poll = resp.json().await.map_err(|e| GuardError::Fetch(format!("events: {e}")))?;
+        for (jti, set) in &poll.sets {
+            let Some(set) = set.as_str() else { continue };
+            if let Err(e) = self.apply(jti, set) {
+                tracing::warn!(jti, error = %e, "an event could not be applied");
+            }
+        }
+        Ok(poll.more)
+    }
+
+    fn apply(&self, jti: &str, set: &str) -> Result<(), GuardError> {
+        let keys = self.jwks.keys().ok_or(GuardError::Jwks("no usable keys to verify events".into()))?;
+        let policy = Policy::builder()
+            .issuer(&self.issuer)
+            .audience(&self.client_id)
+            .typ(SET_TYP)
+            .danger_allow_no_exp()
+            .build()
+            .map_err(|e| GuardError::Config(e.to_string()))?;
+        let claims =
+            jwt::verify(set, &keys, &policy, self.clock.now()).map_err(|e| GuardError::Event(e.to_string()))?.claims;
+        if claims.jti().as_deref() != Some(jti) {
+            return Err(GuardError::Event("the SET's jti differs from its key in the poll".into()));
+        }
+        let seq: i64 = jti.parse().map_err(|_| GuardError::Event("jti is not a sequence number".into()))?;
+        let events = claims.get("events").ok_or(GuardError::Event("no events".into()))?;
+        let events: serde_json::Value =
+            serde_json::from_str(events.text()).map_err(|e| GuardError::Event(e.to_string()))?;
+        let event: RevocationEvent = serde_json::from_value(events[REVOCATION_EVENT].clone())
+            .map_err(|e| GuardError::Event(format!("not a revocation event: {e}")))?;
+        let kind = Kind::parse(&event.kind).ok_or(GuardError::Event(format!("unknown kind {:?}", event.kind)))?;
+        self.revocations.apply(seq, kind, &event.value, event.issued_before, event.expires_at);
+        self.revocations.prune(self.clock.now().as_secs());
+        Ok(())
+    }
+}

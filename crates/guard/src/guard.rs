@@ -1,0 +1,407 @@
+//! The guard: verifies an access token with the cached JWKS, checks it against the revocation set, and judges a
+//! route's scope and role requirements. Verification results are cached by the token's SHA-256 (tied to the key
+//! set, never past the token's `exp`), so a token used many times is verified once; revocation and the route
+//! policy are still judged on every request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::digest;
+use portcullis_jose::{jwt, Algorithm, Error as JoseError, KeySet, Policy, AT_JWT};
+use portcullis_revocation::{RevocationSet, TokenFacts};
+
+use crate::feed::Feed;
+use crate::jwks::JwksCache;
+use crate::jwks_timing::JwksTiming;
+use crate::{Clock, GuardError};
+
+/// The largest token the guard looks at.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+const MAX_CACHED: usize = 100_000;
+
+/// Who a verified token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub subject: String,
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    pub roles: Vec<String>,
+    pub audiences: Vec<String>,
+    pub jti: String,
+    pub session: Option<String>,
+    pub issued_at: i64,
+    pub expires_at: i64,
+}
+
+impl Identity {
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// What a route requires beyond a valid token: all of these scopes and all of these roles.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Requirement {
+    pub scopes: Vec<String>,
+    pub roles: Vec<String>,
+}
+
+impl Requirement {
+    pub fn scopes<I: IntoIterator<Item = S>, S: Into<String>>(scopes: I) -> Self {
+        Requirement { scopes: scopes.into_iter().map(Into::into).collect(), roles: vec![] }
+    }
+
+    pub fn and_roles<I: IntoIterator<Item = S>, S: Into<String>>(mut self, roles: I) -> Self {
+        self.roles.extend(roles.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn check(&self, identity: &Identity) -> Result<(), Rejection> {
+        if self.scopes.iter().any(|s| !identity.has_scope(s)) {
+            return Err(Rejection::InsufficientScope(self.scopes.join(" ")));
+        }
+        if self.roles.iter().any(|r| !identity.has_role(r)) {
+            return Err(Rejection::InsufficientRole);
+        }
+        Ok(())
+    }
+}
+
+/// Why a request is refused. Each maps to one RFC 6750 answer (see [`Rejection::status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// No token at all: 401 with a bare challenge (RFC 6750 §3.1).
+    Missing,
+    /// An `Authorization` header that is not one bearer token: 400 `invalid_request`.
+    Malformed,
+    /// The token fails verification (signature, key, type, issuer, audience, lifetime): 401 `invalid_token`.
+    Invalid(&'static str),
+    /// The token was revoked: 401 `invalid_token`.
+    Revoked,
+    /// A required scope is missing: 403 `insufficient_scope`, naming the scopes needed.
+    InsufficientScope(String),
+    /// A required role is missing: 403 `insufficient_scope`.
+    InsufficientRole,
+    /// The guard cannot judge (no usable keys, or the revocation feed is too stale): 503.
+    Unavailable(&'static str),
+}
+
+impl Rejection {
+    pub fn status(&self) -> u16 {
+        match self {
+            Rejection::Missing | Rejection::Invalid(_) | Rejection::Revoked => 401,
+            Rejection::Malformed => 400,
+            Rejection::InsufficientScope(_) | Rejection::InsufficientRole => 403,
+            Rejection::Unavailable(_) => 503,
+        }
+    }
+
+    /// A short reason for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::Missing => "missing",
+            Rejection::Malformed => "malformed",
+            Rejection::Invalid(why) => why,
+            Rejection::Revoked => "revoked",
+            Rejection::InsufficientScope(_) => "insufficient_scope",
+            Rejection::InsufficientRole => "insufficient_role",
+            Rejection::Unavailable(why) => why,
+        }
+    }
+
+    /// The `WWW-Authenticate` value (RFC 6750 §3), if the answer carries one.
+    pub fn challenge(&self, realm: &str) -> Option<String> {
+        let realm = realm.replace(['"', '\\'], "");
+        match self {
+            Rejection::Missing => Some(format!("Bearer realm=\"{realm}\"")),
+            Rejection::Malformed => Some(format!("Bearer realm=\"{realm}\", error=\"invalid_request\"")),
+            Rejection::Invalid(why) => {
+                Some(format!("Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{why}\""))
+            }
+            Rejection::Revoked => {
+                Some(format!("Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"revoked\""))
+            }
+            Rejection::InsufficientScope(scope) => {
+                Some(format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{scope}\""))
+            }
+            Rejection::InsufficientRole => Some(format!(
+                "Bearer realm=\"{realm}\", error=\"insufficient_scope\", error_description=\"role required\""
+            )),
+            Rejection::Unavailable(_) => None,
+        }
+    }
+}
+
+fn reason_of(e: &JoseError) -> &'static str {
+    match e {
+        JoseError::Expired => "expired",
+        JoseError::NotYetValid | JoseError::IssuedInFuture => "not yet valid",
+        JoseError::WrongAudience => "wrong audience",
+        JoseError::WrongIssuer => "wrong issuer",
+        JoseError::WrongType => "wrong token type",
+        JoseError::UnknownKey => "unknown key",
+        JoseError::BadSignature | JoseError::MalformedSignature(_) => "bad signature",
+        JoseError::AlgNone | JoseError::AlgorithmNotAllowed(_) | JoseError::AlgorithmKeyMismatch { .. } => {
+            "algorithm not allowed"
+        }
+        JoseError::MissingClaim(_) | JoseError::ClaimType(_) | JoseError::ClaimOutOfRange(_) => "malformed claims",
+        _ => "malformed token",
+    }
+}
+
+/// The settings of a guard.
+#[derive(Debug, Clone)]
+pub struct GuardConfig {
+    pub issuer: String,
+    /// Accepted audiences (at least one).
+    pub audiences: Vec<String>,
+    /// Allowed algorithms; default: every asymmetric one.
+    pub algorithms: Vec<Algorithm>,
+    /// Clock-skew allowance in seconds.
+    pub leeway: i64,
+    /// The JWKS URL; default: from the issuer's discovery document.
+    pub jwks_uri: Option<String>,
+    pub timing: JwksTiming,
+    /// Client credentials for the issuer's `/events` revocation feed (scope `portcullis:events`).
+    pub events: Option<(String, String)>,
+    /// Refuse every token (503) when the feed has not been reached for this long; `None` keeps serving.
+    pub fail_closed_after: Option<i64>,
+    /// The realm of `WWW-Authenticate` challenges.
+    pub realm: String,
+}
+
+impl GuardConfig {
+    pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        GuardConfig {
+            issuer: issuer.into().trim_end_matches('/').to_owned(),
+            audiences: vec![audience.into()],
+            algorithms: Algorithm::asymmetric().collect(),
+            leeway: 30,
+            jwks_uri: None,
+            timing: JwksTiming::default(),
+            events: None,
+            fail_closed_after: None,
+            realm: "api".into(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Verified {
+    keys: Option<Arc<KeySet>>,
+    tokens: HashMap<[u8; 32], Arc<Identity>>,
+}
+
+/// A guard; cheap to clone (shared state).
+#[derive(Debug, Clone)]
+pub struct Guard {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: GuardConfig,
+    policy: Policy,
+    jwks: Arc<JwksCache>,
+    revocations: Arc<RevocationSet>,
+    feed: Option<Arc<Feed>>,
+    verified: Mutex<Verified>,
+    clock: Clock,
+}
+
+impl Guard {
+    /// Builds a guard: discovery (unless `jwks_uri` is given), a first JWKS fetch, and the background refresh
+    /// and revocation feed on the current Tokio runtime. A JWKS that cannot be fetched yet is not fatal: requests
+    /// are refused with 503 until keys arrive.
+    pub async fn start(config: GuardConfig) -> Result<Guard, GuardError> {
+        Self::start_with_clock(config, Clock::default()).await
+    }
+
+    pub async fn start_with_clock(config: GuardConfig, clock: Clock) -> Result<Guard, GuardError> {
+        if config.audiences.is_empty() {
+            return Err(GuardError::Config("at least one audience is required".into()));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| GuardError::Config(e.to_string()))?;
+        let metadata = match &config.jwks_uri {
+            Some(uri) => crate::feed::Metadata {
+                jwks_uri: uri.clone(),
+                token_endpoint: format!("{}/oauth2/token", config.issuer),
+            },
+            None => crate::feed::discover(&http, &config.issuer).await?,
+        };
+        let mut policy = Policy::builder().issuer(&config.issuer).typ(AT_JWT).algorithms(&config.algorithms);
+        for aud in &config.audiences {
+            policy = policy.audience(aud);
+        }
+        let policy = policy
+            .require(["sub", "jti", "iat"])
+            .leeway(config.leeway)
+            .max_token_bytes(MAX_TOKEN_BYTES)
+            .build()
+            .map_err(|e| GuardError::Config(e.to_string()))?;
+        let jwks = Arc::new(JwksCache::new(
+            metadata.jwks_uri.clone(),
+            http.clone(),
+            config.timing,
+            config.algorithms.clone(),
+            clock.clone(),
+        ));
+        if let Err(e) = jwks.fetch().await {
+            tracing::warn!(error = %e, "the first JWKS fetch failed; refusing tokens until keys arrive");
+        }
+        jwks.spawn_refresh();
+        let revocations = Arc::new(RevocationSet::default());
+        let feed = match &config.events {
+            Some((id, secret)) => {
+                let feed = Arc::new(Feed::new(
+                    http,
+                    &config.issuer,
+                    metadata.token_endpoint,
+                    id.clone(),
+                    secret.clone(),
+                    Arc::clone(&jwks),
+                    Arc::clone(&revocations),
+                    clock.clone(),
+                ));
+                feed.spawn();
+                Some(feed)
+            }
+            None => None,
+        };
+        let inner = Inner { config, policy, jwks, revocations, feed, verified: Mutex::default(), clock };
+        Ok(Guard { inner: Arc::new(inner) })
+    }
+
+    pub fn config(&self) -> &GuardConfig {
+        &self.inner.config
+    }
+
+    pub fn jwks(&self) -> &JwksCache {
+        &self.inner.jwks
+    }
+
+    pub fn revocations(&self) -> &RevocationSet {
+        &self.inner.revocations
+    }
+
+    /// Seconds since the revocation feed last answered, if a feed is configured.
+    pub fn feed_lag(&self) -> Option<i64> {
+        self.inner.feed.as_ref().map(|f| f.lag())
+    }
+
+    fn now(&self) -> i64 {
+        self.inner.clock.now().as_secs()
+    }
+
+    /// Judges the value of an `Authorization` header (or its absence) for a route with `requirement`.
+    pub async fn authorize(
+        &self,
+        authorization: Option<&str>,
+        requirement: &Requirement,
+    ) -> Result<Arc<Identity>, Rejection> {
+        let token = match authorization {
+            None => return Err(Rejection::Missing),
+            Some(value) => match crate::parse_authorization(value) {
+                Some((crate::Scheme::Bearer, token)) => token,
+                _ => return Err(Rejection::Malformed),
+            },
+        };
+        let identity = match self.verify(token) {
+            Err(Rejection::Invalid("unknown key")) if self.inner.jwks.refetch_for_unknown_kid().await => {
+                self.verify(token)?
+            }
+            other => other?,
+        };
+        requirement.check(&identity)?;
+        Ok(identity)
+    }
+
+    /// Verifies a token and checks revocation (no route policy). Synchronous; never fetches.
+    pub fn verify(&self, token: &str) -> Result<Arc<Identity>, Rejection> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(Rejection::Invalid("token too large"));
+        }
+        let now = self.now();
+        if let (Some(bound), Some(feed)) = (self.inner.config.fail_closed_after, &self.inner.feed) {
+            if feed.lag() > bound {
+                return Err(Rejection::Unavailable("revocation feed unreachable"));
+            }
+        }
+        let keys = self.inner.jwks.keys().ok_or(Rejection::Unavailable("no usable keys"))?;
+        let digest: [u8; 32] = {
+            let mut out = [0u8; 32];
+            out.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
+            out
+        };
+        let cached = self.cached(&keys, &digest);
+        let identity = match cached {
+            Some(identity) if now < identity.expires_at.saturating_add(self.inner.config.leeway) => identity,
+            Some(_) => return Err(Rejection::Invalid("expired")),
+            None => {
+                let identity = self.verify_fully(token, &keys)?;
+                self.remember(&keys, digest, Arc::clone(&identity));
+                identity
+            }
+        };
+        let facts = TokenFacts {
+            jti: &identity.jti,
+            sid: identity.session.as_deref(),
+            sub: &identity.subject,
+            iat: identity.issued_at,
+        };
+        if self.inner.revocations.is_revoked(&facts) {
+            return Err(Rejection::Revoked);
+        }
+        Ok(identity)
+    }
+
+    fn verify_fully(&self, token: &str, keys: &KeySet) -> Result<Arc<Identity>, Rejection> {
+        let now = self.inner.clock.now();
+        let verified =
+            jwt::verify(token, keys, &self.inner.policy, now).map_err(|e| Rejection::Invalid(reason_of(&e)))?;
+        let c = &verified.claims;
+        let strings = |name: &str| -> Vec<String> {
+            c.get(name).and_then(|v| serde_json::from_str::<Vec<String>>(v.text()).ok()).unwrap_or_default()
+        };
+        let malformed = Rejection::Invalid("malformed claims");
+        Ok(Arc::new(Identity {
+            subject: c.sub().ok_or(malformed.clone())?.into_owned(),
+            client_id: c.client_id().map(|s| s.into_owned()).unwrap_or_default(),
+            scopes: c
+                .scope()
+                .map(|s| s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+                .unwrap_or_default(),
+            roles: strings("roles"),
+            audiences: c.aud().into_iter().map(|a| a.into_owned()).collect(),
+            jti: c.jti().ok_or(malformed.clone())?.into_owned(),
+            session: c.string("sid").map(|s| s.into_owned()),
+            issued_at: c.iat().ok_or(malformed.clone())?,
+            expires_at: c.exp().ok_or(malformed)?,
+        }))
+    }
+
+    fn cached(&self, keys: &Arc<KeySet>, digest: &[u8; 32]) -> Option<Arc<Identity>> {
+        let v = self.inner.verified.lock().ok()?;
+        match &v.keys {
+            Some(k) if Arc::ptr_eq(k, keys) => v.tokens.get(digest).cloned(),
+            _ => None,
+        }
+    }
+
+    fn remember(&self, keys: &Arc<KeySet>, digest: [u8; 32], identity: Arc<Identity>) {
+        let Ok(mut v) = self.inner.verified.lock() else { return };
+        let same = v.keys.as_ref().is_some_and(|k| Arc::ptr_eq(k, keys));
+        if !same || v.tokens.len() >= MAX_CACHED {
+            v.tokens.clear();
+            v.keys = Some(Arc::clone(keys));
+        }
+        v.tokens.insert(digest, identity);
+    }
+}

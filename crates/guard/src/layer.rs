@@ -1,0 +1,122 @@
+//! The guard as a tower layer, and an axum extractor for the verified identity. The layer answers every refused
+//! request itself, per RFC 6750 §3 (`WWW-Authenticate: Bearer ... error="invalid_token"`, 401, or
+//! `insufficient_scope`, 403); the inner service sees only requests with a verified [`Identity`] in their
+//! extensions. The extractor fails closed: a handler reached without the layer answers 401, never runs unguarded.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::FromRequestParts;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use tower::{Layer, Service};
+
+use crate::{Guard, Identity, Rejection, Requirement};
+
+/// The response for a refused request.
+pub fn rejection_response(rejection: &Rejection, realm: &str) -> Response<Body> {
+    let status = StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    let error = match rejection {
+        Rejection::Missing | Rejection::Invalid(_) | Rejection::Revoked => "invalid_token",
+        Rejection::Malformed => "invalid_request",
+        Rejection::InsufficientScope(_) | Rejection::InsufficientRole => "insufficient_scope",
+        Rejection::Unavailable(_) => "temporarily_unavailable",
+    };
+    let body = serde_json::json!({ "error": error, "error_description": rejection.reason() }).to_string();
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(challenge) = rejection.challenge(realm).and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.insert(header::WWW_AUTHENTICATE, challenge);
+    }
+    if matches!(rejection, Rejection::Unavailable(_)) {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// Puts a [`Guard`] with one [`Requirement`] in front of a service.
+#[derive(Debug, Clone)]
+pub struct GuardLayer {
+    guard: Guard,
+    requirement: Arc<Requirement>,
+}
+
+impl GuardLayer {
+    pub fn new(guard: Guard, requirement: Requirement) -> Self {
+        GuardLayer { guard, requirement: Arc::new(requirement) }
+    }
+}
+
+impl<S> Layer<S> for GuardLayer {
+    type Service = GuardService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GuardService { inner, guard: self.guard.clone(), requirement: Arc::clone(&self.requirement) }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GuardService<S> {
+    inner: S,
+    guard: Guard,
+    requirement: Arc<Requirement>,
+}
+
+impl<S, B> Service<Request<B>> for GuardService<S>
+where
+    S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // The clone that was polled ready goes into the future; a fresh clone stays for the next call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let guard = self.guard.clone();
+        let requirement = Arc::clone(&self.requirement);
+        Box::pin(async move {
+            let authorization = request.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("\u{0}"));
+            match guard.authorize(authorization, &requirement).await {
+                Ok(identity) => {
+                    request.extensions_mut().insert(identity);
+                    inner.call(request).await
+                }
+                Err(rejection) => {
+                    tracing::debug!(reason = rejection.reason(), "request refused");
+                    Ok(rejection_response(&rejection, &guard.config().realm))
+                }
+            }
+        })
+    }
+}
+
+/// The verified identity, for handlers behind a [`GuardLayer`].
+#[derive(Debug, Clone)]
+pub struct Auth(pub Arc<Identity>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Auth {
+    type Rejection = Response<Body>;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<Arc<Identity>>() {
+            Some(identity) => Ok(Auth(Arc::clone(identity))),
+            None => {
+                tracing::error!("a handler that needs an identity is not behind a GuardLayer; refusing");
+                Err(rejection_response(&Rejection::Missing, "api"))
+            }
+        }
+    }
+}
