@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+mod gateway_cmd;
 mod jose_cmd;
 mod server_cmd;
 
@@ -29,6 +30,8 @@ enum Command {
     Jwk(jose_cmd::JwkCommand),
     /// Run the authorization server.
     Serve,
+    /// Run the gateway: reverse proxy and forward-auth endpoint in front of APIs (--config gateway.toml).
+    Gateway,
     /// Create or upgrade the database schema (the server also does this at start).
     Migrate,
     /// Manage roles.
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Command::Jwt(cmd) => jose_cmd::run_jwt(cmd),
         Command::Jwk(cmd) => jose_cmd::run_jwk(cmd),
         Command::Serve => server_cmd::run_serve(&cli.common),
+        Command::Gateway => gateway_cmd::run(cli.common.config.clone()),
         Command::Migrate => server_cmd::run_migrate(&cli.common),
         Command::Roles(cmd) => server_cmd::run_roles(&cli.common, cmd),
         Command::Users(cmd) => server_cmd::run_users(&cli.common, cmd),

@@ -43,16 +43,18 @@ impl Identity {
     }
 }
 
-/// What a route requires beyond a valid token: all of these scopes and all of these roles.
+/// What a route requires beyond a valid token: all of these scopes and all of these roles, and (when set) one
+/// audience among those the guard accepts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Requirement {
     pub scopes: Vec<String>,
     pub roles: Vec<String>,
+    pub audience: Option<String>,
 }
 
 impl Requirement {
     pub fn scopes<I: IntoIterator<Item = S>, S: Into<String>>(scopes: I) -> Self {
-        Requirement { scopes: scopes.into_iter().map(Into::into).collect(), roles: vec![] }
+        Requirement { scopes: scopes.into_iter().map(Into::into).collect(), ..Requirement::default() }
     }
 
     pub fn and_roles<I: IntoIterator<Item = S>, S: Into<String>>(mut self, roles: I) -> Self {
@@ -60,7 +62,15 @@ impl Requirement {
         self
     }
 
+    pub fn for_audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
     pub fn check(&self, identity: &Identity) -> Result<(), Rejection> {
+        if self.audience.as_ref().is_some_and(|a| !identity.audiences.contains(a)) {
+            return Err(Rejection::Invalid("wrong audience"));
+        }
         if self.scopes.iter().any(|s| !identity.has_scope(s)) {
             return Err(Rejection::InsufficientScope(self.scopes.join(" ")));
         }
@@ -341,6 +351,8 @@ impl Guard {
             out
         };
         let cached = self.cached(&keys, &digest);
+        let hit = if cached.is_some() { "hit" } else { "miss" };
+        metrics::counter!("portcullis_guard_verify_cache_total", "result" => hit).increment(1);
         let identity = match cached {
             Some(identity) if now < identity.expires_at.saturating_add(self.inner.config.leeway) => identity,
             Some(_) => return Err(Rejection::Invalid("expired")),

@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 mod feed;
+pub mod gateway;
 mod guard;
 pub mod jwks;
 pub mod jwks_timing;

@@ -862,3 +862,141 @@ async fn the_guard_verifies_offline_follows_revocations_and_survives_rotation() 
     }
     srv.stop().await;
 }
+
+/// An upstream that echoes what it received: path, and the identity headers.
+async fn echo_upstream() -> String {
+    use axum::http::HeaderMap;
+    let app = axum::Router::new().fallback(|uri: axum::http::Uri, headers: HeaderMap| async move {
+        let get = |n: &str| headers.get(n).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        serde_json::json!({
+            "path": uri.to_string(), "subject": get("x-auth-subject"), "client": get("x-auth-client"),
+            "scopes": get("x-auth-scopes"), "forwarded_for": get("x-forwarded-for"), "spoof": get("x-auth-spoof"),
+        })
+        .to_string()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_proxies_with_identity_headers_and_answers_forward_auth() {
+    use portcullis_guard::gateway::{self, Gateway, GatewayConfig};
+    let srv = start("gateway").await;
+    let secret = srv.service_client("svc", &["read", "write"]).await;
+    let feed_secret = srv.service_client("gw", &["portcullis:events"]).await;
+    std::fs::write(srv.dir.join("gw.secret"), &feed_secret).unwrap();
+    let upstream = echo_upstream().await;
+    let toml = format!(
+        r#"
+listen = "127.0.0.1:0"
+issuer = "{issuer}"
+client_id = "gw"
+client_secret_file = "{secret_file}"
+[[route]]
+path_prefix = "/api/"
+methods = ["GET"]
+upstream = "{upstream}"
+audience = "api"
+scopes = ["read"]
+[[route]]
+path_prefix = "/admin/"
+upstream = "http://127.0.0.1:9"
+audience = "api"
+scopes = ["write"]
+"#,
+        issuer = srv.base,
+        secret_file = srv.dir.join("gw.secret").display(),
+    );
+    std::fs::write(srv.dir.join("gateway.toml"), toml).unwrap();
+    let config = GatewayConfig::load(&srv.dir.join("gateway.toml")).unwrap();
+    let gw = Gateway::start(&config, None).await.unwrap();
+    let (addr, _task) = gateway::serve(gw, "127.0.0.1:0", std::future::pending()).await.unwrap();
+    let base = format!("http://{addr}");
+    let token = |scope: &'static str| {
+        let (srv, secret) = (&srv, secret.clone());
+        async move {
+            let (_, body) = srv
+                .form(
+                    "/oauth2/token",
+                    Some(("svc", &secret)),
+                    &[("grant_type", "client_credentials"), ("scope", scope)],
+                )
+                .await;
+            s(&body, "access_token")
+        }
+    };
+    let read = token("read").await;
+    let resp = srv
+        .http
+        .get(format!("{base}/api/orders?x=1"))
+        .bearer_auth(&read)
+        .header("x-auth-subject", "admin")
+        .header("x-auth-spoof", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let seen: Value = resp.json().await.unwrap();
+    assert_eq!(seen["path"], "/api/orders?x=1");
+    assert_eq!(seen["subject"], "svc", "the verified subject, not the client's header");
+    assert_eq!(seen["spoof"], "", "incoming X-Auth-* headers are stripped");
+    assert_eq!(seen["scopes"], "read");
+    assert_eq!(seen["forwarded_for"], "127.0.0.1");
+    let status = |path: &'static str, method: reqwest::Method, bearer: Option<String>| {
+        let (http, base) = (srv.http.clone(), base.clone());
+        async move {
+            let mut req = http.request(method, format!("{base}{path}"));
+            if let Some(b) = bearer {
+                req = req.bearer_auth(b);
+            }
+            req.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(status("/api/orders", reqwest::Method::GET, None).await, 401);
+    assert_eq!(status("/api/orders", reqwest::Method::POST, Some(read.clone())).await, 404, "method not routed");
+    assert_eq!(status("/admin/x", reqwest::Method::GET, Some(read.clone())).await, 403, "insufficient scope");
+    assert_eq!(status("/admin/x", reqwest::Method::GET, Some(token("write").await)).await, 502, "upstream down");
+    assert_eq!(status("/elsewhere", reqwest::Method::GET, Some(read.clone())).await, 404);
+
+    // Forward auth, as Traefik and Caddy call it, and as nginx's auth_request does.
+    let check = |headers: Vec<(&'static str, String)>| {
+        let (http, base) = (srv.http.clone(), base.clone());
+        async move {
+            let mut req = http.get(format!("{base}/check"));
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            let resp = req.send().await.unwrap();
+            let subject =
+                resp.headers().get("x-auth-subject").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+            (resp.status().as_u16(), subject)
+        }
+    };
+    let bearer = format!("Bearer {read}");
+    assert_eq!(
+        check(vec![
+            ("x-forwarded-method", "GET".into()),
+            ("x-forwarded-uri", "/api/a".into()),
+            ("authorization", bearer.clone())
+        ])
+        .await,
+        (200, "svc".into())
+    );
+    assert_eq!(
+        check(vec![("x-original-uri", "/api/a?q".into()), ("authorization", bearer.clone())]).await,
+        (200, "svc".into())
+    );
+    assert_eq!(check(vec![("x-original-uri", "/api/a".into())]).await.0, 401);
+    assert_eq!(check(vec![("x-original-uri", "/nowhere".into()), ("authorization", bearer.clone())]).await.0, 403);
+    // Revocation reaches the gateway through the feed.
+    srv.form("/oauth2/revoke", Some(("svc", &secret)), &[("token", &read)]).await;
+    let revoked_at = std::time::Instant::now();
+    while check(vec![("x-original-uri", "/api/a".into()), ("authorization", bearer.clone())]).await.0 == 200 {
+        assert!(revoked_at.elapsed().as_millis() < 1000, "revocation not applied within a second");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(srv.http.get(format!("{base}/healthz")).send().await.unwrap().status().as_u16(), 200);
+    srv.stop().await;
+}

@@ -1,0 +1,382 @@
+//! `portcullis gateway`: the guard in front of any API, from one TOML file, in two modes at once.
+//! - **Reverse proxy**: a request matching a route (host, path prefix, methods) is authorized with the route's
+//!   audience, scopes and roles, then streamed to the route's upstream over a pooled HTTP client, with the
+//!   identity in `X-Auth-Subject`, `X-Auth-Client`, `X-Auth-Scopes` and `X-Auth-Roles`. Incoming `X-Auth-*`
+//!   headers are always stripped, so clients cannot spoof an identity.
+//! - **Forward auth** at `GET /check` for the proxies people already run (nginx `auth_request`, Traefik
+//!   `forwardAuth`, Envoy `ext_authz`, Caddy `forward_auth`): the original method and URI come from
+//!   `X-Forwarded-Method`/`X-Forwarded-Uri` (or nginx's `X-Original-Method`/`X-Original-URI`); the answer is 200
+//!   with the `X-Auth-*` headers, or 401/403 with the RFC 6750 challenge.
+//!
+//! `/healthz` and `/metrics` (Prometheus) are served by the gateway itself.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+
+use crate::layer::rejection_response;
+use crate::{Guard, GuardConfig, GuardError, Identity, Requirement};
+
+/// `gateway.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The authorization server; keys via its discovery, revocations via its `/events`.
+    pub issuer: String,
+    /// The client the gateway reads `/events` as (scope `portcullis:events`).
+    pub client_id: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    /// Refuse every token when the revocation feed has been unreachable this long (seconds); unset: keep serving.
+    pub fail_closed_after: Option<i64>,
+    /// Seconds an upstream may take to answer.
+    #[serde(default = "default_upstream_timeout")]
+    pub upstream_timeout: u64,
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    #[serde(rename = "route", default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    #[serde(default = "default_prefix")]
+    pub path_prefix: String,
+    pub host: Option<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Where matching requests go; without it the route serves forward auth only.
+    pub upstream: Option<String>,
+    pub audience: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8081".into()
+}
+fn default_upstream_timeout() -> u64 {
+    30
+}
+fn default_realm() -> String {
+    "api".into()
+}
+fn default_prefix() -> String {
+    "/".into()
+}
+
+impl GatewayConfig {
+    pub fn load(path: &Path) -> Result<GatewayConfig, GuardError> {
+        let text = std::fs::read_to_string(path).map_err(|e| GuardError::Config(format!("{}: {e}", path.display())))?;
+        let config: GatewayConfig =
+            toml::from_str(&text).map_err(|e| GuardError::Config(format!("{}: {e}", path.display())))?;
+        Ok(config)
+    }
+}
+
+#[derive(Debug)]
+struct Route {
+    prefix: String,
+    host: Option<String>,
+    methods: Vec<Method>,
+    upstream: Option<(String, String)>,
+    requirement: Requirement,
+}
+
+impl Route {
+    fn matches(&self, host: Option<&str>, method: &Method, path: &str) -> bool {
+        let host_ok = match (&self.host, host) {
+            (None, _) => true,
+            (Some(want), Some(got)) => got.split(':').next().is_some_and(|h| h.eq_ignore_ascii_case(want)),
+            (Some(_), None) => false,
+        };
+        host_ok && path.starts_with(&self.prefix) && (self.methods.is_empty() || self.methods.contains(method))
+    }
+}
+
+/// A running gateway's shared state.
+#[derive(Debug)]
+pub struct Gateway {
+    guard: Guard,
+    routes: Vec<Route>,
+    client: Client<HttpConnector, Body>,
+    metrics: Option<PrometheusHandle>,
+    timeout: Duration,
+}
+
+fn parse_routes(config: &GatewayConfig) -> Result<Vec<Route>, GuardError> {
+    let mut routes = Vec::new();
+    for (i, r) in config.routes.iter().enumerate() {
+        let bad = |why: String| GuardError::Config(format!("route {} ({}): {why}", i + 1, r.path_prefix));
+        if !r.path_prefix.starts_with('/') {
+            return Err(bad("path_prefix must start with /".into()));
+        }
+        let methods = r
+            .methods
+            .iter()
+            .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| bad(format!("method {m:?}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let upstream = match &r.upstream {
+            None => None,
+            Some(u) => {
+                let uri: Uri = u.parse().map_err(|_| bad(format!("upstream {u:?} is not a URL")))?;
+                if uri.scheme_str() != Some("http") {
+                    return Err(bad("upstream must be http://".into()));
+                }
+                let authority = uri.authority().ok_or_else(|| bad("upstream has no host".into()))?.to_string();
+                Some((authority, uri.path().trim_end_matches('/').to_owned()))
+            }
+        };
+        let requirement =
+            Requirement { scopes: r.scopes.clone(), roles: r.roles.clone(), audience: Some(r.audience.clone()) };
+        routes.push(Route { prefix: r.path_prefix.clone(), host: r.host.clone(), methods, upstream, requirement });
+    }
+    if routes.is_empty() {
+        return Err(GuardError::Config("no [[route]] is configured".into()));
+    }
+    // The most specific prefix wins.
+    routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+    Ok(routes)
+}
+
+impl Gateway {
+    /// Builds the gateway: the routes, a guard accepting every route's audience, and the upstream client.
+    pub async fn start(config: &GatewayConfig, metrics: Option<PrometheusHandle>) -> Result<Arc<Gateway>, GuardError> {
+        let routes = parse_routes(config)?;
+        let mut guard_config = GuardConfig::new(&config.issuer, config.routes[0].audience.clone());
+        for r in &config.routes {
+            if !guard_config.audiences.contains(&r.audience) {
+                guard_config.audiences.push(r.audience.clone());
+            }
+        }
+        guard_config.realm = config.realm.clone();
+        guard_config.fail_closed_after = config.fail_closed_after;
+        if let (Some(id), Some(file)) = (&config.client_id, &config.client_secret_file) {
+            let secret = std::fs::read_to_string(file)
+                .map_err(|e| GuardError::Config(format!("client_secret_file {}: {e}", file.display())))?;
+            guard_config.events = Some((id.clone(), secret.trim().to_owned()));
+        } else if config.client_id.is_some() || config.client_secret_file.is_some() {
+            return Err(GuardError::Config("client_id and client_secret_file: set both, or neither".into()));
+        }
+        let guard = Guard::start(guard_config).await?;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
+        let timeout = Duration::from_secs(config.upstream_timeout.max(1));
+        Ok(Arc::new(Gateway { guard, routes, client, metrics, timeout }))
+    }
+
+    pub fn guard(&self) -> &Guard {
+        &self.guard
+    }
+
+    /// The gateway's router: `/healthz`, `/metrics`, `/check`, and everything else proxied.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/metrics", get(metrics))
+            .route("/check", get(check))
+            .fallback(proxy)
+            .with_state(Arc::clone(self))
+    }
+
+    fn route(&self, host: Option<&str>, method: &Method, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(host, method, path))
+    }
+}
+
+/// Installs the process-wide Prometheus recorder for `/metrics` (once; `None` if another is installed).
+pub fn install_metrics() -> Option<PrometheusHandle> {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).ok().map(|()| handle)
+}
+
+/// Serves the gateway on `listen` until `shutdown` resolves, then drains.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listen: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), GuardError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| GuardError::Config(format!("cannot listen on {listen}: {e}")))?;
+    let addr = listener.local_addr().map_err(|e| GuardError::Config(e.to_string()))?;
+    let app = gateway.router().into_make_service_with_connect_info::<SocketAddr>();
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!(error = %e, "gateway server failed");
+        }
+    });
+    Ok((addr, task))
+}
+
+fn decision(result: &'static str, reason: &'static str) {
+    metrics::counter!("portcullis_gateway_decisions_total", "result" => result, "reason" => reason).increment(1);
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    if let Some(age) = gw.guard.jwks().age() {
+        metrics::gauge!("portcullis_guard_jwks_age_seconds").set(age as f64);
+    }
+    if let Some(lag) = gw.guard.feed_lag() {
+        metrics::gauge!("portcullis_guard_feed_lag_seconds").set(lag as f64);
+    }
+    metrics::gauge!("portcullis_guard_revocations").set(gw.guard.revocations().len() as f64);
+    let body = gw.metrics.as_ref().map(|m| m.render()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+fn identity_headers(headers: &mut HeaderMap, identity: &Identity) {
+    for (name, value) in [
+        ("x-auth-subject", identity.subject.clone()),
+        ("x-auth-client", identity.client_id.clone()),
+        ("x-auth-scopes", identity.scopes.join(" ")),
+        ("x-auth-roles", identity.roles.join(" ")),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn check(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    let method = header_str(&headers, "x-forwarded-method")
+        .or_else(|| header_str(&headers, "x-original-method"))
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+        .unwrap_or(Method::GET);
+    let uri = header_str(&headers, "x-forwarded-uri").or_else(|| header_str(&headers, "x-original-uri")).unwrap_or("/");
+    let path = uri.split('?').next().unwrap_or("/");
+    let host = header_str(&headers, "x-forwarded-host").or_else(|| header_str(&headers, "host"));
+    let Some(route) = gw.route(host, &method, path) else {
+        decision("deny", "no route");
+        return (StatusCode::FORBIDDEN, "no route\n").into_response();
+    };
+    match gw.guard.authorize(header_str(&headers, "authorization"), &route.requirement).await {
+        Ok(identity) => {
+            decision("allow", "ok");
+            let mut response = StatusCode::OK.into_response();
+            identity_headers(response.headers_mut(), &identity);
+            response
+        }
+        Err(rejection) => {
+            decision("deny", rejection.reason());
+            rejection_response(&rejection, &gw.guard.config().realm)
+        }
+    }
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+
+async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
+    let host = header_str(request.headers(), "host").map(str::to_owned);
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let Some(route) = gw.route(host.as_deref(), &method, &path) else {
+        decision("deny", "no route");
+        return (StatusCode::NOT_FOUND, "no route\n").into_response();
+    };
+    let Some((authority, base)) = route.upstream.clone() else {
+        return (StatusCode::NOT_FOUND, "this route serves forward auth only\n").into_response();
+    };
+    let identity = match gw.guard.authorize(header_str(request.headers(), "authorization"), &route.requirement).await {
+        Ok(identity) => identity,
+        Err(rejection) => {
+            decision("deny", rejection.reason());
+            return rejection_response(&rejection, &gw.guard.config().realm);
+        }
+    };
+    decision("allow", "ok");
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let (mut parts, body) = request.into_parts();
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let Ok(uri) = format!("http://{authority}{base}{path_and_query}").parse::<Uri>() else {
+        return (StatusCode::BAD_REQUEST, "bad request target\n").into_response();
+    };
+    parts.uri = uri;
+    parts.version = http::Version::HTTP_11;
+    let headers = &mut parts.headers;
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
+    for name in HOP_BY_HOP.iter().map(|s| s.to_string()).chain(named) {
+        headers.remove(name.as_str());
+    }
+    let spoofed: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("x-auth-")).cloned().collect();
+    for name in spoofed {
+        headers.remove(&name);
+    }
+    identity_headers(headers, &identity);
+    if let Some(ip) = peer {
+        let forwarded = match header_str(headers, "x-forwarded-for") {
+            Some(prior) => format!("{prior}, {ip}"),
+            None => ip.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&forwarded) {
+            headers.insert("x-forwarded-for", v);
+        }
+    }
+    if let Some(v) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert("x-forwarded-host", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if let Ok(v) = HeaderValue::from_str(&authority) {
+        headers.insert(header::HOST, v);
+    }
+    let started = Instant::now();
+    let upstream = tokio::time::timeout(gw.timeout, gw.client.request(Request::from_parts(parts, body))).await;
+    metrics::histogram!("portcullis_gateway_upstream_seconds").record(started.elapsed().as_secs_f64());
+    match upstream {
+        Ok(Ok(response)) => {
+            let (mut parts, body) = response.into_parts();
+            for name in HOP_BY_HOP {
+                parts.headers.remove(name);
+            }
+            Response::from_parts(parts, Body::new(body))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(upstream = %authority, error = %e, "upstream request failed");
+            metrics::counter!("portcullis_gateway_upstream_errors_total", "kind" => "connect").increment(1);
+            (StatusCode::BAD_GATEWAY, "upstream unavailable\n").into_response()
+        }
+        Err(_) => {
+            metrics::counter!("portcullis_gateway_upstream_errors_total", "kind" => "timeout").increment(1);
+            (StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n").into_response()
+        }
+    }
+}
