@@ -1000,3 +1000,111 @@ scopes = ["write"]
     assert_eq!(srv.http.get(format!("{base}/healthz")).send().await.unwrap().status().as_u16(), 200);
     srv.stop().await;
 }
+
+/// nginx from the distribution, if installed; CI installs it and sets PORTCULLIS_TEST_NGINX=1 so that a
+/// missing nginx fails there instead of skipping.
+fn nginx() -> Option<PathBuf> {
+    let found = ["/usr/sbin/nginx", "/usr/bin/nginx"].iter().map(PathBuf::from).find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("PORTCULLIS_TEST_NGINX").is_none(),
+            "PORTCULLIS_TEST_NGINX is set but nginx is missing"
+        );
+        eprintln!("SKIPPED: nginx is not installed (apt-get install nginx); the auth_request test did not run");
+    }
+    found
+}
+
+struct Killed(std::process::Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_auth_request_uses_the_forward_auth_endpoint() {
+    use portcullis_guard::gateway::{self, Gateway, GatewayConfig};
+    let Some(nginx) = nginx() else { return };
+    let srv = start("nginx").await;
+    let secret = srv.service_client("svc", &["read"]).await;
+    let upstream = echo_upstream().await;
+    std::fs::write(
+        srv.dir.join("gateway.toml"),
+        format!(
+            "issuer = \"{}\"\n[[route]]\npath_prefix = \"/api/\"\naudience = \"api\"\nscopes = [\"read\"]\n",
+            srv.base
+        ),
+    )
+    .unwrap();
+    let config = GatewayConfig::load(&srv.dir.join("gateway.toml")).unwrap();
+    let gw = Gateway::start(&config, None).await.unwrap();
+    let (gw_addr, _task) = gateway::serve(gw, "127.0.0.1:0", std::future::pending()).await.unwrap();
+    let port = free_port();
+    let prefix = srv.dir.join("nginx");
+    std::fs::create_dir_all(prefix.join("logs")).unwrap();
+    let conf = format!(
+        r#"
+daemon off;
+master_process off;
+error_log {p}/logs/error.log warn;
+pid {p}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {p}/body; proxy_temp_path {p}/proxy; fastcgi_temp_path {p}/fastcgi;
+  uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    location /api/ {{
+      auth_request /_auth;
+      auth_request_set $subject $upstream_http_x_auth_subject;
+      proxy_set_header X-Auth-Subject $subject;
+      proxy_pass {upstream};
+    }}
+    location = /_auth {{
+      internal;
+      proxy_pass http://{gw_addr}/check;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Original-URI $request_uri;
+      proxy_set_header X-Original-Method $request_method;
+    }}
+  }}
+}}
+"#,
+        p = prefix.display()
+    );
+    std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
+    let child = std::process::Command::new(nginx)
+        .args(["-p", prefix.to_str().unwrap(), "-c", prefix.join("nginx.conf").to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _nginx = Killed(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let mut ready = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        ready,
+        "nginx did not start: {}",
+        std::fs::read_to_string(prefix.join("logs/error.log")).unwrap_or_default()
+    );
+    let (_, body) = srv.form("/oauth2/token", Some(("svc", &secret)), &[("grant_type", "client_credentials")]).await;
+    let resp = srv.http.get(format!("{base}/api/orders")).bearer_auth(s(&body, "access_token")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let seen: Value = resp.json().await.unwrap();
+    assert_eq!(seen["subject"], "svc");
+    let resp = srv.http.get(format!("{base}/api/orders")).header("x-auth-subject", "admin").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401, "no token: nginx refuses, whatever identity header is sent");
+    let resp = srv.http.get(format!("{base}/api/orders")).bearer_auth("forged.token.here").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    srv.stop().await;
+}
