@@ -1,0 +1,135 @@
+//! The guard against a local JWKS server it does not control: expiry, audience, key removal, an unreachable
+//! server (stale keys until the bound, then 503), and the RFC 6750 answers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use portcullis_guard::layer::rejection_response;
+use portcullis_guard::{Clock, Guard, GuardConfig, Rejection, Requirement};
+use portcullis_jose::{jwt, Algorithm, SigningKey, UnixTime, AT_JWT};
+
+const ISSUER: &str = "https://auth.test";
+
+struct Jwks {
+    doc: Mutex<String>,
+    down: AtomicBool,
+}
+
+async fn jwks_server(jwks: Arc<Jwks>) -> String {
+    let app = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || {
+            let jwks = Arc::clone(&jwks);
+            async move {
+                if jwks.down.load(Ordering::SeqCst) {
+                    return (axum::http::StatusCode::SERVICE_UNAVAILABLE, String::new());
+                }
+                (axum::http::StatusCode::OK, jwks.doc.lock().unwrap().clone())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/jwks.json")
+}
+
+fn sign(key: &SigningKey, aud: &str, iat: i64, exp: i64, scope: &str) -> String {
+    let copy = portcullis_jose::jwk::signing_key_from_jwk(&key.to_jwk().unwrap(), &[]).unwrap();
+    jwt::Signer::new(copy, Some(AT_JWT))
+        .sign_json(&format!(
+            r#"{{"iss":"{ISSUER}","sub":"alice","aud":"{aud}","iat":{iat},"exp":{exp},"jti":"j{iat}{exp}","client_id":"app","scope":"{scope}"}}"#
+        ))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_expiry_audience_key_removal_and_an_unreachable_server() {
+    let key = SigningKey::generate(Algorithm::ES256).unwrap().with_kid("k1");
+    let jwks = Arc::new(Jwks {
+        doc: Mutex::new(format!(r#"{{"keys":[{}]}}"#, key.verifying_key().to_jwk().unwrap())),
+        down: AtomicBool::new(false),
+    });
+    let url = jwks_server(Arc::clone(&jwks)).await;
+    let now = Arc::new(AtomicI64::new(1_800_000_000));
+    let clock = {
+        let now = Arc::clone(&now);
+        Clock::new(move || UnixTime::from_secs(now.load(Ordering::SeqCst)))
+    };
+    let mut config = GuardConfig::new(ISSUER, "api");
+    config.jwks_uri = Some(url);
+    config.leeway = 0;
+    config.timing.max_stale = 600;
+    let guard = Guard::start_with_clock(config, clock).await.unwrap();
+    let t0 = now.load(Ordering::SeqCst);
+    let good = sign(&key, "api", t0, t0 + 300, "read write");
+    let bearer = format!("Bearer {good}");
+    let who = guard.authorize(Some(&bearer), &Requirement::scopes(["read"])).await.unwrap();
+    assert_eq!((who.subject.as_str(), who.scopes.len()), ("alice", 2));
+    // The second use is a cache hit and gives the same identity.
+    assert_eq!(guard.verify(&good).unwrap(), who);
+    let need = |r: Requirement| {
+        let (guard, bearer) = (guard.clone(), bearer.clone());
+        async move { guard.authorize(Some(&bearer), &r).await.map(|_| ()) }
+    };
+    assert_eq!(need(Requirement::scopes(["admin"])).await, Err(Rejection::InsufficientScope("admin".into())));
+    assert_eq!(need(Requirement::default().and_roles(["ops"])).await, Err(Rejection::InsufficientRole));
+    assert_eq!(need(Requirement::default().for_audience("billing")).await, Err(Rejection::Invalid("wrong audience")));
+    let other_aud = sign(&key, "billing", t0, t0 + 300, "read");
+    assert_eq!(guard.verify(&other_aud), Err(Rejection::Invalid("wrong audience")));
+    assert_eq!(guard.authorize(None, &Requirement::default()).await, Err(Rejection::Missing));
+    assert_eq!(guard.authorize(Some("Basic abc"), &Requirement::default()).await, Err(Rejection::Malformed));
+
+    // Expiry is judged on every use, cached or not.
+    now.store(t0 + 300, Ordering::SeqCst);
+    assert_eq!(guard.verify(&good), Err(Rejection::Invalid("expired")));
+    now.store(t0 + 10, Ordering::SeqCst);
+
+    // The server goes down: the last keys serve until the stale bound (ttl 300 + 600), then 503.
+    jwks.down.store(true, Ordering::SeqCst);
+    let late = sign(&key, "api", t0 + 800, t0 + 1100, "read");
+    now.store(t0 + 850, Ordering::SeqCst);
+    assert!(guard.jwks().fetch().await.is_err());
+    assert!(guard.verify(&late).is_ok(), "stale keys still serve within the bound");
+    now.store(t0 + 900, Ordering::SeqCst);
+    assert_eq!(guard.verify(&late), Err(Rejection::Unavailable("no usable keys")));
+    let response = rejection_response(&Rejection::Unavailable("no usable keys"), "api");
+    assert_eq!(response.status().as_u16(), 503);
+
+    // The server returns without the key: it stops verifying at once.
+    let rotated = SigningKey::generate(Algorithm::ES256).unwrap().with_kid("k2");
+    *jwks.doc.lock().unwrap() = format!(r#"{{"keys":[{}]}}"#, rotated.verifying_key().to_jwk().unwrap());
+    jwks.down.store(false, Ordering::SeqCst);
+    guard.jwks().fetch().await.unwrap();
+    assert_eq!(guard.verify(&late), Err(Rejection::Invalid("unknown key")));
+    let fresh = sign(&rotated, "api", t0 + 900, t0 + 1200, "read");
+    assert!(guard.verify(&fresh).is_ok());
+}
+
+#[test]
+fn answers_follow_rfc_6750() {
+    let cases = [
+        (Rejection::Missing, 401, Some("Bearer realm=\"api\"")),
+        (Rejection::Malformed, 400, Some("Bearer realm=\"api\", error=\"invalid_request\"")),
+        (
+            Rejection::Invalid("expired"),
+            401,
+            Some("Bearer realm=\"api\", error=\"invalid_token\", error_description=\"expired\""),
+        ),
+        (
+            Rejection::InsufficientScope("read write".into()),
+            403,
+            Some("Bearer realm=\"api\", error=\"insufficient_scope\", scope=\"read write\""),
+        ),
+        (Rejection::Unavailable("no usable keys"), 503, None),
+    ];
+    for (rejection, status, challenge) in cases {
+        let response = rejection_response(&rejection, "api");
+        assert_eq!(response.status().as_u16(), status, "{rejection:?}");
+        assert_eq!(response.headers().get("www-authenticate").map(|v| v.to_str().unwrap()), challenge);
+        assert_eq!(response.headers()["cache-control"], "no-store");
+    }
+    assert_eq!(Rejection::Missing.challenge("a\"b"), Some("Bearer realm=\"ab\"".into()), "no header injection");
+}
