@@ -62,11 +62,16 @@ pub struct RouteConfig {
     pub methods: Vec<String>,
     /// Where matching requests go; without it the route serves forward auth only.
     pub upstream: Option<String>,
+    /// The audience tokens must name (required unless `public`).
+    #[serde(default)]
     pub audience: String,
     #[serde(default)]
     pub scopes: Vec<String>,
     #[serde(default)]
     pub roles: Vec<String>,
+    /// No token needed (health checks, public assets); identity headers are still stripped.
+    #[serde(default)]
+    pub public: bool,
 }
 
 fn default_listen() -> String {
@@ -97,7 +102,8 @@ struct Route {
     host: Option<String>,
     methods: Vec<Method>,
     upstream: Option<(String, String)>,
-    requirement: Requirement,
+    /// `None` for a public route.
+    requirement: Option<Requirement>,
 }
 
 impl Route {
@@ -144,8 +150,14 @@ fn parse_routes(config: &GatewayConfig) -> Result<Vec<Route>, GuardError> {
                 Some((authority, uri.path().trim_end_matches('/').to_owned()))
             }
         };
-        let requirement =
-            Requirement { scopes: r.scopes.clone(), roles: r.roles.clone(), audience: Some(r.audience.clone()) };
+        if !r.public && r.audience.is_empty() {
+            return Err(bad("audience is required (or public = true)".into()));
+        }
+        let requirement = (!r.public).then(|| Requirement {
+            scopes: r.scopes.clone(),
+            roles: r.roles.clone(),
+            audience: Some(r.audience.clone()),
+        });
         routes.push(Route { prefix: r.path_prefix.clone(), host: r.host.clone(), methods, upstream, requirement });
     }
     if routes.is_empty() {
@@ -160,10 +172,12 @@ impl Gateway {
     /// Builds the gateway: the routes, a guard accepting every route's audience, and the upstream client.
     pub async fn start(config: &GatewayConfig, metrics: Option<PrometheusHandle>) -> Result<Arc<Gateway>, GuardError> {
         let routes = parse_routes(config)?;
-        let mut guard_config = GuardConfig::new(&config.issuer, config.routes[0].audience.clone());
-        for r in &config.routes {
-            if !guard_config.audiences.contains(&r.audience) {
-                guard_config.audiences.push(r.audience.clone());
+        let mut audiences = config.routes.iter().filter(|r| !r.public).map(|r| r.audience.clone());
+        let first = audiences.next().unwrap_or_else(|| "-".into());
+        let mut guard_config = GuardConfig::new(&config.issuer, first);
+        for aud in audiences {
+            if !guard_config.audiences.contains(&aud) {
+                guard_config.audiences.push(aud);
             }
         }
         guard_config.realm = config.realm.clone();
@@ -274,7 +288,11 @@ async fn check(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
         decision("deny", "no route");
         return (StatusCode::FORBIDDEN, "no route\n").into_response();
     };
-    match gw.guard.authorize(header_str(&headers, "authorization"), &route.requirement).await {
+    let Some(requirement) = &route.requirement else {
+        decision("allow", "public");
+        return StatusCode::OK.into_response();
+    };
+    match gw.guard.authorize(header_str(&headers, "authorization"), requirement).await {
         Ok(identity) => {
             decision("allow", "ok");
             let mut response = StatusCode::OK.into_response();
@@ -310,14 +328,19 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     let Some((authority, base)) = route.upstream.clone() else {
         return (StatusCode::NOT_FOUND, "this route serves forward auth only\n").into_response();
     };
-    let identity = match gw.guard.authorize(header_str(request.headers(), "authorization"), &route.requirement).await {
-        Ok(identity) => identity,
-        Err(rejection) => {
-            decision("deny", rejection.reason());
-            return rejection_response(&rejection, &gw.guard.config().realm);
+    let identity = match &route.requirement {
+        None => None,
+        Some(requirement) => {
+            match gw.guard.authorize(header_str(request.headers(), "authorization"), requirement).await {
+                Ok(identity) => Some(identity),
+                Err(rejection) => {
+                    decision("deny", rejection.reason());
+                    return rejection_response(&rejection, &gw.guard.config().realm);
+                }
+            }
         }
     };
-    decision("allow", "ok");
+    decision("allow", if identity.is_some() { "ok" } else { "public" });
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let (mut parts, body) = request.into_parts();
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -341,7 +364,9 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     for name in spoofed {
         headers.remove(&name);
     }
-    identity_headers(headers, &identity);
+    if let Some(identity) = &identity {
+        identity_headers(headers, identity);
+    }
     if let Some(ip) = peer {
         let forwarded = match header_str(headers, "x-forwarded-for") {
             Some(prior) => format!("{prior}, {ip}"),

@@ -4,7 +4,7 @@
 //! policy are still judged on every request.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 use aws_lc_rs::digest;
 use portcullis_jose::{jwt, Algorithm, Error as JoseError, KeySet, Policy, AT_JWT};
@@ -219,7 +219,7 @@ struct Inner {
     jwks: Arc<JwksCache>,
     revocations: Arc<RevocationSet>,
     feed: Option<Arc<Feed>>,
-    verified: Mutex<Verified>,
+    verified: RwLock<Verified>,
     clock: Clock,
 }
 
@@ -285,7 +285,7 @@ impl Guard {
             }
             None => None,
         };
-        let inner = Inner { config, policy, jwks, revocations, feed, verified: Mutex::default(), clock };
+        let inner = Inner { config, policy, jwks, revocations, feed, verified: RwLock::default(), clock };
         Ok(Guard { inner: Arc::new(inner) })
     }
 
@@ -400,7 +400,7 @@ impl Guard {
     }
 
     fn cached(&self, keys: &Arc<KeySet>, digest: &[u8; 32]) -> Option<Arc<Identity>> {
-        let v = self.inner.verified.lock().ok()?;
+        let v = self.inner.verified.read().ok()?;
         match &v.keys {
             Some(k) if Arc::ptr_eq(k, keys) => v.tokens.get(digest).cloned(),
             _ => None,
@@ -408,7 +408,7 @@ impl Guard {
     }
 
     fn remember(&self, keys: &Arc<KeySet>, digest: [u8; 32], identity: Arc<Identity>) {
-        let Ok(mut v) = self.inner.verified.lock() else { return };
+        let Ok(mut v) = self.inner.verified.write() else { return };
         let same = v.keys.as_ref().is_some_and(|k| Arc::ptr_eq(k, keys));
         if !same || v.tokens.len() >= MAX_CACHED {
             v.tokens.clear();

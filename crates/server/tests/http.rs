@@ -905,6 +905,10 @@ path_prefix = "/admin/"
 upstream = "http://127.0.0.1:9"
 audience = "api"
 scopes = ["write"]
+[[route]]
+path_prefix = "/public/"
+upstream = "{upstream}"
+public = true
 "#,
         issuer = srv.base,
         secret_file = srv.dir.join("gw.secret").display(),
@@ -959,6 +963,9 @@ scopes = ["write"]
     assert_eq!(status("/admin/x", reqwest::Method::GET, Some(read.clone())).await, 403, "insufficient scope");
     assert_eq!(status("/admin/x", reqwest::Method::GET, Some(token("write").await)).await, 502, "upstream down");
     assert_eq!(status("/elsewhere", reqwest::Method::GET, Some(read.clone())).await, 404);
+    let resp = srv.http.get(format!("{base}/public/x")).header("x-auth-subject", "admin").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "a public route needs no token");
+    assert_eq!(resp.json::<Value>().await.unwrap()["subject"], "", "and still strips identity headers");
 
     // Forward auth, as Traefik and Caddy call it, and as nginx's auth_request does.
     let check = |headers: Vec<(&'static str, String)>| {
