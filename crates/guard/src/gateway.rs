@@ -4,9 +4,10 @@
 //!   identity in `X-Auth-Subject`, `X-Auth-Client`, `X-Auth-Scopes` and `X-Auth-Roles`. Incoming `X-Auth-*`
 //!   headers are always stripped, so clients cannot spoof an identity.
 //! - **Forward auth** at `GET /check` for the proxies people already run (nginx `auth_request`, Traefik
-//!   `forwardAuth`, Envoy `ext_authz`, Caddy `forward_auth`): the original method and URI come from
-//!   `X-Forwarded-Method`/`X-Forwarded-Uri` (or nginx's `X-Original-Method`/`X-Original-URI`); the answer is 200
-//!   with the `X-Auth-*` headers, or 401/403 with the RFC 6750 challenge.
+//!   `forwardAuth`, Caddy `forward_auth`): the original method and URI come from
+//!   `X-Forwarded-Method`/`X-Forwarded-Uri` (or nginx's `X-Original-Method`/`X-Original-URI`). Envoy's HTTP
+//!   `ext_authz` calls `/check/<original path>` with the original method. The answer is 200 with the `X-Auth-*`
+//!   headers, or 401/403 with the RFC 6750 challenge.
 //!
 //! `/healthz` and `/metrics` (Prometheus) are served by the gateway itself.
 
@@ -208,6 +209,7 @@ impl Gateway {
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/metrics", get(metrics))
             .route("/check", get(check))
+            .route("/check/{*path}", axum::routing::any(check_prefixed))
             .fallback(proxy)
             .with_state(Arc::clone(self))
     }
@@ -283,8 +285,19 @@ async fn check(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
         .unwrap_or(Method::GET);
     let uri = header_str(&headers, "x-forwarded-uri").or_else(|| header_str(&headers, "x-original-uri")).unwrap_or("/");
     let path = uri.split('?').next().unwrap_or("/");
-    let host = header_str(&headers, "x-forwarded-host").or_else(|| header_str(&headers, "host"));
-    let Some(route) = gw.route(host, &method, path) else {
+    judge(&gw, &headers, &method, path).await
+}
+
+/// Envoy's HTTP `ext_authz` asks with the original method and the original path under the check prefix
+/// (`path_prefix: /check`), so `/check/api/orders` judges `GET /api/orders`.
+async fn check_prefixed(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
+    let path = request.uri().path().strip_prefix("/check").unwrap_or("/").to_owned();
+    judge(&gw, request.headers(), request.method(), &path).await
+}
+
+async fn judge(gw: &Gateway, headers: &HeaderMap, method: &Method, path: &str) -> Response {
+    let host = header_str(headers, "x-forwarded-host").or_else(|| header_str(headers, "host"));
+    let Some(route) = gw.route(host, method, path) else {
         decision("deny", "no route");
         return (StatusCode::FORBIDDEN, "no route\n").into_response();
     };
@@ -292,7 +305,7 @@ async fn check(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
         decision("allow", "public");
         return StatusCode::OK.into_response();
     };
-    match gw.guard.authorize(header_str(&headers, "authorization"), requirement).await {
+    match gw.guard.authorize(header_str(headers, "authorization"), requirement).await {
         Ok(identity) => {
             decision("allow", "ok");
             let mut response = StatusCode::OK.into_response();

@@ -133,3 +133,35 @@ fn answers_follow_rfc_6750() {
     }
     assert_eq!(Rejection::Missing.challenge("a\"b"), Some("Bearer realm=\"ab\"".into()), "no header injection");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_feed_fails_closed_after_the_bound_when_configured() {
+    let key = SigningKey::generate(Algorithm::ES256).unwrap().with_kid("k1");
+    let jwks = Arc::new(Jwks {
+        doc: Mutex::new(format!(r#"{{"keys":[{}]}}"#, key.verifying_key().to_jwk().unwrap())),
+        down: AtomicBool::new(false),
+    });
+    let url = jwks_server(jwks).await;
+    let now = Arc::new(AtomicI64::new(1_800_000_000));
+    let clock = {
+        let now = Arc::clone(&now);
+        Clock::new(move || UnixTime::from_secs(now.load(Ordering::SeqCst)))
+    };
+    // The issuer (and so its /events and token endpoint) does not answer.
+    let mut config = GuardConfig::new("http://127.0.0.1:9", "api");
+    config.jwks_uri = Some(url);
+    config.events = Some(("gateway".into(), "secret".into()));
+    config.fail_closed_after = Some(60);
+    let guard = Guard::start_with_clock(config, clock).await.unwrap();
+    let t0 = now.load(Ordering::SeqCst);
+    let token = jwt::Signer::new(key, Some(AT_JWT))
+        .sign_json(&format!(
+            r#"{{"iss":"http://127.0.0.1:9","sub":"a","aud":"api","iat":{t0},"exp":{},"jti":"j"}}"#,
+            t0 + 300
+        ))
+        .unwrap();
+    assert!(guard.verify(&token).is_ok(), "within the bound the guard keeps serving");
+    now.store(t0 + 61, Ordering::SeqCst);
+    assert_eq!(guard.feed_lag(), Some(61));
+    assert_eq!(guard.verify(&token), Err(Rejection::Unavailable("revocation feed unreachable")));
+}

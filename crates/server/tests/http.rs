@@ -997,6 +997,23 @@ public = true
     );
     assert_eq!(check(vec![("x-original-uri", "/api/a".into())]).await.0, 401);
     assert_eq!(check(vec![("x-original-uri", "/nowhere".into()), ("authorization", bearer.clone())]).await.0, 403);
+    // Envoy ext_authz (HTTP): the original method and path under the check prefix.
+    let envoy = |method: reqwest::Method, path: &'static str| {
+        let (http, base, bearer) = (srv.http.clone(), base.clone(), bearer.clone());
+        async move {
+            let resp = http
+                .request(method, format!("{base}/check{path}"))
+                .header("authorization", bearer)
+                .send()
+                .await
+                .unwrap();
+            let subject =
+                resp.headers().get("x-auth-subject").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+            (resp.status().as_u16(), subject)
+        }
+    };
+    assert_eq!(envoy(reqwest::Method::GET, "/api/orders").await, (200, "svc".into()));
+    assert_eq!(envoy(reqwest::Method::POST, "/api/orders").await.0, 403, "POST is not routed");
     // Revocation reaches the gateway through the feed.
     srv.form("/oauth2/revoke", Some(("svc", &secret)), &[("token", &read)]).await;
     let revoked_at = std::time::Instant::now();
