@@ -143,7 +143,7 @@ pub fn init_logging(filter: &str) {
 }
 
 async fn admin(settings: &Settings) -> Result<Admin, String> {
-    let store = serve::open_store(&settings.database_url).await.map_err(|e| e.to_string())?;
+    let store = serve::open_store(settings).await.map_err(|e| e.to_string())?;
     Ok(Admin::new(store, Arc::new(SystemClock)))
 }
 
@@ -196,7 +196,7 @@ fn banner(settings: &Settings, running: &serve::Running, config: Option<&Path>) 
          curl -u my-service:SECRET -d grant_type=client_credentials {issuer}/oauth2/token\n",
         addr = running.addr,
         issuer = settings.issuer,
-        db = settings.database_url,
+        db = serve::redacted_url(&settings.database_url),
     );
 }
 
@@ -222,8 +222,9 @@ pub async fn shutdown_signal() {
 pub fn run_migrate(common: &Common) -> Result<(), String> {
     let settings = settings(common)?;
     runtime()?.block_on(async {
-        serve::open_store(&settings.database_url).await.map_err(|e| e.to_string())?;
-        print(common, json!({ "migrated": settings.database_url }), format!("{} is up to date", settings.database_url));
+        serve::open_store(&settings).await.map_err(|e| e.to_string())?;
+        let url = serve::redacted_url(&settings.database_url);
+        print(common, json!({ "migrated": url }), format!("{url} is up to date"));
         Ok(())
     })
 }
@@ -409,7 +410,7 @@ async fn add_client(common: &Common, admin: &Admin, add: ClientAdd) -> Result<()
 pub fn run_keys(common: &Common, cmd: KeysCommand) -> Result<(), String> {
     let settings = settings(common)?;
     runtime()?.block_on(async {
-        let store = serve::open_store(&settings.database_url).await.map_err(|e| e.to_string())?;
+        let store = serve::open_store(&settings).await.map_err(|e| e.to_string())?;
         let now = SystemClock.now().as_secs();
         match cmd {
             KeysCommand::List => {

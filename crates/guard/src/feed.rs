@@ -8,15 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis_jose::{jwt, Policy};
-use portcullis_revocation::{Kind, RevocationSet};
+pub use portcullis_revocation::REVOCATION_EVENT;
+use portcullis_revocation::{Kind, RevocationSet, SET_TYP};
 use serde::Deserialize;
 
 use crate::jwks::{get_limited, JwksCache};
 use crate::{Clock, GuardError};
 
-/// The event type of a revocation SET.
-pub const REVOCATION_EVENT: &str = "urn:portcullis:secevent:revocation";
-const SET_TYP: &str = "secevent+jwt";
 const MAX_DOC_BYTES: usize = 1024 * 1024;
 
 /// What the guard needs from the issuer's metadata.
@@ -44,8 +42,6 @@ pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Metadata, 
 #[derive(Deserialize)]
 struct Poll {
     sets: serde_json::Map<String, serde_json::Value>,
-    #[serde(rename = "moreAvailable", default)]
-    more: bool,
 }
 
 #[derive(Deserialize)]
@@ -112,10 +108,9 @@ impl Feed {
             loop {
                 let Some(feed) = weak.upgrade() else { return };
                 match feed.poll_once(&mut token).await {
-                    Ok(more) => {
+                    Ok(()) => {
                         failures = 0;
                         feed.last_ok.store(feed.clock.now().as_secs(), Ordering::SeqCst);
-                        let _ = more;
                     }
                     Err(e) => {
                         failures += 1;
@@ -156,8 +151,9 @@ impl Feed {
         Ok(token)
     }
 
-    /// One long-poll: waits for new revocations (or the server's timeout) and applies them.
-    async fn poll_once(&self, token: &mut Option<(String, i64)>) -> Result<bool, GuardError> {
+    /// One long-poll: waits for new revocations (or the server's timeout) and applies them. When the server has
+    /// more, the next poll (made at once) fetches them.
+    async fn poll_once(&self, token: &mut Option<(String, i64)>) -> Result<(), GuardError> {
         let bearer = self.access_token(token).await?;
         let ack = self.revocations.last_seq().to_string();
         let body = serde_json::json!({ "ack": [ack], "maxEvents": 500, "returnImmediately": false });
@@ -181,7 +177,7 @@ impl Feed {
                 tracing::warn!(jti, error = %e, "an event could not be applied");
             }
         }
-        Ok(poll.more)
+        Ok(())
     }
 
     fn apply(&self, jti: &str, set: &str) -> Result<(), GuardError> {

@@ -9,6 +9,9 @@
 //!   `ext_authz` calls `/check/<original path>` with the original method. The answer is 200 with the `X-Auth-*`
 //!   headers, or 401/403 with the RFC 6750 challenge.
 //!
+//! Routes are matched on the normal form of the path, and a path that readers could resolve differently
+//! (`/public/../admin`, `//admin`, `%2F`) is refused: see [`crate::target`].
+//!
 //! `/healthz` and `/metrics` (Prometheus) are served by the gateway itself.
 
 use std::net::SocketAddr;
@@ -214,8 +217,11 @@ impl Gateway {
             .with_state(Arc::clone(self))
     }
 
-    fn route(&self, host: Option<&str>, method: &Method, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matches(host, method, path))
+    /// The route for a request, judged on the normal form of its path; `Err` when the path is ambiguous
+    /// (dot segments, `//`, encoded separators: see [`crate::target`]) and must be refused.
+    fn route(&self, host: Option<&str>, method: &Method, path: &str) -> Result<Option<&Route>, ()> {
+        let path = crate::target::normalize(path).ok_or(())?;
+        Ok(self.routes.iter().find(|r| r.matches(host, method, &path)))
     }
 }
 
@@ -297,7 +303,12 @@ async fn check_prefixed(State(gw): State<Arc<Gateway>>, request: Request) -> Res
 
 async fn judge(gw: &Gateway, headers: &HeaderMap, method: &Method, path: &str) -> Response {
     let host = header_str(headers, "x-forwarded-host").or_else(|| header_str(headers, "host"));
-    let Some(route) = gw.route(host, method, path) else {
+    // A refusal is 403, not 400: nginx's auth_request turns anything but 2xx, 401 and 403 into a 500.
+    let Ok(found) = gw.route(host, method, path) else {
+        decision("deny", "ambiguous path");
+        return (StatusCode::FORBIDDEN, "ambiguous path\n").into_response();
+    };
+    let Some(route) = found else {
         decision("deny", "no route");
         return (StatusCode::FORBIDDEN, "no route\n").into_response();
     };
@@ -334,7 +345,11 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     let host = header_str(request.headers(), "host").map(str::to_owned);
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let Some(route) = gw.route(host.as_deref(), &method, &path) else {
+    let Ok(found) = gw.route(host.as_deref(), &method, &path) else {
+        decision("deny", "ambiguous path");
+        return (StatusCode::BAD_REQUEST, "ambiguous path\n").into_response();
+    };
+    let Some(route) = found else {
         decision("deny", "no route");
         return (StatusCode::NOT_FOUND, "no route\n").into_response();
     };

@@ -22,6 +22,11 @@
 use std::collections::HashMap;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+/// The `typ` of the Security Event Tokens that carry revocations on the server's `/events` feed (RFC 8417 §2.3).
+pub const SET_TYP: &str = "secevent+jwt";
+/// The event type of a revocation inside such a SET (`events` member).
+pub const REVOCATION_EVENT: &str = "urn:portcullis:secevent:revocation";
+
 /// What a revocation applies to; access tokens carry all three (`jti`, `sid`, `sub`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -81,7 +86,8 @@ impl RevocationSet {
     }
 
     /// Adds a revocation. `seq` orders revocations from one source; the largest seen is [`Self::last_seq`].
-    /// Returns whether `seq` was newer than every one before.
+    /// Returns whether `seq` was newer than every one before. A `seq` of 0 adds the entry without moving
+    /// [`Self::last_seq`] (a revocation known before its place in the sequence is).
     pub fn apply(&self, seq: i64, kind: Kind, value: &str, issued_before: i64, expires_at: i64) -> bool {
         let mut e = self.write();
         match kind {

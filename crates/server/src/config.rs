@@ -16,11 +16,13 @@ use crate::keys::KeyRules;
 pub const MAX_ACCESS_TOKEN_TTL: u64 = 3600;
 
 /// The configuration keys; each is also read from `PORTCULLIS_` + its upper-case name.
-pub const KEYS: [&str; 17] = [
+pub const KEYS: [&str; 19] = [
     "listen",
     "issuer",
     "data_dir",
     "database_url",
+    "database_max_connections",
+    "database_statement_timeout",
     "master_key",
     "master_key_file",
     "log",
@@ -50,6 +52,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite://...` or `postgres://...`; default: SQLite in `data_dir`.
     pub database_url: Option<String>,
+    /// Most connections one instance holds to PostgreSQL (SQLite ignores it).
+    pub database_max_connections: u32,
+    /// Seconds a PostgreSQL statement may run, and a request may wait for a connection, before it fails
+    /// with 503 (SQLite ignores it).
+    pub database_statement_timeout: u64,
     /// The master key (base64url of 32 bytes) that seals private keys at rest.
     pub master_key: Option<String>,
     /// A file holding the master key, instead of `master_key`.
@@ -85,6 +92,8 @@ impl Default for Config {
             issuer: None,
             data_dir: PathBuf::from("./portcullis-data"),
             database_url: None,
+            database_max_connections: 16,
+            database_statement_timeout: 5,
             master_key: None,
             master_key_file: None,
             log: "info".into(),
@@ -120,6 +129,7 @@ pub struct Settings {
     pub issuer: String,
     pub data_dir: PathBuf,
     pub database_url: String,
+    pub database_pool: crate::store::PoolOptions,
     pub master_key: MasterKeySource,
     pub log: String,
     pub access_token_ttl: u64,
@@ -183,6 +193,16 @@ impl Config {
         if !["sqlite://", "postgres://", "postgresql://"].iter().any(|p| database_url.starts_with(p)) {
             problems.push("database_url: must start with sqlite:// or postgres://".into());
         }
+        if !(2..=1000).contains(&self.database_max_connections) {
+            problems.push("database_max_connections: must be between 2 and 1000".into());
+        }
+        if !(1..=600).contains(&self.database_statement_timeout) {
+            problems.push("database_statement_timeout: must be between 1 and 600 seconds".into());
+        }
+        let database_pool = crate::store::PoolOptions {
+            max_connections: self.database_max_connections,
+            statement_timeout: self.database_statement_timeout,
+        };
         let master_key = match (&self.master_key, &self.master_key_file) {
             (Some(_), Some(_)) => {
                 problems.push("master_key and master_key_file: set one, not both".into());
@@ -233,6 +253,7 @@ impl Config {
                 issuer: issuer.trim_end_matches('/').to_owned(),
                 data_dir: self.data_dir,
                 database_url,
+                database_pool,
                 master_key,
                 log: self.log,
                 access_token_ttl: self.access_token_ttl,
@@ -324,6 +345,7 @@ mod tests {
             listen: "nowhere".into(),
             issuer: Some("http://auth.example".into()),
             database_url: Some("mysql://x".into()),
+            database_max_connections: 1,
             master_key: Some("k".into()),
             master_key_file: Some("f".into()),
             access_token_ttl: 7200,
@@ -336,11 +358,12 @@ mod tests {
             ..Config::default()
         };
         let ConfigError(problems) = bad.validate().unwrap_err();
-        assert_eq!(problems.len(), 9, "{problems:#?}");
+        assert_eq!(problems.len(), 10, "{problems:#?}");
         for key in [
             "listen",
             "issuer",
             "database_url",
+            "database_max_connections",
             "master_key",
             "access_token_ttl",
             "refresh_idle_ttl",

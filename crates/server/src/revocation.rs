@@ -32,6 +32,16 @@ impl RevocationSet {
         }
     }
 
+    /// Applies a revocation this instance has just stored. It takes effect here at once, but the sequence
+    /// advances only through [`RevocationSet::sync`], in store order: another writer (an instance, the CLI) may
+    /// have committed an earlier `seq` that this one has not read yet, and jumping past it would skip it.
+    pub async fn apply_own(&self, r: &Revocation, store: &dyn Store, now: i64) {
+        self.set.apply(0, r.kind, &r.value, r.issued_before, r.expires_at);
+        if let Err(e) = self.sync(store, now).await {
+            tracing::warn!(error = %e, "revocation sync failed; the next sync catches up");
+        }
+    }
+
     pub fn is_revoked(&self, token: &TokenFacts<'_>) -> bool {
         self.set.is_revoked(token)
     }

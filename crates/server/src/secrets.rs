@@ -52,6 +52,12 @@ impl BearerSecret {
     }
 }
 
+/// A random 16-character id (96 bits) for names that must not collide: request ids, lease holders. Empty
+/// only if the OS generator fails, which callers treat as "no id".
+pub fn random_id() -> String {
+    BearerSecret::generate().map(|s| s.expose()[..16].to_owned()).unwrap_or_default()
+}
+
 impl fmt::Debug for BearerSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("BearerSecret([redacted])")

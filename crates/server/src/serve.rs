@@ -24,8 +24,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::http::{self, AppState, LoginRateLimit};
 use crate::signing::KeyManager;
-use crate::store::sqlite::SqliteStore;
-use crate::store::Store;
+use crate::store::{Store, StoreChange};
 use crate::vault::load_master_key;
 
 /// The largest request head (request line and headers) a connection may send.
@@ -49,14 +48,24 @@ pub enum StartError {
     Tls(String),
 }
 
-/// Opens the store a database URL names.
-pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, StartError> {
-    let fail = |why: String| StartError::Store { url: url.to_owned(), why };
-    if url.starts_with("sqlite://") {
-        let store = SqliteStore::open(url).await.map_err(|e| fail(e.to_string()))?;
-        return Ok(Arc::new(store));
+/// Opens the store the settings name (`sqlite://` or `postgres://`), with their pool options.
+pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
+    crate::store::open(&settings.database_url, &settings.database_pool)
+        .await
+        .map_err(|e| StartError::Store { url: redacted_url(&settings.database_url), why: e.to_string() })
+}
+
+/// A database URL fit for a log or an error message: any password replaced by `***`.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        _ => url.to_owned(),
     }
-    Err(fail("this build supports sqlite:// databases only".into()))
 }
 
 /// The process-wide Prometheus recorder (installed once; later servers in the same process share it).
@@ -87,11 +96,11 @@ pub struct Running {
 /// Everything built from the configuration, before listening.
 pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<(Arc<Authority>, Vec<String>), StartError> {
     let mut notes = Vec::new();
-    let store = open_store(&settings.database_url).await?;
+    let store = open_store(settings).await?;
     let (master, warning) = load_master_key(&settings.master_key).map_err(|e| StartError::MasterKey(e.to_string()))?;
     notes.extend(warning);
     let keys = KeyManager::new(Arc::clone(&store), master, settings.key_rules, settings.signing_alg);
-    let changes = keys.maintain(clock.now().as_secs()).await.map_err(|e| StartError::Keys(e.to_string()))?;
+    let changes = keys.start(clock.now().as_secs()).await.map_err(|e| StartError::Keys(e.to_string()))?;
     for c in changes {
         notes.push(format!("signing key {} {}", c.kid, c.change));
     }
@@ -104,7 +113,7 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<(Arc<Au
         .revocations
         .sync(authority.store.as_ref(), now)
         .await
-        .map_err(|e| StartError::Store { url: settings.database_url.clone(), why: e.to_string() })?;
+        .map_err(|e| StartError::Store { url: redacted_url(&settings.database_url), why: e.to_string() })?;
     Ok((Arc::new(authority), notes))
 }
 
@@ -217,17 +226,27 @@ fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_r
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Key schedule and revocation sync every second (cheap reads), purge every ten minutes.
+/// Key schedule and revocation sync every second (cheap reads), purge every ten minutes. Changes another
+/// instance announces (PostgreSQL `NOTIFY`) are applied as they arrive; the one-second sync covers anything a
+/// dropped notification connection missed.
 fn spawn_background(state: AppState) -> JoinHandle<()> {
     tokio::spawn(async move {
         let authority = Arc::clone(&state.authority);
+        let mut changes = authority.store.changes();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut n: u64 = 0;
         loop {
-            tick.tick().await;
-            n += 1;
+            let change = tokio::select! {
+                _ = tick.tick() => None,
+                change = next_change(&mut changes) => Some(change),
+            };
             let now = authority.now().as_secs();
+            if let Some(change) = change {
+                apply_change(&authority, change, now).await;
+                continue;
+            }
+            n += 1;
             if let Err(e) = authority.revocations.sync(authority.store.as_ref(), now).await {
                 tracing::warn!(error = %e, "revocation sync failed; will retry");
             }
@@ -250,4 +269,31 @@ fn spawn_background(state: AppState) -> JoinHandle<()> {
             }
         }
     })
+}
+
+/// The next announced change; never resolves when the store announces none.
+async fn next_change(changes: &mut Option<tokio::sync::broadcast::Receiver<StoreChange>>) -> StoreChange {
+    use tokio::sync::broadcast::error::RecvError;
+    let Some(rx) = changes else { return std::future::pending().await };
+    match rx.recv().await {
+        Ok(change) => change,
+        Err(RecvError::Lagged(_)) => StoreChange::Resync,
+        Err(RecvError::Closed) => {
+            *changes = None;
+            std::future::pending().await
+        }
+    }
+}
+
+async fn apply_change(authority: &Authority, change: StoreChange, now: i64) {
+    if matches!(change, StoreChange::Revocation | StoreChange::Resync) {
+        if let Err(e) = authority.revocations.sync(authority.store.as_ref(), now).await {
+            tracing::warn!(error = %e, "revocation sync failed; will retry");
+        }
+    }
+    if matches!(change, StoreChange::Keys | StoreChange::Resync) {
+        if let Err(e) = authority.keys.reload().await {
+            tracing::warn!(error = %e, "key reload failed; will retry");
+        }
+    }
 }

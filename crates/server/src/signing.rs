@@ -21,10 +21,18 @@ pub enum KeyError {
     Unknown(String),
     #[error("a rotation is already under way: key {0} is pending")]
     RotationPending(String),
+    #[error("another instance has been changing the signing keys for too long; try again")]
+    Busy,
 }
 
-/// The `typ` of Security Event Tokens (RFC 8417 §2.3).
-pub const SET_TYP: &str = "secevent+jwt";
+/// The lease that lets one instance (or one CLI command) at a time change the signing keys.
+const KEYS_LEASE: &str = "signing-keys";
+/// How long the lease lasts if its holder dies holding it; a change takes milliseconds.
+const LEASE_SECONDS: i64 = 30;
+/// How long a command or a start waits for another instance to finish its change.
+const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+pub use portcullis_revocation::SET_TYP;
 
 /// What the server signs and publishes with right now.
 #[derive(Debug)]
@@ -88,8 +96,11 @@ pub struct KeyManager {
     rules: KeyRules,
     algorithm: Algorithm,
     ring: KeyRing,
-    /// Serialises lifecycle changes made by this process (the schedule, a command, a revocation).
+    /// Serialises lifecycle changes made by this process (the schedule, a command, a revocation); the store's
+    /// lease serialises them across processes.
     busy: tokio::sync::Mutex<()>,
+    /// This process's name as a lease holder.
+    holder: String,
 }
 
 /// A change the manager made, for the log and the audit trail.
@@ -101,7 +112,41 @@ pub struct KeyChange {
 
 impl KeyManager {
     pub fn new(store: Arc<dyn Store>, master: MasterKey, rules: KeyRules, algorithm: Algorithm) -> Self {
-        KeyManager { store, master, rules, algorithm, ring: KeyRing::default(), busy: tokio::sync::Mutex::new(()) }
+        let holder = format!("{}-{}", std::process::id(), crate::secrets::random_id());
+        KeyManager {
+            store,
+            master,
+            rules,
+            algorithm,
+            ring: KeyRing::default(),
+            busy: tokio::sync::Mutex::new(()),
+            holder,
+        }
+    }
+
+    /// Takes the keys lease; with `wait`, retries until [`LEASE_WAIT`] has passed. The lease is renewed at each
+    /// call, and `now` advances with the server's clock while waiting.
+    async fn lease(&self, now: i64, wait: bool) -> Result<bool, KeyError> {
+        let started = std::time::Instant::now();
+        loop {
+            let t = now.saturating_add(started.elapsed().as_secs() as i64);
+            if self.store.acquire_lease(KEYS_LEASE, &self.holder, t, t.saturating_add(LEASE_SECONDS)).await? {
+                return Ok(true);
+            }
+            if !wait {
+                return Ok(false);
+            }
+            if started.elapsed() >= LEASE_WAIT {
+                return Err(KeyError::Busy);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn release(&self) {
+        if let Err(e) = self.store.release_lease(KEYS_LEASE, &self.holder).await {
+            tracing::warn!(error = %e, "could not release the signing-keys lease; it lapses by itself");
+        }
     }
 
     pub fn ring(&self) -> &KeyRing {
@@ -117,10 +162,27 @@ impl KeyManager {
         self.algorithm
     }
 
-    /// Applies every transition due at `now`, then reloads the ring from the store.
+    /// Applies every transition due at `now`, then reloads the ring from the store. When another instance
+    /// holds the keys lease, this one only reloads: the holder makes the changes, and announces them.
     pub async fn maintain(&self, now: i64) -> Result<Vec<KeyChange>, KeyError> {
         let _busy = self.busy.lock().await;
-        self.maintain_locked(now).await
+        if !self.lease(now, false).await? {
+            self.reload().await?;
+            return Ok(Vec::new());
+        }
+        let result = self.maintain_locked(now).await;
+        self.release().await;
+        result
+    }
+
+    /// [`KeyManager::maintain`] at start-up: waits for another instance's change, so the server never starts
+    /// without an active key because a peer was creating it.
+    pub async fn start(&self, now: i64) -> Result<Vec<KeyChange>, KeyError> {
+        let _busy = self.busy.lock().await;
+        self.lease(now, true).await?;
+        let result = self.maintain_locked(now).await;
+        self.release().await;
+        result
     }
 
     async fn maintain_locked(&self, now: i64) -> Result<Vec<KeyChange>, KeyError> {
@@ -158,6 +220,13 @@ impl KeyManager {
     /// Starts a rotation by command: a new key is published now and signs one JWKS max-age later.
     pub async fn rotate(&self, now: i64) -> Result<String, KeyError> {
         let _busy = self.busy.lock().await;
+        self.lease(now, true).await?;
+        let result = self.rotate_leased(now).await;
+        self.release().await;
+        result
+    }
+
+    async fn rotate_leased(&self, now: i64) -> Result<String, KeyError> {
         let keys = self.store.list_keys().await?;
         if let Some(pending) = keys.iter().find(|k| k.record.state == KeyState::Pending) {
             return Err(KeyError::RotationPending(pending.record.kid.clone()));
@@ -173,6 +242,13 @@ impl KeyManager {
     /// key, a new one is made active immediately (a compromise leaves no time for pre-publication).
     pub async fn revoke(&self, kid: &str, now: i64) -> Result<(), KeyError> {
         let _busy = self.busy.lock().await;
+        self.lease(now, true).await?;
+        let result = self.revoke_leased(kid, now).await;
+        self.release().await;
+        result
+    }
+
+    async fn revoke_leased(&self, kid: &str, now: i64) -> Result<(), KeyError> {
         let keys = self.store.list_keys().await?;
         let key = keys.iter().find(|k| k.record.kid == kid).ok_or_else(|| KeyError::Unknown(kid.to_owned()))?;
         if key.record.state != KeyState::Revoked {

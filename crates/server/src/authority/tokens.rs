@@ -225,7 +225,7 @@ impl Authority {
     /// Stores a revocation, applies it here at once, and counts it.
     async fn add_revocation(&self, mut r: Revocation) -> Result<(), OAuthError> {
         r.seq = self.store.add_revocation(&r).await.map_err(unavailable)?;
-        self.revocations.apply(&r);
+        self.revocations.apply_own(&r, self.store.as_ref(), r.created_at).await;
         metrics::counter!("portcullis_revocations_total", "kind" => r.kind.as_str()).increment(1);
         Ok(())
     }

@@ -15,14 +15,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::{no_store_json, AppState};
-use crate::signing::SET_TYP;
 use crate::store::Revocation;
+pub use portcullis_revocation::REVOCATION_EVENT;
 
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 /// The scope a feed reader's token must carry.
 pub const EVENTS_SCOPE: &str = "portcullis:events";
-/// The event type of a revocation SET.
-pub const REVOCATION_EVENT: &str = "urn:portcullis:secevent:revocation";
 const MAX_EVENTS: u32 = 500;
 
 #[derive(Deserialize)]
@@ -58,7 +56,6 @@ fn set_for(state: &AppState, reader: &str, r: &Revocation) -> Option<String> {
             "expires_at": r.expires_at, "reason": r.reason,
         }},
     });
-    debug_assert_eq!(SET_TYP, "secevent+jwt");
     signer.sign(&claims).ok()
 }
 

@@ -145,7 +145,7 @@ async fn observe(request: Request, next: Next) -> Response {
 }
 
 fn new_request_id() -> String {
-    crate::secrets::BearerSecret::generate().map(|s| s.expose()[..16].to_owned()).unwrap_or_default()
+    crate::secrets::random_id()
 }
 
 /// An OAuth error as an HTTP response: RFC 6749 §5.2 JSON, `Cache-Control: no-store`, and for a failed

@@ -12,11 +12,19 @@ pub async fn healthz() -> Response {
     (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")], "ok\n").into_response()
 }
 
+/// How long `/readyz` waits for the store.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let store = match state.authority.store.ping().await {
-        Ok(()) => "ok".to_owned(),
-        Err(e) => {
+    // A probe must answer fast: a database that takes longer than this to answer `SELECT 1` is not ready.
+    let store = match tokio::time::timeout(READY_TIMEOUT, state.authority.store.ping()).await {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: store unreachable");
+            "unreachable".to_owned()
+        }
+        Err(_) => {
+            tracing::warn!("readiness: the store did not answer within {READY_TIMEOUT:?}");
             "unreachable".to_owned()
         }
     };

@@ -1,8 +1,11 @@
-//! The storage interface: one trait, one implementation per backend (`sqlite` here; PostgreSQL beside it).
-//! Everything that must hold across a crash or across instances is decided inside one database step:
-//! refresh rotation (compare-and-set on the token's `used_at`), failure counters (`failures + 1`), and
-//! one-time client assertions (insert-or-conflict). The store knows no HTTP types.
+//! The storage interface: one trait, one implementation per backend (`sqlite`, `postgres`), chosen by the
+//! database URL ([`open`]). Everything that must hold across a crash or across instances is decided inside one
+//! database step: refresh rotation (the token row locked, or SQLite's single writer), failure counters
+//! (`failures + 1`), one-time client assertions (insert-or-conflict), key state changes (compare-and-set) and
+//! leases for jobs one instance at a time may run. The store knows no HTTP types.
 
+pub mod postgres;
+mod rows;
 pub mod sqlite;
 #[cfg(test)]
 mod suite;
@@ -101,6 +104,44 @@ pub struct StoredAuditEvent {
     pub detail: String,
 }
 
+/// A change another instance made, announced by the store (PostgreSQL `LISTEN/NOTIFY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreChange {
+    /// A revocation was committed: sync the revocation set.
+    Revocation,
+    /// Signing keys changed: reload the key ring.
+    Keys,
+    /// The notification channel was interrupted and changes may have been missed: sync everything.
+    Resync,
+}
+
+/// Opens the store a database URL names: `sqlite://PATH` or `postgres://...` (`postgresql://` too).
+pub async fn open(url: &str, options: &PoolOptions) -> StoreResult<std::sync::Arc<dyn Store>> {
+    if url.starts_with("sqlite://") {
+        return Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(std::sync::Arc::new(postgres::PgStore::open(url, options).await?));
+    }
+    Err(StoreError::Unavailable("the database URL must start with sqlite:// or postgres://".into()))
+}
+
+/// Connection settings for a client-server database (PostgreSQL); SQLite ignores them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// Most connections this instance holds.
+    pub max_connections: u32,
+    /// How long a statement may run before the database cancels it, and how long a request waits for a
+    /// connection, in seconds.
+    pub statement_timeout: u64,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions { max_connections: 16, statement_timeout: 5 }
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Cheap liveness check of the database (for `/readyz`).
@@ -169,4 +210,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Deletes what has expired: used assertions, revocations, dead refresh tokens. Returns rows removed.
     async fn purge_expired(&self, now: i64, refresh_rules: &RefreshRules) -> StoreResult<u64>;
+
+    // Leases.
+    /// Takes (or renews) the lease `name` for `holder` until `until`, if it is free, expired at `now`, or
+    /// already `holder`'s; true if `holder` now holds it. One atomic upsert, so two instances never both win.
+    async fn acquire_lease(&self, name: &str, holder: &str, now: i64, until: i64) -> StoreResult<bool>;
+    /// Gives the lease up early, if `holder` still holds it.
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()>;
+
+    /// Changes made by other instances, as they commit; `None` when the backend cannot announce them (SQLite:
+    /// the server polls instead).
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<StoreChange>> {
+        None
+    }
 }

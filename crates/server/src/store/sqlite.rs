@@ -7,14 +7,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
+use super::rows::*;
 use super::*;
-use crate::model::{ClientCredential, GrantType};
-use crate::oauth::refresh::{decide, RefreshState};
-use crate::oauth::scope::Scopes;
+use crate::oauth::refresh::decide;
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -38,23 +37,6 @@ struct RotateJob {
 
 /// The most rotations one transaction takes.
 const MAX_ROTATION_BATCH: usize = 128;
-
-fn db_error(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict("the record".into()),
-        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::ColumnNotFound(_) => {
-            StoreError::Corrupt(e.to_string())
-        }
-        _ => StoreError::Unavailable(e.to_string()),
-    }
-}
-
-fn conflict(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
-    move |e| match db_error(e) {
-        StoreError::Conflict(_) => StoreError::Conflict(what.to_owned()),
-        other => other,
-    }
-}
 
 impl SqliteStore {
     /// Opens (creating if missing) the database at a `sqlite://PATH` URL and runs the embedded migrations.
@@ -116,93 +98,6 @@ impl SqliteStore {
 enum Bind<'a> {
     Text(&'a str),
     Int(i64),
-}
-
-fn split_words(s: &str) -> Vec<String> {
-    s.split(' ').filter(|w| !w.is_empty()).map(str::to_owned).collect()
-}
-
-fn scopes_of(text: &str) -> StoreResult<Scopes> {
-    Scopes::parse(text).map_err(|e| StoreError::Corrupt(format!("stored scope: {e}")))
-}
-
-fn role_of(row: &SqliteRow) -> StoreResult<Role> {
-    Ok(Role {
-        name: row.try_get("name").map_err(db_error)?,
-        scopes: scopes_of(row.try_get("scopes").map_err(db_error)?)?,
-    })
-}
-
-fn client_of(row: &SqliteRow) -> StoreResult<Client> {
-    let get_text = |c: &str| row.try_get::<String, _>(c).map_err(db_error);
-    let credential = match get_text("auth_method")?.as_str() {
-        "none" => ClientCredential::None,
-        "secret" => {
-            let bytes: Vec<u8> = row.try_get("secret_digest").map_err(db_error)?;
-            let digest: [u8; 32] =
-                bytes.try_into().map_err(|_| StoreError::Corrupt("client secret digest length".into()))?;
-            ClientCredential::Secret(SecretDigest::from_bytes(digest))
-        }
-        "jwks" => ClientCredential::Jwks(get_text("jwks")?),
-        other => return Err(StoreError::Corrupt(format!("client auth method {other:?}"))),
-    };
-    let grants = split_words(&get_text("grants")?)
-        .iter()
-        .map(|g| g.parse::<GrantType>().map_err(StoreError::Corrupt))
-        .collect::<StoreResult<Vec<_>>>()?;
-    Ok(Client {
-        id: get_text("id")?,
-        credential,
-        grants,
-        scopes: scopes_of(&get_text("scopes")?)?,
-        redirect_uris: split_words(&get_text("redirect_uris")?),
-        audiences: split_words(&get_text("audiences")?),
-        first_party: row.try_get("first_party").map_err(db_error)?,
-        token_delivery: get_text("token_delivery")?.parse().map_err(StoreError::Corrupt)?,
-        disabled: row.try_get("disabled").map_err(db_error)?,
-        created_at: row.try_get("created_at").map_err(db_error)?,
-    })
-}
-
-fn key_of(row: &SqliteRow) -> StoreResult<StoredKey> {
-    let state: String = row.try_get("state").map_err(db_error)?;
-    Ok(StoredKey {
-        record: KeyRecord {
-            kid: row.try_get("kid").map_err(db_error)?,
-            state: KeyState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("key state {state:?}")))?,
-            created_at: row.try_get("created_at").map_err(db_error)?,
-            activate_at: row.try_get("activate_at").map_err(db_error)?,
-            activated_at: row.try_get("activated_at").map_err(db_error)?,
-            retired_at: row.try_get("retired_at").map_err(db_error)?,
-        },
-        alg: row.try_get("alg").map_err(db_error)?,
-        public_jwk: row.try_get("public_jwk").map_err(db_error)?,
-        sealed_private: row.try_get("sealed_private").map_err(db_error)?,
-    })
-}
-
-fn family_of(row: &SqliteRow) -> StoreResult<RefreshFamily> {
-    Ok(RefreshFamily {
-        id: row.try_get("id").map_err(db_error)?,
-        user_id: row.try_get("user_id").map_err(db_error)?,
-        client_id: row.try_get("client_id").map_err(db_error)?,
-        scope: row.try_get("scope").map_err(db_error)?,
-        audience: row.try_get("audience").map_err(db_error)?,
-        created_at: row.try_get("created_at").map_err(db_error)?,
-    })
-}
-
-fn revocation_of(row: &SqliteRow) -> StoreResult<Revocation> {
-    let kind: String = row.try_get("kind").map_err(db_error)?;
-    Ok(Revocation {
-        seq: row.try_get("seq").map_err(db_error)?,
-        kind: RevocationKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("revocation kind {kind:?}")))?,
-        value: row.try_get("value").map_err(db_error)?,
-        issued_before: row.try_get("issued_before").map_err(db_error)?,
-        expires_at: row.try_get("expires_at").map_err(db_error)?,
-        created_at: row.try_get("created_at").map_err(db_error)?,
-        reason: row.try_get("reason").map_err(db_error)?,
-    })
 }
 
 /// Group commit for refresh rotations: every rotation waiting when a transaction starts shares it (and its
@@ -280,54 +175,10 @@ async fn rotate_one(conn: &mut SqliteConnection, job: &RotateJob) -> StoreResult
     }
 }
 
-const REFRESH_SELECT: &str = "SELECT f.id, f.user_id, f.client_id, f.scope, f.audience, f.created_at, \
-     f.revoked_at, t.issued_at AS token_issued_at, t.used_at FROM refresh_tokens t \
-     JOIN refresh_families f ON f.id = t.family_id";
-
-fn refresh_of(row: &SqliteRow) -> StoreResult<(RefreshFamily, RefreshState)> {
-    let revoked_at: Option<i64> = row.try_get("revoked_at").map_err(db_error)?;
-    let family = family_of(row)?;
-    let state = RefreshState {
-        family_created_at: family.created_at,
-        issued_at: row.try_get("token_issued_at").map_err(db_error)?,
-        used_at: row.try_get("used_at").map_err(db_error)?,
-        family_revoked: revoked_at.is_some(),
-    };
-    Ok((family, state))
-}
-
 const USER_COLUMNS: &str = "u.id, u.name, u.password_hash, u.disabled, u.failures, u.last_failure_at, u.created_at, \
      (SELECT group_concat(ur.role, ' ') FROM user_roles ur WHERE ur.user_id = u.id) AS roles, \
      (SELECT group_concat(r.scopes, ' ') FROM user_roles ur JOIN roles r ON r.name = ur.role \
       WHERE ur.user_id = u.id) AS scopes";
-
-fn user_of(row: &SqliteRow) -> StoreResult<User> {
-    let roles: Option<String> = row.try_get("roles").map_err(db_error)?;
-    let scopes: Option<String> = row.try_get("scopes").map_err(db_error)?;
-    let mut roles = split_words(roles.as_deref().unwrap_or_default());
-    roles.sort();
-    let failures: i64 = row.try_get("failures").map_err(db_error)?;
-    Ok(User {
-        id: row.try_get("id").map_err(db_error)?,
-        name: row.try_get("name").map_err(db_error)?,
-        password_hash: row.try_get("password_hash").map_err(db_error)?,
-        disabled: row.try_get("disabled").map_err(db_error)?,
-        roles,
-        scopes: Scopes::of(split_words(scopes.as_deref().unwrap_or_default()))
-            .map_err(|e| StoreError::Corrupt(format!("stored scope: {e}")))?,
-        failures: u32::try_from(failures).unwrap_or(u32::MAX),
-        last_failure_at: row.try_get("last_failure_at").map_err(db_error)?,
-        created_at: row.try_get("created_at").map_err(db_error)?,
-    })
-}
-
-fn found(rows: u64, what: &str) -> StoreResult<()> {
-    if rows == 0 {
-        Err(StoreError::NotFound(what.to_owned()))
-    } else {
-        Ok(())
-    }
-}
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -444,11 +295,7 @@ impl Store for SqliteStore {
     }
 
     async fn add_client(&self, client: &Client) -> StoreResult<()> {
-        let (method, digest, jwks) = match &client.credential {
-            ClientCredential::None => ("none", None, None),
-            ClientCredential::Secret(d) => ("secret", Some(d.as_bytes().to_vec()), None),
-            ClientCredential::Jwks(j) => ("jwks", None, Some(j.clone())),
-        };
+        let (method, digest, jwks) = credential_columns(&client.credential);
         let grants: Vec<&str> = client.grants.iter().map(|g| g.as_str()).collect();
         sqlx::query(
             "INSERT INTO clients (id, auth_method, secret_digest, jwks, grants, scopes, redirect_uris, audiences, \
@@ -663,19 +510,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.read)
             .await
             .map_err(db_error)?;
-        rows.iter()
-            .map(|row| {
-                Ok(StoredAuditEvent {
-                    seq: row.try_get("seq").map_err(db_error)?,
-                    at: row.try_get("at").map_err(db_error)?,
-                    kind: row.try_get("kind").map_err(db_error)?,
-                    subject: row.try_get("subject").map_err(db_error)?,
-                    client_id: row.try_get("client_id").map_err(db_error)?,
-                    jti: row.try_get("jti").map_err(db_error)?,
-                    detail: row.try_get("detail").map_err(db_error)?,
-                })
-            })
-            .collect()
+        rows.iter().map(audit_of).collect()
     }
 
     async fn purge_expired(&self, now: i64, rules: &RefreshRules) -> StoreResult<u64> {
@@ -691,13 +526,30 @@ impl Store for SqliteStore {
             // Unused tokens past the idle lifetime are dead; used ones stay while their family lives, so a
             // late replay is still recognised as reuse.
             ("DELETE FROM refresh_tokens WHERE used_at IS NULL AND issued_at <= ?", idle_end),
+            ("DELETE FROM leases WHERE until <= ?", now),
         ] {
             removed += sqlx::query(sql).bind(at).execute(&mut *tx).await.map_err(db_error)?.rows_affected();
         }
         tx.commit().await.map_err(db_error)?;
         Ok(removed)
     }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, now: i64, until: i64) -> StoreResult<bool> {
+        let binds = [Bind::Text(name), Bind::Text(holder), Bind::Int(until), Bind::Int(now)];
+        Ok(self.exec(LEASE_UPSERT, name, &binds).await? == 1)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()> {
+        self.exec("DELETE FROM leases WHERE name = ? AND holder = ?", name, &[Bind::Text(name), Bind::Text(holder)])
+            .await?;
+        Ok(())
+    }
 }
+
+/// Takes a lease that is free, expired or already the holder's, in one statement.
+const LEASE_UPSERT: &str = "INSERT INTO leases (name, holder, until) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+     WHERE leases.until <= ?4 OR leases.holder = excluded.holder";
 
 #[cfg(test)]
 mod tests {
@@ -730,6 +582,21 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn keys_revocations_and_audit() {
         suite::keys_revocations_and_audit(fresh("keys").await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leases() {
+        suite::leases(fresh("leases").await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn revocations_are_read_in_commit_order() {
+        suite::revocations_are_read_in_commit_order(fresh("order").await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn audit_sequence_has_no_gaps() {
+        suite::audit_sequence_has_no_gaps(fresh("audit").await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

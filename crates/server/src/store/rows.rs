@@ -1,0 +1,215 @@
+//! Reading stored rows into the domain types, once for every backend: each backend's row type implements
+//! [`Cols`], and the mapping functions here do the rest. Errors from `sqlx` are classified here too.
+
+use sqlx::Row;
+
+use super::*;
+use crate::model::{ClientCredential, GrantType};
+use crate::oauth::refresh::RefreshState;
+use crate::oauth::scope::Scopes;
+
+/// Typed column access, the same for every backend's row type.
+pub(super) trait Cols {
+    fn text(&self, column: &str) -> StoreResult<String>;
+    fn opt_text(&self, column: &str) -> StoreResult<Option<String>>;
+    fn int(&self, column: &str) -> StoreResult<i64>;
+    fn opt_int(&self, column: &str) -> StoreResult<Option<i64>>;
+    fn flag(&self, column: &str) -> StoreResult<bool>;
+    fn bytes(&self, column: &str) -> StoreResult<Vec<u8>>;
+}
+
+macro_rules! cols_for {
+    ($row:ty) => {
+        impl Cols for $row {
+            fn text(&self, column: &str) -> StoreResult<String> {
+                self.try_get(column).map_err(db_error)
+            }
+            fn opt_text(&self, column: &str) -> StoreResult<Option<String>> {
+                self.try_get(column).map_err(db_error)
+            }
+            fn int(&self, column: &str) -> StoreResult<i64> {
+                self.try_get(column).map_err(db_error)
+            }
+            fn opt_int(&self, column: &str) -> StoreResult<Option<i64>> {
+                self.try_get(column).map_err(db_error)
+            }
+            fn flag(&self, column: &str) -> StoreResult<bool> {
+                self.try_get(column).map_err(db_error)
+            }
+            fn bytes(&self, column: &str) -> StoreResult<Vec<u8>> {
+                self.try_get(column).map_err(db_error)
+            }
+        }
+    };
+}
+cols_for!(sqlx::sqlite::SqliteRow);
+cols_for!(sqlx::postgres::PgRow);
+
+/// Classifies a database error: a unique violation is a conflict, undecodable data is corruption, and
+/// everything else (connection refused, pool timeout, statement timeout, server restarting) is unavailability.
+pub(super) fn db_error(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict("the record".into()),
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::ColumnNotFound(_) => {
+            StoreError::Corrupt(e.to_string())
+        }
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+/// [`db_error`], naming `what` when it is a conflict.
+pub(super) fn conflict(what: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+    move |e| match db_error(e) {
+        StoreError::Conflict(_) => StoreError::Conflict(what.to_owned()),
+        other => other,
+    }
+}
+
+pub(super) fn found(rows: u64, what: &str) -> StoreResult<()> {
+    if rows == 0 {
+        Err(StoreError::NotFound(what.to_owned()))
+    } else {
+        Ok(())
+    }
+}
+
+pub(super) fn split_words(s: &str) -> Vec<String> {
+    s.split(' ').filter(|w| !w.is_empty()).map(str::to_owned).collect()
+}
+
+fn scopes_of(text: &str) -> StoreResult<Scopes> {
+    Scopes::parse(text).map_err(|e| StoreError::Corrupt(format!("stored scope: {e}")))
+}
+
+pub(super) fn role_of(row: &impl Cols) -> StoreResult<Role> {
+    Ok(Role { name: row.text("name")?, scopes: scopes_of(&row.text("scopes")?)? })
+}
+
+/// How a client's credential is stored: method, secret digest, JWKS.
+pub(super) fn credential_columns(credential: &ClientCredential) -> (&'static str, Option<Vec<u8>>, Option<String>) {
+    match credential {
+        ClientCredential::None => ("none", None, None),
+        ClientCredential::Secret(d) => ("secret", Some(d.as_bytes().to_vec()), None),
+        ClientCredential::Jwks(j) => ("jwks", None, Some(j.clone())),
+    }
+}
+
+pub(super) fn client_of(row: &impl Cols) -> StoreResult<Client> {
+    let credential = match row.text("auth_method")?.as_str() {
+        "none" => ClientCredential::None,
+        "secret" => {
+            let digest: [u8; 32] = row
+                .bytes("secret_digest")?
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("client secret digest length".into()))?;
+            ClientCredential::Secret(SecretDigest::from_bytes(digest))
+        }
+        "jwks" => ClientCredential::Jwks(row.text("jwks")?),
+        other => return Err(StoreError::Corrupt(format!("client auth method {other:?}"))),
+    };
+    let grants = split_words(&row.text("grants")?)
+        .iter()
+        .map(|g| g.parse::<GrantType>().map_err(StoreError::Corrupt))
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(Client {
+        id: row.text("id")?,
+        credential,
+        grants,
+        scopes: scopes_of(&row.text("scopes")?)?,
+        redirect_uris: split_words(&row.text("redirect_uris")?),
+        audiences: split_words(&row.text("audiences")?),
+        first_party: row.flag("first_party")?,
+        token_delivery: row.text("token_delivery")?.parse().map_err(StoreError::Corrupt)?,
+        disabled: row.flag("disabled")?,
+        created_at: row.int("created_at")?,
+    })
+}
+
+pub(super) fn key_of(row: &impl Cols) -> StoreResult<StoredKey> {
+    let state = row.text("state")?;
+    Ok(StoredKey {
+        record: KeyRecord {
+            kid: row.text("kid")?,
+            state: KeyState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("key state {state:?}")))?,
+            created_at: row.int("created_at")?,
+            activate_at: row.opt_int("activate_at")?,
+            activated_at: row.opt_int("activated_at")?,
+            retired_at: row.opt_int("retired_at")?,
+        },
+        alg: row.text("alg")?,
+        public_jwk: row.text("public_jwk")?,
+        sealed_private: row.bytes("sealed_private")?,
+    })
+}
+
+pub(super) fn family_of(row: &impl Cols) -> StoreResult<RefreshFamily> {
+    Ok(RefreshFamily {
+        id: row.text("id")?,
+        user_id: row.text("user_id")?,
+        client_id: row.text("client_id")?,
+        scope: row.text("scope")?,
+        audience: row.text("audience")?,
+        created_at: row.int("created_at")?,
+    })
+}
+
+/// The columns [`refresh_of`] reads; `WHERE t.digest = ...` follows.
+pub(super) const REFRESH_SELECT: &str = "SELECT f.id, f.user_id, f.client_id, f.scope, f.audience, f.created_at, \
+     f.revoked_at, t.issued_at AS token_issued_at, t.used_at FROM refresh_tokens t \
+     JOIN refresh_families f ON f.id = t.family_id";
+
+pub(super) fn refresh_of(row: &impl Cols) -> StoreResult<(RefreshFamily, RefreshState)> {
+    let family = family_of(row)?;
+    let state = RefreshState {
+        family_created_at: family.created_at,
+        issued_at: row.int("token_issued_at")?,
+        used_at: row.opt_int("used_at")?,
+        family_revoked: row.opt_int("revoked_at")?.is_some(),
+    };
+    Ok((family, state))
+}
+
+pub(super) fn revocation_of(row: &impl Cols) -> StoreResult<Revocation> {
+    let kind = row.text("kind")?;
+    Ok(Revocation {
+        seq: row.int("seq")?,
+        kind: RevocationKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("revocation kind {kind:?}")))?,
+        value: row.text("value")?,
+        issued_before: row.int("issued_before")?,
+        expires_at: row.int("expires_at")?,
+        created_at: row.int("created_at")?,
+        reason: row.text("reason")?,
+    })
+}
+
+/// A user row with `roles` and `scopes` aggregated into space-separated text (`group_concat` in SQLite,
+/// `string_agg` in PostgreSQL).
+pub(super) fn user_of(row: &impl Cols) -> StoreResult<User> {
+    let mut roles = split_words(row.opt_text("roles")?.as_deref().unwrap_or_default());
+    roles.sort();
+    let scopes = row.opt_text("scopes")?;
+    Ok(User {
+        id: row.text("id")?,
+        name: row.text("name")?,
+        password_hash: row.text("password_hash")?,
+        disabled: row.flag("disabled")?,
+        roles,
+        scopes: Scopes::of(split_words(scopes.as_deref().unwrap_or_default()))
+            .map_err(|e| StoreError::Corrupt(format!("stored scope: {e}")))?,
+        failures: u32::try_from(row.int("failures")?).unwrap_or(u32::MAX),
+        last_failure_at: row.int("last_failure_at")?,
+        created_at: row.int("created_at")?,
+    })
+}
+
+pub(super) fn audit_of(row: &impl Cols) -> StoreResult<StoredAuditEvent> {
+    Ok(StoredAuditEvent {
+        seq: row.int("seq")?,
+        at: row.int("at")?,
+        kind: row.text("kind")?,
+        subject: row.opt_text("subject")?,
+        client_id: row.opt_text("client_id")?,
+        jti: row.opt_text("jti")?,
+        detail: row.text("detail")?,
+    })
+}

@@ -1,0 +1,462 @@
+//! The guard and the gateway in front of the real server: the tower layer, the reverse proxy, forward auth,
+//! and a real nginx using `auth_request`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use portcullis_jose::{jwt, Algorithm, AT_JWT};
+use portcullis_server::clock::Clock;
+use portcullis_server::serve;
+use serde_json::Value;
+
+use super::{free_port, s, start};
+
+/// An API behind the guard, on its own loopback port.
+async fn guarded_api(guard: portcullis_guard::Guard) -> String {
+    use axum::routing::get;
+    use portcullis_guard::layer::{Auth, GuardLayer};
+    use portcullis_guard::Requirement;
+    let app = axum::Router::new()
+        .route("/orders", get(|Auth(who): Auth| async move { format!("orders of {}", who.subject) }))
+        .layer(GuardLayer::new(guard, Requirement::scopes(["read"])));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/orders")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_verifies_offline_follows_revocations_and_survives_rotation() {
+    use portcullis_guard::{Clock as GuardClock, Guard, GuardConfig};
+    let srv = start("guard").await;
+    let secret = srv.service_client("svc", &["read", "write"]).await;
+    let feed_secret = srv.service_client("gateway", &["portcullis:events"]).await;
+    let clock = Arc::clone(&srv.clock);
+    let config = GuardConfig { events: Some(("gateway".into(), feed_secret)), ..GuardConfig::new(&srv.base, "api") };
+    let guard = Guard::start_with_clock(config, GuardClock::new(move || clock.now())).await.unwrap();
+    let api = guarded_api(guard.clone()).await;
+    let token = |scope: &'static str| {
+        let (srv, secret) = (&srv, secret.clone());
+        async move {
+            let (_, body) = srv
+                .form(
+                    "/oauth2/token",
+                    Some(("svc", &secret)),
+                    &[("grant_type", "client_credentials"), ("scope", scope)],
+                )
+                .await;
+            s(&body, "access_token")
+        }
+    };
+    let call = |bearer: Option<String>| {
+        let (http, api) = (srv.http.clone(), api.clone());
+        async move {
+            let mut req = http.get(&api);
+            if let Some(t) = bearer {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await.unwrap();
+            let challenge =
+                resp.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+            (resp.status().as_u16(), challenge, resp.text().await.unwrap())
+        }
+    };
+    let read = token("read").await;
+    let (status, _, body) = call(Some(read.clone())).await;
+    assert_eq!((status, body.as_str()), (200, "orders of svc"));
+    let (status, challenge, _) = call(None).await;
+    assert_eq!((status, challenge.as_str()), (401, "Bearer realm=\"api\""));
+    let (status, challenge, _) = call(Some(token("write").await)).await;
+    assert_eq!(status, 403);
+    assert!(challenge.contains("error=\"insufficient_scope\"") && challenge.contains("scope=\"read\""), "{challenge}");
+    let (status, challenge, _) = call(Some("not.a.token".into())).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+
+    // A flood of tokens naming unknown kids costs at most one JWKS fetch.
+    let forged_key = portcullis_jose::SigningKey::generate(Algorithm::ES256).unwrap();
+    let before = guard.jwks().fetches();
+    for i in 0..50 {
+        let forged = jwt::Signer::new(
+            portcullis_jose::SigningKey::generate(Algorithm::ES256).unwrap().with_kid(format!("k{i}")),
+            Some(AT_JWT),
+        )
+        .sign_json(r#"{"iss":"x","sub":"x","aud":"api","exp":4102444800,"iat":1,"jti":"j"}"#)
+        .unwrap();
+        assert_eq!(call(Some(forged)).await.0, 401);
+    }
+    drop(forged_key);
+    assert!(guard.jwks().fetches() - before <= 1, "{} fetches for 50 unknown kids", guard.jwks().fetches() - before);
+
+    // Revocation at the server reaches the guard through the event feed within a second.
+    let revoked_at = std::time::Instant::now();
+    let (status, _) = srv.form("/oauth2/revoke", Some(("svc", &secret)), &[("token", &read)]).await;
+    assert_eq!(status, 200);
+    loop {
+        let (status, _, _) = call(Some(read.clone())).await;
+        if status == 401 {
+            break;
+        }
+        assert!(revoked_at.elapsed().as_millis() < 1000, "still accepted {:?} after revocation", revoked_at.elapsed());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // A key rotation: every token verifies at the guard, before, during and after, with no failed request.
+    let authority = Arc::clone(&srv.running.authority);
+    authority.keys.rotate(srv.clock.now().as_secs()).await.unwrap();
+    for _ in 0..8 {
+        srv.clock.advance(60);
+        authority.keys.maintain(srv.clock.now().as_secs()).await.unwrap();
+        let (status, _, body) = call(Some(token("read").await)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    srv.stop().await;
+}
+
+/// An upstream that echoes what it received: path, and the identity headers.
+async fn echo_upstream() -> String {
+    use axum::http::HeaderMap;
+    let app =
+        axum::Router::new().fallback(|uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| async move {
+            if uri.path().starts_with("/slow/") {
+                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            }
+            let get = |n: &str| headers.get(n).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+            serde_json::json!({
+                "path": uri.to_string(), "subject": get("x-auth-subject"), "client": get("x-auth-client"),
+                "scopes": get("x-auth-scopes"), "forwarded_for": get("x-forwarded-for"), "spoof": get("x-auth-spoof"),
+                "body": body.len(), "sum": body.iter().map(|b| u64::from(*b)).sum::<u64>(),
+            })
+            .to_string()
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// The status of one HTTP/1.1 request sent byte for byte: reqwest (like browsers) resolves `..` and `%2e%2e`
+/// before sending, and an attacker does not.
+async fn raw_status(addr: &str, target: &str, bearer: Option<&str>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = bearer.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request = format!("GET {target} HTTP/1.1\r\nhost: {addr}\r\n{auth}connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let head = String::from_utf8_lossy(&response);
+    head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status line: {head}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_proxies_with_identity_headers_and_answers_forward_auth() {
+    use portcullis_guard::gateway::{self, Gateway, GatewayConfig};
+    let srv = start("gateway").await;
+    let secret = srv.service_client("svc", &["read", "write"]).await;
+    let feed_secret = srv.service_client("gw", &["portcullis:events"]).await;
+    std::fs::write(srv.dir.join("gw.secret"), &feed_secret).unwrap();
+    let upstream = echo_upstream().await;
+    let toml = format!(
+        r#"
+listen = "127.0.0.1:0"
+issuer = "{issuer}"
+client_id = "gw"
+client_secret_file = "{secret_file}"
+upstream_timeout = 1
+[[route]]
+path_prefix = "/api/"
+methods = ["GET"]
+upstream = "{upstream}"
+audience = "api"
+scopes = ["read"]
+[[route]]
+path_prefix = "/admin/"
+upstream = "http://127.0.0.1:9"
+audience = "api"
+scopes = ["write"]
+[[route]]
+path_prefix = "/public/"
+upstream = "{upstream}"
+public = true
+[[route]]
+path_prefix = "/slow/"
+upstream = "{upstream}"
+public = true
+[[route]]
+path_prefix = "/upload/"
+methods = ["POST"]
+upstream = "{upstream}"
+audience = "api"
+roles = []
+scopes = ["write"]
+"#,
+        issuer = srv.base,
+        secret_file = srv.dir.join("gw.secret").display(),
+    );
+    std::fs::write(srv.dir.join("gateway.toml"), toml).unwrap();
+    let config = GatewayConfig::load(&srv.dir.join("gateway.toml")).unwrap();
+    let gw = Gateway::start(&config, Some(serve::metrics_handle())).await.unwrap();
+    let (addr, _task) = gateway::serve(gw, "127.0.0.1:0", std::future::pending()).await.unwrap();
+    let base = format!("http://{addr}");
+    let token = |scope: &'static str| {
+        let (srv, secret) = (&srv, secret.clone());
+        async move {
+            let (_, body) = srv
+                .form(
+                    "/oauth2/token",
+                    Some(("svc", &secret)),
+                    &[("grant_type", "client_credentials"), ("scope", scope)],
+                )
+                .await;
+            s(&body, "access_token")
+        }
+    };
+    let read = token("read").await;
+    let resp = srv
+        .http
+        .get(format!("{base}/api/orders?x=1"))
+        .bearer_auth(&read)
+        .header("x-auth-subject", "admin")
+        .header("x-auth-spoof", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let seen: Value = resp.json().await.unwrap();
+    assert_eq!(seen["path"], "/api/orders?x=1");
+    assert_eq!(seen["subject"], "svc", "the verified subject, not the client's header");
+    assert_eq!(seen["spoof"], "", "incoming X-Auth-* headers are stripped");
+    assert_eq!(seen["scopes"], "read");
+    assert_eq!(seen["forwarded_for"], "127.0.0.1");
+    let status = |path: &'static str, method: reqwest::Method, bearer: Option<String>| {
+        let (http, base) = (srv.http.clone(), base.clone());
+        async move {
+            let mut req = http.request(method, format!("{base}{path}"));
+            if let Some(b) = bearer {
+                req = req.bearer_auth(b);
+            }
+            req.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(status("/api/orders", reqwest::Method::GET, None).await, 401);
+    assert_eq!(status("/api/orders", reqwest::Method::POST, Some(read.clone())).await, 404, "method not routed");
+    assert_eq!(status("/admin/x", reqwest::Method::GET, Some(read.clone())).await, 403, "insufficient scope");
+    assert_eq!(status("/admin/x", reqwest::Method::GET, Some(token("write").await)).await, 502, "upstream down");
+    assert_eq!(status("/elsewhere", reqwest::Method::GET, Some(read.clone())).await, 404);
+    // Routes are judged on the path's normal form; a path readers could resolve differently is refused.
+    let addr = base.trim_start_matches("http://").to_owned();
+    assert_eq!(raw_status(&addr, "/%61pi/orders", Some(&read)).await, 200, "an encoded unreserved character");
+    for attack in ["/api/../admin/x", "/api/%2e%2e/admin/x", "/public/../admin/x", "//admin/x", "/public%2F..%2Fadmin"]
+    {
+        assert_eq!(raw_status(&addr, attack, Some(&read)).await, 400, "{attack}");
+    }
+    let resp = srv.http.get(format!("{base}/public/x")).header("x-auth-subject", "admin").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "a public route needs no token");
+    assert_eq!(resp.json::<Value>().await.unwrap()["subject"], "", "and still strips identity headers");
+    let started = std::time::Instant::now();
+    assert_eq!(status("/slow/x", reqwest::Method::GET, None).await, 504, "upstream_timeout = 1");
+    assert!(started.elapsed() < std::time::Duration::from_millis(2500), "{:?}", started.elapsed());
+    // A request body goes through to the upstream, byte for byte.
+    let upload: Vec<u8> = (0..1_500_000u32).map(|i| (i % 251) as u8).collect();
+    let sum: u64 = upload.iter().map(|b| u64::from(*b)).sum();
+    let resp =
+        srv.http.post(format!("{base}/upload/f")).bearer_auth(token("write").await).body(upload).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let seen: Value = resp.json().await.unwrap();
+    assert_eq!((seen["body"].as_u64(), seen["sum"].as_u64()), (Some(1_500_000), Some(sum)));
+
+    // Forward auth, as Traefik and Caddy call it, and as nginx's auth_request does.
+    let check = |headers: Vec<(&'static str, String)>| {
+        let (http, base) = (srv.http.clone(), base.clone());
+        async move {
+            let mut req = http.get(format!("{base}/check"));
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            let resp = req.send().await.unwrap();
+            let subject =
+                resp.headers().get("x-auth-subject").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+            (resp.status().as_u16(), subject)
+        }
+    };
+    let bearer = format!("Bearer {read}");
+    assert_eq!(
+        check(vec![
+            ("x-forwarded-method", "GET".into()),
+            ("x-forwarded-uri", "/api/a".into()),
+            ("authorization", bearer.clone())
+        ])
+        .await,
+        (200, "svc".into())
+    );
+    assert_eq!(
+        check(vec![("x-original-uri", "/api/a?q".into()), ("authorization", bearer.clone())]).await,
+        (200, "svc".into())
+    );
+    assert_eq!(check(vec![("x-original-uri", "/api/a".into())]).await.0, 401);
+    assert_eq!(check(vec![("x-original-uri", "/nowhere".into()), ("authorization", bearer.clone())]).await.0, 403);
+    for attack in ["/api/../admin/x", "/public/%2E%2E/admin/x", "/public//admin"] {
+        let asked =
+            vec![("x-original-uri", attack.into()), ("authorization", format!("Bearer {}", token("write").await))];
+        assert_eq!(check(asked).await, (403, String::new()), "{attack}");
+    }
+    // Envoy ext_authz (HTTP): the original method and path under the check prefix.
+    let envoy = |method: reqwest::Method, path: &'static str| {
+        let (http, base, bearer) = (srv.http.clone(), base.clone(), bearer.clone());
+        async move {
+            let resp = http
+                .request(method, format!("{base}/check{path}"))
+                .header("authorization", bearer)
+                .send()
+                .await
+                .unwrap();
+            let subject =
+                resp.headers().get("x-auth-subject").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+            (resp.status().as_u16(), subject)
+        }
+    };
+    assert_eq!(envoy(reqwest::Method::GET, "/api/orders").await, (200, "svc".into()));
+    assert_eq!(envoy(reqwest::Method::POST, "/api/orders").await.0, 403, "POST is not routed");
+    // Revocation reaches the gateway through the feed.
+    srv.form("/oauth2/revoke", Some(("svc", &secret)), &[("token", &read)]).await;
+    let revoked_at = std::time::Instant::now();
+    while check(vec![("x-original-uri", "/api/a".into()), ("authorization", bearer.clone())]).await.0 == 200 {
+        assert!(revoked_at.elapsed().as_millis() < 1000, "revocation not applied within a second");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(srv.http.get(format!("{base}/healthz")).send().await.unwrap().status().as_u16(), 200);
+    let metrics = srv.http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    for series in [
+        r#"portcullis_gateway_decisions_total{result="allow",reason="ok"}"#,
+        r#"portcullis_gateway_decisions_total{result="deny",reason="ambiguous path"}"#,
+        r#"portcullis_gateway_decisions_total{result="deny",reason="revoked"}"#,
+        r#"portcullis_gateway_upstream_errors_total{kind="timeout"}"#,
+        r#"portcullis_guard_verify_cache_total{result="hit"}"#,
+        "portcullis_guard_jwks_age_seconds ",
+        "portcullis_guard_feed_lag_seconds ",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from /metrics");
+    }
+
+    // The server goes away: the gateway keeps serving from its cached keys (no fail_closed_after configured).
+    let (fresh, http) = (token("read").await, srv.http.clone());
+    srv.stop().await;
+    let resp = http.get(format!("{base}/api/orders")).bearer_auth(fresh).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+}
+
+/// nginx from the distribution, if installed; CI installs it and sets PORTCULLIS_TEST_NGINX=1 so that a
+/// missing nginx fails there instead of skipping.
+fn nginx() -> Option<PathBuf> {
+    let found = ["/usr/sbin/nginx", "/usr/bin/nginx"].iter().map(PathBuf::from).find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("PORTCULLIS_TEST_NGINX").is_none(),
+            "PORTCULLIS_TEST_NGINX is set but nginx is missing"
+        );
+        eprintln!("SKIPPED: nginx is not installed (apt-get install nginx); the auth_request test did not run");
+    }
+    found
+}
+
+struct Killed(std::process::Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_auth_request_uses_the_forward_auth_endpoint() {
+    use portcullis_guard::gateway::{self, Gateway, GatewayConfig};
+    let Some(nginx) = nginx() else { return };
+    let srv = start("nginx").await;
+    let secret = srv.service_client("svc", &["read"]).await;
+    let upstream = echo_upstream().await;
+    std::fs::write(
+        srv.dir.join("gateway.toml"),
+        format!(
+            "issuer = \"{}\"\n[[route]]\npath_prefix = \"/api/\"\naudience = \"api\"\nscopes = [\"read\"]\n\
+             [[route]]\npath_prefix = \"/public/\"\npublic = true\n",
+            srv.base
+        ),
+    )
+    .unwrap();
+    let config = GatewayConfig::load(&srv.dir.join("gateway.toml")).unwrap();
+    let gw = Gateway::start(&config, None).await.unwrap();
+    let (gw_addr, _task) = gateway::serve(gw, "127.0.0.1:0", std::future::pending()).await.unwrap();
+    let port = free_port();
+    let prefix = srv.dir.join("nginx");
+    std::fs::create_dir_all(prefix.join("logs")).unwrap();
+    let conf = format!(
+        r#"
+daemon off;
+master_process off;
+error_log {p}/logs/error.log warn;
+pid {p}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {p}/body; proxy_temp_path {p}/proxy; fastcgi_temp_path {p}/fastcgi;
+  uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      auth_request /_auth;
+      auth_request_set $subject $upstream_http_x_auth_subject;
+      proxy_set_header X-Auth-Subject $subject;
+      proxy_pass {upstream};
+    }}
+    location = /_auth {{
+      internal;
+      proxy_pass http://{gw_addr}/check;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Original-URI $request_uri;
+      proxy_set_header X-Original-Method $request_method;
+    }}
+  }}
+}}
+"#,
+        p = prefix.display()
+    );
+    std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
+    let child = std::process::Command::new(nginx)
+        .args(["-p", prefix.to_str().unwrap(), "-c", prefix.join("nginx.conf").to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _nginx = Killed(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let mut ready = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        ready,
+        "nginx did not start: {}",
+        std::fs::read_to_string(prefix.join("logs/error.log")).unwrap_or_default()
+    );
+    let (_, body) = srv.form("/oauth2/token", Some(("svc", &secret)), &[("grant_type", "client_credentials")]).await;
+    let resp = srv.http.get(format!("{base}/api/orders")).bearer_auth(s(&body, "access_token")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let seen: Value = resp.json().await.unwrap();
+    assert_eq!(seen["subject"], "svc");
+    let resp = srv.http.get(format!("{base}/api/orders")).header("x-auth-subject", "admin").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401, "no token: nginx refuses, whatever identity header is sent");
+    let resp = srv.http.get(format!("{base}/api/orders")).bearer_auth("forged.token.here").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    // nginx picks its location by the normalised path (/api/orders) but sends the raw one in X-Original-URI:
+    // judged raw, "/public/../api/orders" would pass as a public route.
+    let addr = format!("127.0.0.1:{port}");
+    assert_eq!(raw_status(&addr, "/public/x", None).await, 200);
+    assert_eq!(raw_status(&addr, "/public/../api/orders", None).await, 403);
+    assert_eq!(raw_status(&addr, "/public/%2e%2e/api/orders", None).await, 403);
+    srv.stop().await;
+}
