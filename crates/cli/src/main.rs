@@ -5,6 +5,7 @@
 mod gateway_cmd;
 mod jose_cmd;
 mod server_cmd;
+mod transfer_cmd;
 
 use std::process::ExitCode;
 
@@ -34,6 +35,10 @@ enum Command {
     Gateway,
     /// Create or upgrade the database schema (the server also does this at start).
     Migrate,
+    /// Write the whole store (accounts, clients, keys, sessions, revocations, audit) as JSON.
+    Export(transfer_cmd::ExportArgs),
+    /// Load an export into the configured store, which must be empty (e.g. move SQLite to PostgreSQL).
+    Import(transfer_cmd::ImportArgs),
     /// Manage roles.
     #[command(subcommand)]
     Roles(server_cmd::RolesCommand),
@@ -56,6 +61,8 @@ fn main() -> ExitCode {
         Command::Serve => server_cmd::run_serve(&cli.common),
         Command::Gateway => gateway_cmd::run(cli.common.config.clone()),
         Command::Migrate => server_cmd::run_migrate(&cli.common),
+        Command::Export(args) => transfer_cmd::run_export(&cli.common, args.output.as_deref()),
+        Command::Import(args) => transfer_cmd::run_import(&cli.common, args.input.as_deref()),
         Command::Roles(cmd) => server_cmd::run_roles(&cli.common, cmd),
         Command::Users(cmd) => server_cmd::run_users(&cli.common, cmd),
         Command::Clients(cmd) => server_cmd::run_clients(&cli.common, cmd),

@@ -128,11 +128,11 @@ pub enum KeysCommand {
     Revoke { kid: String },
 }
 
-fn settings(common: &Common) -> Result<Settings, String> {
+pub fn settings(common: &Common) -> Result<Settings, String> {
     Config::load(common.config.as_deref()).and_then(Config::validate).map_err(|e| e.to_string())
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| format!("cannot start runtime: {e}"))
 }
 
@@ -155,7 +155,7 @@ fn read_password() -> Result<Zeroizing<String>, String> {
 }
 
 /// Prints the result; a closed stdout (`| head`) is not an error worth a panic.
-fn print(common: &Common, value: serde_json::Value, text: String) {
+pub fn print(common: &Common, value: serde_json::Value, text: String) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     let _ = if common.json {

@@ -202,3 +202,56 @@ fn serve_starts_with_defaults_answers_and_stops_on_sigterm() {
     assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The documented move from SQLite to PostgreSQL (or, without a PostgreSQL server configured, to a second
+/// SQLite store): export, import, and the target holds the same accounts, clients and keys.
+#[test]
+fn export_then_import_moves_a_deployment() {
+    let dir = temp("move");
+    let source = config_in(&dir, "");
+    let target_dir = dir.join("target");
+    std::fs::create_dir_all(&target_dir).unwrap();
+    let target_url = match std::env::var("PORTCULLIS_TEST_POSTGRES_URL") {
+        Ok(url) => {
+            let name = format!("portcullis_cli_move_{}", std::process::id());
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(portcullis_server::store::postgres::PgStore::scratch_database(&url, &name)).unwrap()
+        }
+        Err(_) => {
+            eprintln!("PORTCULLIS_TEST_POSTGRES_URL is not set: moving to a second SQLite store instead");
+            format!("sqlite://{}/moved.db", target_dir.display())
+        }
+    };
+    let target = config_in(&target_dir, &format!("database_url = {target_url:?}\n"));
+    let on = |cfg: &str, args: &[&str], stdin: &str| {
+        let mut all = vec!["--config", cfg];
+        all.extend_from_slice(args);
+        run(&all, stdin)
+    };
+    ok(&on(&source, &["roles", "add", "staff", "--scopes", "read"], ""));
+    ok(&on(&source, &["users", "add", "alice", "--password-stdin", "--role", "staff"], "long enough pw\n"));
+    ok(&on(&source, &["clients", "add", "svc", "--generate-secret", "--grant", "client_credentials"], ""));
+    ok(&on(&source, &["keys", "rotate"], ""));
+    let dump = dir.join("export.json");
+    let dump_arg = dump.to_str().unwrap();
+    ok(&on(&source, &["export", "--output", dump_arg], ""));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&dump).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let again = on(&source, &["export", "--output", dump_arg], "");
+    assert_eq!(again.status.code(), Some(1), "an export never overwrites a file");
+    let imported = ok(&on(&target, &["import", "--input", dump_arg, "--json"], ""));
+    let imported: serde_json::Value = serde_json::from_str(&imported).unwrap();
+    assert_eq!(imported["rows"]["users"], 1);
+    for listing in [["users", "list", "--json"], ["clients", "list", "--json"], ["keys", "list", "--json"]] {
+        assert_eq!(ok(&on(&target, &listing, "")), ok(&on(&source, &listing, "")), "{listing:?}");
+    }
+    let twice = on(&target, &["import", "--input", dump_arg], "");
+    assert_eq!(twice.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("nothing written"), "{twice:?}");
+    let garbage = on(&target, &["import"], "{\"format\": 9, \"tables\": []}");
+    assert_eq!(garbage.status.code(), Some(1));
+    let _ = std::fs::remove_dir_all(&dir);
+}

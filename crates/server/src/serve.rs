@@ -297,3 +297,22 @@ async fn apply_change(authority: &Authority, change: StoreChange, now: i64) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_url;
+
+    #[test]
+    fn database_passwords_never_reach_a_log_line() {
+        assert_eq!(redacted_url("postgres://app:s3cret@db:5432/auth"), "postgres://app:***@db:5432/auth");
+        assert_eq!(
+            redacted_url("postgres://app:p@ss@db/auth?sslmode=require"),
+            "postgres://app:***@db/auth?sslmode=require"
+        );
+        assert_eq!(redacted_url("postgres://app@db/auth"), "postgres://app@db/auth");
+        assert_eq!(
+            redacted_url("sqlite://./portcullis-data/portcullis.db"),
+            "sqlite://./portcullis-data/portcullis.db"
+        );
+    }
+}

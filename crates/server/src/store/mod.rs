@@ -6,6 +6,7 @@
 
 pub mod postgres;
 mod rows;
+pub mod snapshot;
 pub mod sqlite;
 #[cfg(test)]
 mod suite;
@@ -217,6 +218,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn acquire_lease(&self, name: &str, holder: &str, now: i64, until: i64) -> StoreResult<bool>;
     /// Gives the lease up early, if `holder` still holds it.
     async fn release_lease(&self, name: &str, holder: &str) -> StoreResult<()>;
+
+    /// Everything in the store, read in one consistent transaction (`portcullis export`).
+    async fn export(&self) -> StoreResult<snapshot::Snapshot>;
+    /// Writes a snapshot into this store in one transaction (`portcullis import`). Refuses, writing nothing,
+    /// unless the store has no roles, users, clients or keys yet.
+    async fn import(&self, snapshot: &snapshot::Snapshot) -> StoreResult<()>;
 
     /// Changes made by other instances, as they commit; `None` when the backend cannot announce them (SQLite:
     /// the server polls instead).

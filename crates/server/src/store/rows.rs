@@ -16,6 +16,7 @@ pub(super) trait Cols {
     fn opt_int(&self, column: &str) -> StoreResult<Option<i64>>;
     fn flag(&self, column: &str) -> StoreResult<bool>;
     fn bytes(&self, column: &str) -> StoreResult<Vec<u8>>;
+    fn opt_bytes(&self, column: &str) -> StoreResult<Option<Vec<u8>>>;
 }
 
 macro_rules! cols_for {
@@ -37,6 +38,9 @@ macro_rules! cols_for {
                 self.try_get(column).map_err(db_error)
             }
             fn bytes(&self, column: &str) -> StoreResult<Vec<u8>> {
+                self.try_get(column).map_err(db_error)
+            }
+            fn opt_bytes(&self, column: &str) -> StoreResult<Option<Vec<u8>>> {
                 self.try_get(column).map_err(db_error)
             }
         }
