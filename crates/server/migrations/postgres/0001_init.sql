@@ -90,9 +90,12 @@ CREATE TABLE revocations (
     reason        TEXT NOT NULL
 );
 
--- One sequence of events without gaps: appends take the same kind of lock and number rows max(seq) + 1.
+-- Audit events are appended concurrently by every instance (id), and numbered afterwards into one sequence
+-- without gaps (seq): the numbering step takes an advisory lock and gives the committed rows that have no seq
+-- yet the next numbers, in id order. Readers number what is pending before they read.
 CREATE TABLE audit_events (
-    seq       BIGINT PRIMARY KEY,
+    id        BIGSERIAL PRIMARY KEY,
+    seq       BIGINT UNIQUE,
     at        BIGINT NOT NULL,
     kind      TEXT NOT NULL,
     subject   TEXT,
@@ -100,6 +103,7 @@ CREATE TABLE audit_events (
     jti       TEXT,
     detail    TEXT NOT NULL
 );
+CREATE INDEX audit_events_unnumbered ON audit_events (id) WHERE seq IS NULL;
 
 -- Short leases that let one instance at a time do a job (the signing-key schedule).
 CREATE TABLE leases (

@@ -1,9 +1,10 @@
 //! The PostgreSQL store, for several server instances on one database. Every decision that must hold across
 //! instances is made inside one transaction: a refresh rotation locks the token's row (`FOR UPDATE`), so two
 //! instances rotating one token serialise and the second sees it used; counters are `failures + 1`; key state
-//! changes are compare-and-set; leases are one upsert. Revocations and audit events are appended under a
-//! transaction-level advisory lock, so their sequence order is their commit order (a reader following `seq`
-//! never skips a row that committed late) and audit sequence numbers have no gaps.
+//! changes are compare-and-set; leases are one upsert. Revocations are appended under a transaction-level
+//! advisory lock, so their sequence order is their commit order (a reader following `seq` never skips a row that
+//! committed late). Audit events are appended without a lock (every issuance writes one, on every instance) and
+//! numbered afterwards, under a lock, into one sequence without gaps ([`PgStore::number_audit_events`]).
 //!
 //! Revocations and key changes are announced with `NOTIFY portcullis` in the transaction that makes them, so
 //! other instances hear of them as they commit; [`PgStore::changes`] delivers them.
@@ -54,6 +55,27 @@ impl PgStore {
         let (changes, _) = broadcast::channel(256);
         tokio::spawn(listen(pool.clone(), changes.clone()));
         Ok(PgStore { pool, changes })
+    }
+
+    /// Gives the committed audit events that have no sequence number yet the next numbers, in the order they
+    /// were appended, under a lock so that two instances never hand out the same number. A row whose transaction
+    /// commits later is numbered by a later call, after everything numbered before it: no gaps, no duplicates,
+    /// and nothing skipped. Returns how many were numbered.
+    pub async fn number_audit_events(&self) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(AUDIT_LOCK).execute(&mut *tx).await.map_err(db_error)?;
+        let numbered = sqlx::query(
+            "WITH last AS (SELECT COALESCE(MAX(seq), 0) AS m FROM audit_events), \
+             pending AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM audit_events \
+                         WHERE seq IS NULL ORDER BY id LIMIT 100000) \
+             UPDATE audit_events a SET seq = last.m + pending.n FROM last, pending WHERE a.id = pending.id",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+        tx.commit().await.map_err(db_error)?;
+        Ok(numbered)
     }
 
     /// Closes the pool, waiting for running statements (graceful shutdown).
@@ -568,22 +590,13 @@ impl Store for PgStore {
         if events.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(AUDIT_LOCK).execute(&mut *tx).await.map_err(db_error)?;
-        let last = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM audit_events")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_error)?
-            .int("seq")?;
-        let mut seqs = Vec::with_capacity(events.len());
         let mut ats = Vec::with_capacity(events.len());
         let mut kinds = Vec::with_capacity(events.len());
         let mut subjects = Vec::with_capacity(events.len());
         let mut clients = Vec::with_capacity(events.len());
         let mut jtis = Vec::with_capacity(events.len());
         let mut details = Vec::with_capacity(events.len());
-        for (i, e) in (1..).zip(events) {
-            seqs.push(last + i);
+        for e in events {
             ats.push(e.at);
             kinds.push(e.kind);
             subjects.push(e.subject.as_deref());
@@ -591,24 +604,25 @@ impl Store for PgStore {
             jtis.push(e.jti.as_deref());
             details.push(e.detail.as_str());
         }
+        // One statement, one implicit transaction: the batch commits whole, in order of id.
         sqlx::query(
-            "INSERT INTO audit_events (seq, at, kind, subject, client_id, jti, detail) \
-             SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[])",
+            "INSERT INTO audit_events (at, kind, subject, client_id, jti, detail) \
+             SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[])",
         )
-        .bind(&seqs)
         .bind(&ats)
         .bind(&kinds)
         .bind(&subjects)
         .bind(&clients)
         .bind(&jtis)
         .bind(&details)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await
         .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+        Ok(())
     }
 
     async fn audit_since(&self, after: i64, limit: u32) -> StoreResult<Vec<StoredAuditEvent>> {
+        self.number_audit_events().await?;
         let rows = sqlx::query("SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2")
             .bind(after)
             .bind(i64::from(limit))
@@ -654,6 +668,7 @@ impl Store for PgStore {
     }
 
     async fn export(&self) -> StoreResult<snapshot::Snapshot> {
+        self.number_audit_events().await?;
         let mut tx = self.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)

@@ -150,11 +150,14 @@ pub(super) enum Bound {
     Bytes(Option<Vec<u8>>),
 }
 
-/// The `SELECT` that reads a table whole, in a stable order (its first column).
+/// The `SELECT` that reads a table whole, in a stable order (its first column). Audit events not yet numbered
+/// (PostgreSQL numbers them after they commit; see `PgStore::number_audit_events`) are appended after the export
+/// began, so they are not part of it.
 pub(super) fn select_sql(table: usize) -> String {
     let (name, columns) = TABLES[table];
     let list: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
-    format!("SELECT {} FROM {name} ORDER BY {}", list.join(", "), list[0])
+    let only_numbered = if name == "audit_events" { " WHERE seq IS NOT NULL" } else { "" };
+    format!("SELECT {} FROM {name}{only_numbered} ORDER BY {}", list.join(", "), list[0])
 }
 
 /// The `INSERT` of one row (`$1, $2, ...`: both SQLite and PostgreSQL take numbered parameters).

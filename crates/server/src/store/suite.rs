@@ -260,7 +260,8 @@ pub async fn revocations_are_read_in_commit_order(store: Arc<dyn Store>) {
     assert_eq!(seen.len(), WRITERS * EACH, "a reader following seq skipped a revocation that committed late");
 }
 
-/// Audit events from concurrent writers form one sequence: 1, 2, 3... with no gap and no duplicate.
+/// Audit events from concurrent writers form one sequence: 1, 2, 3... with no gap and no duplicate, and a reader
+/// following it while they write sees every event, in that order.
 pub async fn audit_sequence_has_no_gaps(store: Arc<dyn Store>) {
     let writers: Vec<_> = (0..6)
         .map(|w| {
@@ -274,9 +275,21 @@ pub async fn audit_sequence_has_no_gaps(store: Arc<dyn Store>) {
             })
         })
         .collect();
+    let mut seen = Vec::new();
+    while seen.len() < 120 {
+        // Finished first, then read: an empty read after every writer finished means there is no more.
+        let finished = writers.iter().all(|w| w.is_finished());
+        let after = seen.last().copied().unwrap_or(0);
+        let batch = store.audit_since(after, 7).await.unwrap();
+        if batch.is_empty() && finished {
+            break;
+        }
+        seen.extend(batch.iter().map(|e| e.seq));
+    }
     for w in writers {
         w.await.unwrap();
     }
+    assert_eq!(seen, (1..=120).collect::<Vec<i64>>(), "the reader saw every event, numbered 1, 2, 3...");
     let events = store.audit_since(0, 1000).await.unwrap();
     assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=120).collect::<Vec<i64>>());
 }
