@@ -105,7 +105,8 @@ struct Route {
     prefix: String,
     host: Option<String>,
     methods: Vec<Method>,
-    upstream: Option<(String, String)>,
+    /// The upstream's authority and base path (no trailing slash), parsed once.
+    upstream: Option<(http::uri::Authority, String)>,
     /// `None` for a public route.
     requirement: Option<Requirement>,
 }
@@ -129,6 +130,11 @@ pub struct Gateway {
     client: Client<HttpConnector, Body>,
     metrics: Option<PrometheusHandle>,
     timeout: Duration,
+    /// Handles for the series every request touches, registered once (a lookup by name and labels costs more
+    /// than the increment).
+    allowed: metrics::Counter,
+    allowed_public: metrics::Counter,
+    upstream_seconds: metrics::Histogram,
 }
 
 fn parse_routes(config: &GatewayConfig) -> Result<Vec<Route>, GuardError> {
@@ -150,7 +156,7 @@ fn parse_routes(config: &GatewayConfig) -> Result<Vec<Route>, GuardError> {
                 if uri.scheme_str() != Some("http") {
                     return Err(bad("upstream must be http://".into()));
                 }
-                let authority = uri.authority().ok_or_else(|| bad("upstream has no host".into()))?.to_string();
+                let authority = uri.authority().ok_or_else(|| bad("upstream has no host".into()))?.clone();
                 Some((authority, uri.path().trim_end_matches('/').to_owned()))
             }
         };
@@ -199,7 +205,16 @@ impl Gateway {
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
         let timeout = Duration::from_secs(config.upstream_timeout.max(1));
-        Ok(Arc::new(Gateway { guard, routes, client, metrics, timeout }))
+        Ok(Arc::new(Gateway {
+            guard,
+            routes,
+            client,
+            metrics,
+            timeout,
+            allowed: metrics::counter!(DECISIONS, "result" => "allow", "reason" => "ok"),
+            allowed_public: metrics::counter!(DECISIONS, "result" => "allow", "reason" => "public"),
+            upstream_seconds: metrics::histogram!("portcullis_gateway_upstream_seconds"),
+        }))
     }
 
     pub fn guard(&self) -> &Guard {
@@ -251,8 +266,10 @@ pub async fn serve(
     Ok((addr, task))
 }
 
+const DECISIONS: &str = "portcullis_gateway_decisions_total";
+
 fn decision(result: &'static str, reason: &'static str) {
-    metrics::counter!("portcullis_gateway_decisions_total", "result" => result, "reason" => reason).increment(1);
+    metrics::counter!(DECISIONS, "result" => result, "reason" => reason).increment(1);
 }
 
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
@@ -313,12 +330,12 @@ async fn judge(gw: &Gateway, headers: &HeaderMap, method: &Method, path: &str) -
         return (StatusCode::FORBIDDEN, "no route\n").into_response();
     };
     let Some(requirement) = &route.requirement else {
-        decision("allow", "public");
+        gw.allowed_public.increment(1);
         return StatusCode::OK.into_response();
     };
     match gw.guard.authorize(header_str(headers, "authorization"), requirement).await {
         Ok(identity) => {
-            decision("allow", "ok");
+            gw.allowed.increment(1);
             let mut response = StatusCode::OK.into_response();
             identity_headers(response.headers_mut(), &identity);
             response
@@ -342,10 +359,9 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
-    let host = header_str(request.headers(), "host").map(str::to_owned);
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let Ok(found) = gw.route(host.as_deref(), &method, &path) else {
+    let host = request.headers().get(header::HOST).cloned();
+    let Ok(found) = gw.route(host.as_ref().and_then(|h| h.to_str().ok()), request.method(), request.uri().path())
+    else {
         decision("deny", "ambiguous path");
         return (StatusCode::BAD_REQUEST, "ambiguous path\n").into_response();
     };
@@ -353,7 +369,7 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
         decision("deny", "no route");
         return (StatusCode::NOT_FOUND, "no route\n").into_response();
     };
-    let Some((authority, base)) = route.upstream.clone() else {
+    let Some((authority, base)) = &route.upstream else {
         return (StatusCode::NOT_FOUND, "this route serves forward auth only\n").into_response();
     };
     let identity = match &route.requirement {
@@ -368,26 +384,16 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
             }
         }
     };
-    decision("allow", if identity.is_some() { "ok" } else { "public" });
+    if identity.is_some() { &gw.allowed } else { &gw.allowed_public }.increment(1);
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let (mut parts, body) = request.into_parts();
-    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let Ok(uri) = format!("http://{authority}{base}{path_and_query}").parse::<Uri>() else {
+    let Some(uri) = upstream_uri(authority, base, &parts.uri) else {
         return (StatusCode::BAD_REQUEST, "bad request target\n").into_response();
     };
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
     let headers = &mut parts.headers;
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .collect();
-    for name in HOP_BY_HOP.iter().map(|s| s.to_string()).chain(named) {
-        headers.remove(name.as_str());
-    }
     let spoofed: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("x-auth-")).cloned().collect();
     for name in spoofed {
         headers.remove(&name);
@@ -404,22 +410,20 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
             headers.insert("x-forwarded-for", v);
         }
     }
-    if let Some(v) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+    if let Some(v) = host {
         headers.insert("x-forwarded-host", v);
     }
     headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    if let Ok(v) = HeaderValue::from_str(&authority) {
+    if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
         headers.insert(header::HOST, v);
     }
     let started = Instant::now();
     let upstream = tokio::time::timeout(gw.timeout, gw.client.request(Request::from_parts(parts, body))).await;
-    metrics::histogram!("portcullis_gateway_upstream_seconds").record(started.elapsed().as_secs_f64());
+    gw.upstream_seconds.record(started.elapsed().as_secs_f64());
     match upstream {
         Ok(Ok(response)) => {
             let (mut parts, body) = response.into_parts();
-            for name in HOP_BY_HOP {
-                parts.headers.remove(name);
-            }
+            strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, Body::new(body))
         }
         Ok(Err(e)) => {
@@ -431,5 +435,31 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
             metrics::counter!("portcullis_gateway_upstream_errors_total", "kind" => "timeout").increment(1);
             (StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n").into_response()
         }
+    }
+}
+
+/// The upstream's URI for a request: its authority, its base path, then the request's path and query.
+fn upstream_uri(authority: &http::uri::Authority, base: &str, request: &Uri) -> Option<Uri> {
+    let path_and_query = match (base.is_empty(), request.path_and_query()) {
+        (true, Some(pq)) => pq.clone(),
+        (_, pq) => format!("{base}{}", pq.map_or("/", |p| p.as_str())).parse().ok()?,
+    };
+    Uri::builder().scheme("http").authority(authority.clone()).path_and_query(path_and_query).build().ok()
+}
+
+/// Removes the hop-by-hop headers (RFC 9110 §7.6.1): the fixed ones, and any the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    for name in named {
+        headers.remove(name);
     }
 }

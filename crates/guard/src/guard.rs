@@ -18,6 +18,7 @@ use crate::{Clock, GuardError};
 /// The largest token the guard looks at.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 const MAX_CACHED: usize = 100_000;
+const VERIFY_CACHE: &str = "portcullis_guard_verify_cache_total";
 
 /// Who a verified token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,11 +222,15 @@ struct Inner {
     feed: Option<Arc<Feed>>,
     verified: RwLock<Verified>,
     clock: Clock,
+    /// `portcullis_guard_verify_cache_total{result="hit"|"miss"}`, registered once at start.
+    cache_hits: metrics::Counter,
+    cache_misses: metrics::Counter,
 }
 
 impl Guard {
     /// Builds a guard: discovery (unless `jwks_uri` is given), a first JWKS fetch, and the background refresh
-    /// and revocation feed on the current Tokio runtime. A JWKS that cannot be fetched yet is not fatal: requests
+    /// and revocation feed on the current Tokio runtime. Its metrics are registered here, so install the
+    /// process's metrics recorder (if any) before starting the guard. A JWKS that cannot be fetched yet is not fatal: requests
     /// are refused with 503 until keys arrive.
     pub async fn start(config: GuardConfig) -> Result<Guard, GuardError> {
         Self::start_with_clock(config, Clock::default()).await
@@ -285,7 +290,17 @@ impl Guard {
             }
             None => None,
         };
-        let inner = Inner { config, policy, jwks, revocations, feed, verified: RwLock::default(), clock };
+        let inner = Inner {
+            config,
+            policy,
+            jwks,
+            revocations,
+            feed,
+            verified: RwLock::default(),
+            clock,
+            cache_hits: metrics::counter!(VERIFY_CACHE, "result" => "hit"),
+            cache_misses: metrics::counter!(VERIFY_CACHE, "result" => "miss"),
+        };
         Ok(Guard { inner: Arc::new(inner) })
     }
 
@@ -351,8 +366,7 @@ impl Guard {
             out
         };
         let cached = self.cached(&keys, &digest);
-        let hit = if cached.is_some() { "hit" } else { "miss" };
-        metrics::counter!("portcullis_guard_verify_cache_total", "result" => hit).increment(1);
+        if cached.is_some() { &self.inner.cache_hits } else { &self.inner.cache_misses }.increment(1);
         let identity = match cached {
             Some(identity) if now < identity.expires_at.saturating_add(self.inner.config.leeway) => identity,
             Some(_) => return Err(Rejection::Invalid("expired")),

@@ -10,10 +10,16 @@
 //! (`/%61dmin` is `/admin`), hex digits of other escapes upper-cased, and every target that different readers
 //! could resolve differently is refused outright rather than guessed at.
 
+use std::borrow::Cow;
+
 /// The normal form of `path` for route matching, or `None` when the path is ambiguous and must be refused.
-pub(crate) fn normalize(path: &str) -> Option<String> {
+/// A path with nothing to decode (the common case) is returned as it is, without a copy.
+pub(crate) fn normalize(path: &str) -> Option<Cow<'_, str>> {
     if !path.starts_with('/') {
         return None;
+    }
+    if !path.bytes().any(|b| b == b'%') {
+        return check_segments(path).then_some(Cow::Borrowed(path));
     }
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
@@ -45,17 +51,23 @@ pub(crate) fn normalize(path: &str) -> Option<String> {
             }
         }
     }
-    let segments: Vec<&str> = out[1..].split('/').collect();
-    let last = segments.len() - 1;
-    for (n, segment) in segments.iter().enumerate() {
-        let dot = *segment == "." || *segment == "..";
-        // An empty segment is the trailing slash only (`/api/`), or the whole path `/`.
-        let empty = segment.is_empty() && n != last;
-        if dot || empty {
-            return None;
+    check_segments(&out).then_some(Cow::Owned(out))
+}
+
+/// True when every byte is a visible ASCII character other than `\`, and no segment is `.`, `..` or empty
+/// (except the last: `/api/` and `/` end in a slash).
+fn check_segments(path: &str) -> bool {
+    if !path.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') {
+        return false;
+    }
+    let mut segments = path[1..].split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if segment == "." || segment == ".." || (segment.is_empty() && !last) {
+            return false;
         }
     }
-    Some(out)
+    true
 }
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
