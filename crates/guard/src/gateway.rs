@@ -52,6 +52,9 @@ pub struct GatewayConfig {
     pub upstream_timeout: u64,
     #[serde(default = "default_realm")]
     pub realm: String,
+    /// Worker threads, each accepting and serving its own connections; 0 (the default) is one per core.
+    #[serde(default)]
+    pub workers: usize,
     #[serde(rename = "route", default)]
     pub routes: Vec<RouteConfig>,
 }
@@ -100,7 +103,7 @@ impl GatewayConfig {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Route {
     prefix: String,
     host: Option<String>,
@@ -200,10 +203,7 @@ impl Gateway {
             return Err(GuardError::Config("client_id and client_secret_file: set both, or neither".into()));
         }
         let guard = Guard::start(guard_config).await?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
+        let client = upstream_client();
         let timeout = Duration::from_secs(config.upstream_timeout.max(1));
         Ok(Arc::new(Gateway {
             guard,
@@ -219,6 +219,21 @@ impl Gateway {
 
     pub fn guard(&self) -> &Guard {
         &self.guard
+    }
+
+    /// The same gateway (guard, routes, metrics) with an upstream connection pool of its own, for a worker
+    /// thread: a connection then lives and is used on one thread only.
+    pub fn for_worker(&self) -> Arc<Gateway> {
+        Arc::new(Gateway {
+            guard: self.guard.clone(),
+            routes: self.routes.clone(),
+            client: upstream_client(),
+            metrics: self.metrics.clone(),
+            timeout: self.timeout,
+            allowed: self.allowed.clone(),
+            allowed_public: self.allowed_public.clone(),
+            upstream_seconds: self.upstream_seconds.clone(),
+        })
     }
 
     /// The gateway's router: `/healthz`, `/metrics`, `/check`, and everything else proxied.
@@ -240,6 +255,13 @@ impl Gateway {
     }
 }
 
+fn upstream_client() -> Client<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector)
+}
+
 /// Installs the process-wide Prometheus recorder for `/metrics` (once; `None` if another is installed).
 pub fn install_metrics() -> Option<PrometheusHandle> {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
@@ -247,7 +269,8 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
     metrics::set_global_recorder(recorder).ok().map(|()| handle)
 }
 
-/// Serves the gateway on `listen` until `shutdown` resolves, then drains.
+/// Serves the gateway on `listen`, on the current runtime, until `shutdown` resolves, then drains. The binary
+/// uses [`crate::workers::serve_workers`] instead (one thread per core).
 pub async fn serve(
     gateway: Arc<Gateway>,
     listen: &str,

@@ -28,6 +28,7 @@ pub mod jwks;
 pub mod jwks_timing;
 pub mod layer;
 mod target;
+pub mod workers;
 
 use std::sync::Arc;
 

@@ -151,7 +151,7 @@ async fn raw_status(addr: &str, target: &str, bearer: Option<&str>) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_proxies_with_identity_headers_and_answers_forward_auth() {
-    use portcullis_guard::gateway::{self, Gateway, GatewayConfig};
+    use portcullis_guard::gateway::{Gateway, GatewayConfig};
     let srv = start("gateway").await;
     let secret = srv.service_client("svc", &["read", "write"]).await;
     let feed_secret = srv.service_client("gw", &["portcullis:events"]).await;
@@ -197,7 +197,10 @@ scopes = ["write"]
     std::fs::write(srv.dir.join("gateway.toml"), toml).unwrap();
     let config = GatewayConfig::load(&srv.dir.join("gateway.toml")).unwrap();
     let gw = Gateway::start(&config, Some(serve::metrics_handle())).await.unwrap();
-    let (addr, _task) = gateway::serve(gw, "127.0.0.1:0", std::future::pending()).await.unwrap();
+    // Served as the binary serves it: two worker threads, each with its own listener on one port.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let (addr, workers) = portcullis_guard::workers::serve_workers(&gw, "127.0.0.1:0", 2, stopping).unwrap();
+    assert_eq!(workers.len(), 2);
     let base = format!("http://{addr}");
     let token = |scope: &'static str| {
         let (srv, secret) = (&srv, secret.clone());
@@ -344,6 +347,10 @@ scopes = ["write"]
     srv.stop().await;
     let resp = http.get(format!("{base}/api/orders")).bearer_auth(fresh).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
+    // Shutdown: the workers drain and end.
+    stop.send_replace(true);
+    drop(http);
+    tokio::task::spawn_blocking(move || workers.into_iter().for_each(|w| w.join().unwrap())).await.unwrap();
 }
 
 /// nginx from the distribution, if installed; CI installs it and sets PORTCULLIS_TEST_NGINX=1 so that a
