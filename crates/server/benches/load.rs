@@ -51,8 +51,11 @@ struct Load {
 
 impl Load {
     async fn client_credentials(&self, spread: usize) -> (Sample, Duration) {
-        let deadline = Instant::now() + self.duration;
-        run(self.concurrency, |i| {
+        self.client_credentials_until(self.concurrency, spread, Instant::now() + self.duration).await
+    }
+
+    async fn client_credentials_until(&self, clients: u64, spread: usize, deadline: Instant) -> (Sample, Duration) {
+        run(clients, |i| {
             let (http, setup) = (self.http.clone(), Arc::clone(&self.setup));
             let url = setup.url(i, spread, "/oauth2/token");
             timed_loop(deadline, move || {
@@ -381,17 +384,7 @@ fn main() {
         let loaded_ceiling = cores as f64 / loaded_hash_time;
         let rate = report("password logins", &mut l, le);
         let deadline = Instant::now() + duration;
-        let probe = run(4, |_| {
-            let (http, url, setup) = (http.clone(), token_url.clone(), Arc::clone(&setup));
-            timed_loop(deadline, move || {
-                let (http, url, setup) = (http.clone(), url.clone(), Arc::clone(&setup));
-                Box::pin(async move {
-                    post_form(&http, &url, ("svc", &setup.svc_secret), &[("grant_type", "client_credentials")])
-                        .await
-                        .is_some()
-                })
-            })
-        });
+        let probe = load.client_credentials_until(4, 1, deadline);
         let ((mut f, fe), (mut p, pe)) = tokio::join!(run(concurrency, login(deadline)), probe);
         report("password logins (flood)", &mut f, fe);
         report("client_credentials during the flood", &mut p, pe);
