@@ -101,6 +101,8 @@ pub struct KeyManager {
     busy: tokio::sync::Mutex<()>,
     /// This process's name as a lease holder.
     holder: String,
+    /// How long a command or a start waits for the lease.
+    lease_wait: std::time::Duration,
 }
 
 /// A change the manager made, for the log and the audit trail.
@@ -121,7 +123,14 @@ impl KeyManager {
             ring: KeyRing::default(),
             busy: tokio::sync::Mutex::new(()),
             holder,
+            lease_wait: LEASE_WAIT,
         }
+    }
+
+    /// Waits this long (instead of 10 s) for another process's key change before giving up.
+    pub fn with_lease_wait(mut self, wait: std::time::Duration) -> Self {
+        self.lease_wait = wait;
+        self
     }
 
     /// Takes the keys lease; with `wait`, retries until [`LEASE_WAIT`] has passed. The lease is renewed at each
@@ -136,7 +145,7 @@ impl KeyManager {
             if !wait {
                 return Ok(false);
             }
-            if started.elapsed() >= LEASE_WAIT {
+            if started.elapsed() >= self.lease_wait {
                 return Err(KeyError::Busy);
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -176,10 +185,23 @@ impl KeyManager {
     }
 
     /// [`KeyManager::maintain`] at start-up: waits for another instance's change, so the server never starts
-    /// without an active key because a peer was creating it.
+    /// without an active key because a peer was creating it. If the lease stays taken (a peer at work, or a
+    /// process that died holding it, until it lapses) the server starts on the keys the store has, as long as
+    /// one of them can sign.
     pub async fn start(&self, now: i64) -> Result<Vec<KeyChange>, KeyError> {
         let _busy = self.busy.lock().await;
-        self.lease(now, true).await?;
+        match self.lease(now, true).await {
+            Ok(_) => {}
+            Err(KeyError::Busy) => {
+                self.reload().await?;
+                if self.ring.current().signer.is_some() {
+                    tracing::warn!("the signing-keys lease is held elsewhere; starting on the current keys");
+                    return Ok(Vec::new());
+                }
+                return Err(KeyError::Busy);
+            }
+            Err(e) => return Err(e),
+        }
         let result = self.maintain_locked(now).await;
         self.release().await;
         result
@@ -340,5 +362,44 @@ impl KeyManager {
         let alg = Algorithm::from_name(&key.alg).map_err(|e| fail(e.to_string()))?;
         let signing = jwk::signing_key_from_jwk(text, &[alg]).map_err(|e| fail(e.to_string()))?;
         Ok(jwt::Signer::new(signing, Some(typ)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    async fn manager(store: &Arc<dyn Store>, master: &str) -> KeyManager {
+        let rules = KeyRules { rotation_interval: 86_400, jwks_max_age: 300, max_token_ttl: 3600 };
+        KeyManager::new(Arc::clone(store), MasterKey::parse(master).unwrap(), rules, Algorithm::ES256)
+            .with_lease_wait(Duration::from_millis(200))
+    }
+
+    /// A process that died holding the keys lease must not stop the next one from starting on the keys there are,
+    /// nor let it start with none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_held_elsewhere_delays_changes_but_not_a_start_on_existing_keys() {
+        let dir = std::env::temp_dir().join(format!("portcullis-signing-lease-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&format!("sqlite://{}/p.db", dir.display())).await.unwrap());
+        let (_, master) = MasterKey::generate().unwrap();
+        assert!(store.acquire_lease(KEYS_LEASE, "crashed", 1000, 1030).await.unwrap());
+        let first = manager(&store, &master).await;
+        assert!(matches!(first.start(1000).await, Err(KeyError::Busy)), "no key to start on");
+        assert!(first.ring().current().signer.is_none());
+        // The lease lapses: the next start makes the first key.
+        let changes = first.start(1031).await.unwrap();
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        // Held again by a dead process: a start goes ahead on the existing key; a rotation waits, then refuses.
+        assert!(store.acquire_lease(KEYS_LEASE, "crashed", 1040, 1070).await.unwrap());
+        let second = manager(&store, &master).await;
+        assert_eq!(second.start(1041).await.unwrap(), vec![]);
+        assert!(second.ring().current().signer.is_some());
+        assert!(matches!(second.rotate(1042).await, Err(KeyError::Busy)));
+        assert_eq!(second.maintain(1043).await.unwrap(), vec![], "the schedule leaves the change to the holder");
     }
 }
