@@ -175,6 +175,9 @@ pub enum Error {
     /// The cryptographic backend failed (e.g. the system RNG); not caused by the input.
     #[error("cryptographic backend failure")]
     Crypto,
+    /// A DPoP proof (RFC 9449) failed a check of its own.
+    #[error("DPoP proof: {0}")]
+    Dpop(crate::dpop::DpopError),
 }
 
 impl Error {

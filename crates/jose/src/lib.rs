@@ -3,7 +3,8 @@
 //! Strict, fast JOSE for Portcullis and for anyone who verifies JWTs: JWS compact signing and verification
 //! (RFC 7515) for HS256/384/512, RS256/384/512, PS256/384/512, ES256/384/512, EdDSA (Ed25519, RFC 8037)
 //! and ML-DSA-44/65/87; JWK and JWK Set import and export (RFC 7517, `AKP` keys for ML-DSA); RFC 7638
-//! thumbprints; and JWT claims validation (RFC 7519) with the RFC 9068 access-token profile.
+//! thumbprints; JWT claims validation (RFC 7519) with the RFC 9068 access-token profile; and the stateless checks
+//! of DPoP proofs (RFC 9449, [`dpop`]), shared by the authorization server and resource servers.
 //!
 //! **Design.** Pure and synchronous: no I/O, no async, no clock (time is passed in as [`UnixTime`]). A key
 //! carries the one algorithm it may be used with, so a token cannot choose its algorithm (no `alg: none`, no
@@ -40,6 +41,7 @@ pub mod alg;
 pub mod b64;
 pub mod claims;
 mod der;
+pub mod dpop;
 pub mod error;
 pub mod json;
 pub mod jwk;

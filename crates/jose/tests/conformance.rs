@@ -253,3 +253,43 @@ fn wycheproof_json_web_key() {
     let counts = run_wycheproof("json_web_key_test.json");
     assert_eq!(counts.values().sum::<usize>(), 26);
 }
+
+/// RFC 9449 Figure 2: the proof verifies at its own time for its request, with the published thumbprint, and
+/// fails a minute later, for another method or URL, and where an access token or a nonce is expected.
+#[test]
+fn rfc9449_example_proof() {
+    use portcullis_jose::dpop::{verify_proof, DpopError, ProofPolicy, ProofRequest};
+    use portcullis_jose::UnixTime;
+    let v = load("rfc9449-dpop-example.json");
+    let proof = v["figure2_proof"].as_str().unwrap();
+    let at = v["verify_at_unix"].as_i64().unwrap();
+    let url = v["request"]["url"].as_str().unwrap();
+    let request =
+        ProofRequest { method: v["request"]["method"].as_str().unwrap(), url, access_token: None, nonce: None };
+    let policy = ProofPolicy::default();
+    let ok = verify_proof(proof, &request, &policy, UnixTime::from_secs(at)).unwrap();
+    assert_eq!(ok.jkt, v["published_jkt"].as_str().unwrap());
+    assert_eq!(ok.jti, v["expected"]["payload"]["jti"].as_str().unwrap());
+    let later = verify_proof(proof, &request, &policy, UnixTime::from_secs(at + policy.max_age + 1));
+    assert_eq!(later.unwrap_err(), Error::Dpop(DpopError::Stale));
+    let get = ProofRequest { method: "GET", ..request };
+    assert_eq!(
+        verify_proof(proof, &get, &policy, UnixTime::from_secs(at)).unwrap_err(),
+        Error::Dpop(DpopError::WrongMethod)
+    );
+    let elsewhere = ProofRequest { url: "https://server.example.com/other", ..request };
+    assert_eq!(
+        verify_proof(proof, &elsewhere, &policy, UnixTime::from_secs(at)).unwrap_err(),
+        Error::Dpop(DpopError::WrongUrl)
+    );
+    let bound = ProofRequest { access_token: Some("an.access.token"), ..request };
+    assert_eq!(
+        verify_proof(proof, &bound, &policy, UnixTime::from_secs(at)).unwrap_err(),
+        Error::Dpop(DpopError::MissingAccessTokenHash)
+    );
+    let nonce = ProofRequest { nonce: Some("n"), ..request };
+    assert_eq!(
+        verify_proof(proof, &nonce, &policy, UnixTime::from_secs(at)).unwrap_err(),
+        Error::Dpop(DpopError::WrongNonce)
+    );
+}

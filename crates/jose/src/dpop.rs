@@ -1,0 +1,421 @@
+//! DPoP proofs (RFC 9449): checking a proof-of-possession JWT, in one place for the authorization server and
+//! for resource servers.
+//!
+//! [`verify_proof`] performs the checks of RFC 9449 §4.3 that need no state:
+//! - `typ` is `dpop+jwt`;
+//! - the algorithm is asymmetric and in the policy's list, and fits the key;
+//! - the header carries a public `jwk` (a private member is refused) and the signature verifies with it;
+//! - `htm` is the request's method, and `htu` its URL with query and fragment ignored (both compared after
+//!   RFC 3986 normalisation);
+//! - `iat` is within the policy's window; `jti` is present;
+//! - `ath` is the hash of the access token when one is presented, and `nonce` is the expected one when the
+//!   server demands one.
+//!
+//! What needs state is the caller's: refusing a replayed `jti` (record it only after the proof passed, so that a
+//! failed proof cannot burn it), and comparing [`Proof::jkt`] with the access token's `cnf.jkt`.
+
+use aws_lc_rs::digest;
+
+use crate::error::Part;
+use crate::jws::{check_header, split, HeaderParams, HeaderRules};
+use crate::{b64, json, jwk, AlgSet, Algorithm, Error, SigningKey, UnixTime, VerifyingKey};
+
+/// The `typ` of a DPoP proof.
+pub const DPOP_JWT: &str = "dpop+jwt";
+
+/// Why a DPoP proof was refused, beyond the JWS and claim errors the rest of the crate reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DpopError {
+    /// The header has no `jwk`, or it is not an object.
+    MissingKey,
+    /// The header's `jwk` carries private key material.
+    PrivateKey,
+    /// `htm` is not the request's method.
+    WrongMethod,
+    /// `htu` is not the request's URL (query and fragment aside).
+    WrongUrl,
+    /// `iat` is older than the window allows.
+    Stale,
+    /// `iat` is further in the future than the allowed clock skew.
+    Future,
+    /// An access token was presented but the proof has no `ath`.
+    MissingAccessTokenHash,
+    /// `ath` is not the hash of the presented access token.
+    WrongAccessTokenHash,
+    /// The server demands a nonce and the proof has none, or another one.
+    WrongNonce,
+}
+
+impl std::fmt::Display for DpopError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DpopError::MissingKey => "the proof's header has no public jwk",
+            DpopError::PrivateKey => "the proof's jwk contains a private key",
+            DpopError::WrongMethod => "htm does not match the request method",
+            DpopError::WrongUrl => "htu does not match the request URL",
+            DpopError::Stale => "the proof is too old",
+            DpopError::Future => "the proof was issued in the future",
+            DpopError::MissingAccessTokenHash => "the proof has no ath for the access token",
+            DpopError::WrongAccessTokenHash => "ath does not match the access token",
+            DpopError::WrongNonce => "the proof does not carry the expected nonce",
+        })
+    }
+}
+
+/// What is acceptable in a proof, whatever the request.
+#[derive(Debug, Clone)]
+pub struct ProofPolicy {
+    /// Algorithms a proof may use; symmetric ones are never accepted, whatever this says.
+    pub algorithms: AlgSet,
+    /// How old `iat` may be, in seconds (RFC 9449 §11.1: short; also how long a `jti` must be remembered).
+    pub max_age: i64,
+    /// How far in the future `iat` may be, for clock skew.
+    pub max_skew: i64,
+    /// The largest proof accepted, in bytes.
+    pub max_bytes: usize,
+}
+
+impl Default for ProofPolicy {
+    fn default() -> Self {
+        ProofPolicy {
+            algorithms: AlgSet::of(&Algorithm::asymmetric().collect::<Vec<_>>()),
+            max_age: 60,
+            max_skew: 5,
+            max_bytes: 8 * 1024,
+        }
+    }
+}
+
+/// The request a proof must be for.
+#[derive(Debug, Clone, Copy)]
+pub struct ProofRequest<'a> {
+    /// The HTTP method, e.g. `POST`.
+    pub method: &'a str,
+    /// The URL the request was made to, as the client addressed it (scheme, host, port, path).
+    pub url: &'a str,
+    /// The access token presented with the request, at a resource server (checked against `ath`).
+    pub access_token: Option<&'a str>,
+    /// The nonce the server demands, if it demands one.
+    pub nonce: Option<&'a str>,
+}
+
+/// A proof that passed every stateless check.
+#[derive(Debug)]
+pub struct Proof {
+    /// The RFC 7638 thumbprint of the proof's key: what `cnf.jkt` of a bound token must equal.
+    pub jkt: String,
+    /// The proof's `jti`, for the caller's replay check.
+    pub jti: String,
+    pub iat: i64,
+    /// The proof's public key.
+    pub key: VerifyingKey,
+}
+
+/// Checks a DPoP proof (the value of one `DPoP` header) for `request` at `now`.
+pub fn verify_proof(
+    proof: &str,
+    request: &ProofRequest<'_>,
+    policy: &ProofPolicy,
+    now: UnixTime,
+) -> Result<Proof, Error> {
+    let seg = split(proof, policy.max_bytes)?;
+    let header_bytes = b64::decode(seg.header.as_bytes()).ok_or(Error::Base64(Part::Header))?;
+    let header = String::from_utf8(header_bytes)
+        .map_err(|_| Error::Json { part: Part::Header, error: crate::error::JsonError::InvalidUnicode })?;
+    let members = json::parse_object(&header, json::DEFAULT_MAX_DEPTH).map_err(Error::json(Part::Header))?;
+    let facts = check_header(&members, HeaderRules { allow_jwk: true })?;
+    if facts.typ.map(|t| t.to_cow()).as_deref() != Some(DPOP_JWT) {
+        return Err(Error::WrongType);
+    }
+    let alg = facts.alg;
+    if alg.is_symmetric() || !policy.algorithms.contains(alg) {
+        return Err(Error::AlgorithmNotAllowed(alg.name()));
+    }
+    let jwk_value = json::find(&members, "jwk").ok_or(Error::Dpop(DpopError::MissingKey))?;
+    let jwk_members = json::parse_object(jwk_value.text(), json::DEFAULT_MAX_DEPTH)
+        .map_err(|_| Error::Dpop(DpopError::MissingKey))?;
+    if jwk::is_private_members(&jwk_members) {
+        return Err(Error::Dpop(DpopError::PrivateKey));
+    }
+    let key = jwk::verifying_key_from_jwk(jwk_value.text(), &[alg])?;
+    if key.algorithm() != alg {
+        return Err(Error::AlgorithmKeyMismatch { token: alg.name(), key: key.algorithm().name() });
+    }
+    if seg.signature.is_empty() {
+        return Err(Error::Malformed);
+    }
+    let signature = b64::decode(seg.signature.as_bytes()).ok_or(Error::Base64(Part::Signature))?;
+    key.verify(seg.signing_input.as_bytes(), &signature)?;
+
+    let payload = b64::decode(seg.payload.as_bytes()).ok_or(Error::Base64(Part::Payload))?;
+    let claims = json::parse_object_bytes(&payload, json::DEFAULT_MAX_DEPTH).map_err(Error::json(Part::Payload))?;
+    let text = |name: &'static str| -> Result<String, Error> {
+        let value = json::find(&claims, name).ok_or_else(|| Error::MissingClaim(name.into()))?;
+        Ok(value.as_str().ok_or(Error::ClaimType(name))?.to_cow().into_owned())
+    };
+    let jti = text("jti")?;
+    if jti.is_empty() {
+        return Err(Error::MissingClaim("jti".into()));
+    }
+    if text("htm")? != request.method {
+        return Err(Error::Dpop(DpopError::WrongMethod));
+    }
+    match (normalize_url(&text("htu")?), normalize_url(request.url)) {
+        (Some(claimed), Some(actual)) if claimed == actual => {}
+        _ => return Err(Error::Dpop(DpopError::WrongUrl)),
+    }
+    let iat = json::find(&claims, "iat").ok_or_else(|| Error::MissingClaim("iat".into()))?;
+    let iat = iat.as_i64().ok_or(Error::ClaimType("iat"))?;
+    if iat > now.as_secs().saturating_add(policy.max_skew) {
+        return Err(Error::Dpop(DpopError::Future));
+    }
+    if iat < now.as_secs().saturating_sub(policy.max_age) {
+        return Err(Error::Dpop(DpopError::Stale));
+    }
+    if let Some(token) = request.access_token {
+        let expected = b64::encode(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
+        match json::find(&claims, "ath").and_then(|v| v.as_str()) {
+            None => return Err(Error::Dpop(DpopError::MissingAccessTokenHash)),
+            Some(ath) if ath.to_cow() != expected => return Err(Error::Dpop(DpopError::WrongAccessTokenHash)),
+            Some(_) => {}
+        }
+    }
+    if let Some(nonce) = request.nonce {
+        if json::find(&claims, "nonce").and_then(|v| v.as_str()).map(|n| n.to_cow()).as_deref() != Some(nonce) {
+            return Err(Error::Dpop(DpopError::WrongNonce));
+        }
+    }
+    Ok(Proof { jkt: key.thumbprint(), jti, iat, key })
+}
+
+/// Signs a DPoP proof, as a client makes one: header `typ: dpop+jwt` with the key's public JWK, and `claims`
+/// (a JSON object: `jti`, `htm`, `htu`, `iat`, and `ath` or `nonce` where they apply).
+pub fn sign_proof(key: &SigningKey, claims: &str) -> Result<String, Error> {
+    let public = key.verifying_key().to_jwk()?;
+    let params = HeaderParams { typ: Some(DPOP_JWT), cty: None, extra: &[("jwk", public.as_str())] };
+    crate::jws::sign(key, &params, claims.as_bytes())
+}
+
+/// The form in which `htu` and the request URL are compared (RFC 9449 §4.3, step 9): scheme and host in lower
+/// case, the scheme's default port dropped, an empty path as `/`, percent-encoding normalised and dot segments
+/// resolved (RFC 3986 §6.2.2–6.2.3), query and fragment removed. `None` for what is not an absolute http(s) URL.
+pub fn normalize_url(url: &str) -> Option<String> {
+    let url = url.split(['?', '#']).next().unwrap_or_default();
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "https" => "443",
+        "http" => "80",
+        _ => return None,
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let authority = authority.to_ascii_lowercase();
+    // An IPv6 literal keeps its colons inside brackets.
+    let (host, port) = match authority.find(']') {
+        Some(end) => (&authority[..=end], authority[end + 1..].strip_prefix(':')),
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority.as_str(), None),
+        },
+    };
+    let authority = match port {
+        None | Some("") => host.to_owned(),
+        Some(p) if p == default_port => host.to_owned(),
+        Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => format!("{host}:{p}"),
+        Some(_) => return None,
+    };
+    let mut segments: Vec<String> = Vec::new();
+    let path = if path.is_empty() { "/" } else { path };
+    let trailing = path.ends_with('/');
+    for segment in path[1..].split('/') {
+        match normalize_escapes(segment)?.as_str() {
+            "." => {}
+            ".." => {
+                segments.pop();
+            }
+            other => segments.push(other.to_owned()),
+        }
+    }
+    let mut out = format!("{scheme}://{authority}");
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if segments.is_empty() || (trailing && !segments.last().is_some_and(|s| s.is_empty())) {
+        out.push('/');
+    }
+    Some(out)
+}
+
+/// Decodes percent-escapes of unreserved characters and upper-cases the hex digits of the rest.
+fn normalize_escapes(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = String::with_capacity(segment.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = segment.get(i + 1..i + 3)?;
+            let byte = u8::from_str_radix(hex, 16).ok()?;
+            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                out.push(char::from(byte));
+            } else {
+                out.push('%');
+                out.push_str(&hex.to_ascii_uppercase());
+            }
+            i += 3;
+        } else {
+            out.push(char::from(bytes[i]));
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URL: &str = "https://rs.example/orders";
+    const NOW: i64 = 1_800_000_000;
+
+    fn request<'a>(access_token: Option<&'a str>, nonce: Option<&'a str>) -> ProofRequest<'a> {
+        ProofRequest { method: "GET", url: URL, access_token, nonce }
+    }
+
+    fn proof(key: &SigningKey, claims: &str) -> String {
+        sign_proof(key, claims).unwrap()
+    }
+
+    fn check(p: &str, r: &ProofRequest<'_>) -> Result<Proof, Error> {
+        verify_proof(p, r, &ProofPolicy::default(), UnixTime::from_secs(NOW))
+    }
+
+    #[test]
+    fn a_good_proof_passes_and_names_its_key() {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let ath = b64::encode(digest::digest(&digest::SHA256, b"the.access.token").as_ref());
+        let p = proof(
+            &key,
+            &format!(r#"{{"jti":"j1","htm":"GET","htu":"{URL}?x=1","iat":{NOW},"ath":"{ath}","nonce":"n1"}}"#),
+        );
+        let ok = check(&p, &request(Some("the.access.token"), Some("n1"))).unwrap();
+        assert_eq!(ok.jkt, key.verifying_key().thumbprint());
+        assert_eq!((ok.jti.as_str(), ok.iat), ("j1", NOW));
+        for alg in [Algorithm::EdDSA, Algorithm::PS256, Algorithm::MlDsa44] {
+            let key = SigningKey::generate(alg).unwrap();
+            let p = proof(&key, &format!(r#"{{"jti":"j","htm":"GET","htu":"{URL}","iat":{NOW}}}"#));
+            assert!(check(&p, &request(None, None)).is_ok(), "{alg:?}");
+        }
+    }
+
+    #[test]
+    fn each_failed_check_has_its_own_error() {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let claims = |extra: &str| format!(r#"{{"jti":"j","htm":"GET","htu":"{URL}","iat":{NOW}{extra}}}"#);
+        let cases: Vec<(String, ProofRequest<'_>, Error)> = vec![
+            (proof(&key, &claims("").replace("GET", "POST")), request(None, None), Error::Dpop(DpopError::WrongMethod)),
+            (
+                proof(&key, &claims("").replace("/orders", "/other")),
+                request(None, None),
+                Error::Dpop(DpopError::WrongUrl),
+            ),
+            (
+                proof(&key, &claims("").replace(&NOW.to_string(), &(NOW - 61).to_string())),
+                request(None, None),
+                Error::Dpop(DpopError::Stale),
+            ),
+            (
+                proof(&key, &claims("").replace(&NOW.to_string(), &(NOW + 6).to_string())),
+                request(None, None),
+                Error::Dpop(DpopError::Future),
+            ),
+            (proof(&key, &claims("")), request(Some("t"), None), Error::Dpop(DpopError::MissingAccessTokenHash)),
+            (
+                proof(&key, &claims(r#","ath":"AAAA""#)),
+                request(Some("t"), None),
+                Error::Dpop(DpopError::WrongAccessTokenHash),
+            ),
+            (proof(&key, &claims("")), request(None, Some("n")), Error::Dpop(DpopError::WrongNonce)),
+            (
+                proof(&key, &claims("").replace(r#""jti":"j","#, "")),
+                request(None, None),
+                Error::MissingClaim("jti".into()),
+            ),
+            (
+                proof(&key, &claims("").replace(&NOW.to_string(), &format!("\"{NOW}\""))),
+                request(None, None),
+                Error::ClaimType("iat"),
+            ),
+        ];
+        for (p, r, expected) in cases {
+            assert_eq!(check(&p, &r).unwrap_err(), expected);
+        }
+    }
+
+    #[test]
+    fn the_header_must_be_a_dpop_proof_with_a_public_key() {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let claims = format!(r#"{{"jti":"j","htm":"GET","htu":"{URL}","iat":{NOW}}}"#);
+        let with_header = |typ: &str, jwk: &str| {
+            let params = HeaderParams { typ: Some(typ), cty: None, extra: &[("jwk", jwk)] };
+            crate::jws::sign(&key, &params, claims.as_bytes()).unwrap()
+        };
+        let public = key.verifying_key().to_jwk().unwrap();
+        let private = key.to_jwk().unwrap();
+        assert_eq!(check(&with_header("JWT", &public), &request(None, None)).unwrap_err(), Error::WrongType);
+        assert_eq!(
+            check(&with_header(DPOP_JWT, &private), &request(None, None)).unwrap_err(),
+            Error::Dpop(DpopError::PrivateKey)
+        );
+        let other = SigningKey::generate(Algorithm::ES256).unwrap().verifying_key().to_jwk().unwrap();
+        assert_eq!(check(&with_header(DPOP_JWT, &other), &request(None, None)).unwrap_err(), Error::BadSignature);
+        let params = HeaderParams { typ: Some(DPOP_JWT), cty: None, extra: &[] };
+        let keyless = crate::jws::sign(&key, &params, claims.as_bytes()).unwrap();
+        assert_eq!(check(&keyless, &request(None, None)).unwrap_err(), Error::Dpop(DpopError::MissingKey));
+        // alg: none, and a symmetric algorithm, whatever the policy says.
+        let header = b64::encode(format!(r#"{{"typ":"dpop+jwt","alg":"none","jwk":{public}}}"#).as_bytes());
+        let unsigned = format!("{header}.{}.", b64::encode(claims.as_bytes()));
+        assert_eq!(check(&unsigned, &request(None, None)).unwrap_err(), Error::AlgNone);
+        let hmac = SigningKey::generate(Algorithm::HS256).unwrap();
+        let params = HeaderParams { typ: Some(DPOP_JWT), cty: None, extra: &[("jwk", &public)] };
+        let symmetric = crate::jws::sign(&hmac, &params, claims.as_bytes()).unwrap();
+        let policy = ProofPolicy { algorithms: AlgSet::all(), ..ProofPolicy::default() };
+        let refused = verify_proof(&symmetric, &request(None, None), &policy, UnixTime::from_secs(NOW));
+        assert_eq!(refused.unwrap_err(), Error::AlgorithmNotAllowed("HS256"));
+        // An ES256 header over an Ed25519 key.
+        let ed = SigningKey::generate(Algorithm::EdDSA).unwrap().verifying_key().to_jwk().unwrap();
+        assert!(check(&with_header(DPOP_JWT, &ed), &request(None, None)).is_err());
+    }
+
+    #[test]
+    fn urls_compare_after_normalisation() {
+        let same = [
+            ("https://server.example.com/token", "HTTPS://Server.Example.COM:443/token"),
+            ("https://server.example.com", "https://server.example.com/"),
+            ("http://127.0.0.1:8080/a/./b/../c", "http://127.0.0.1:8080/a/c"),
+            ("https://rs.example/%7euser/x?query=1#frag", "https://rs.example/~user/x"),
+            ("https://rs.example/a%2fb", "https://rs.example/a%2Fb"),
+        ];
+        for (a, b) in same {
+            assert_eq!(normalize_url(a), normalize_url(b), "{a} ~ {b}");
+            assert!(normalize_url(a).is_some());
+        }
+        let different = [
+            ("https://server.example.com/token", "http://server.example.com/token"),
+            ("https://server.example.com/token", "https://server.example.com:8443/token"),
+            ("https://server.example.com/token", "https://server.example.com/token/"),
+            ("https://server.example.com/token", "https://other.example.com/token"),
+            ("https://rs.example/a%2fb", "https://rs.example/a/b"),
+        ];
+        for (a, b) in different {
+            assert_ne!(normalize_url(a), normalize_url(b), "{a} vs {b}");
+        }
+        for bad in ["/token", "ftp://x/y", "https://user@host/x", "https://", "https://host:port/x"] {
+            assert_eq!(normalize_url(bad), None, "{bad}");
+        }
+    }
+}
