@@ -2,7 +2,11 @@
 //! each implementation in rotating order, and the table reports each one's median over the rounds. A shared
 //! host's drifting speed then affects all columns alike, so the ratios hold where sequential runs would not.
 //!
-//! Run: `cargo bench -p portcullis-jose --bench interleaved` (prints a Markdown table; about a minute).
+//! Run: `cargo bench -p portcullis-jose --bench interleaved [-- dpop]` (prints Markdown tables; about a minute;
+//! `dpop` runs the DPoP table alone).
+//!
+//! The last table is the cost of checking one DPoP proof (RFC 9449) at a resource server, against its floor:
+//! the bare signature verification of the proof plus one SHA-256 of the access token (for `ath`).
 
 // A benchmark binary: setup failures should stop it loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -76,11 +80,65 @@ fn table(title: &str, cases: Vec<common::Case>) {
     }
 }
 
+/// One DPoP proof check per algorithm: the floor (the proof's signature by a pre-parsed key, plus SHA-256 of
+/// the access token) against `dpop::verify_proof` (parse, import the header's key, thumbprint, signature, every
+/// claim check, `ath`).
+fn dpop_table() {
+    use std::hint::black_box;
+
+    use aws_lc_rs::digest;
+    use portcullis_jose::dpop::{sign_proof, verify_proof, ProofPolicy, ProofRequest};
+    use portcullis_jose::{b64, Algorithm, SigningKey, UnixTime};
+
+    println!("\nDPoP proof check (median of {ROUNDS} interleaved rounds; ratio to the floor)\n");
+    println!("| alg | floor: signature + SHA-256 of the token | verify_proof |");
+    println!("|---|---|---|");
+    let now = UnixTime::now();
+    let access_token = format!("eyJ0eXAiOiJhdCtqd3QifQ.{}.{}", "x".repeat(600), "y".repeat(86));
+    let ath = b64::encode(digest::digest(&digest::SHA256, access_token.as_bytes()).as_ref());
+    for alg in [Algorithm::ES256, Algorithm::EdDSA] {
+        let key = SigningKey::generate(alg).unwrap();
+        let jwk: serde_json::Value = serde_json::from_str(&key.verifying_key().to_jwk().unwrap()).unwrap();
+        let url = "https://api.portcullis.example/orders/42";
+        let claims =
+            format!(r#"{{"jti":"e1j3bSh2-Qm7","htm":"GET","htu":"{url}","iat":{},"ath":"{ath}"}}"#, now.as_secs());
+        let proof = sign_proof(&key, &claims).unwrap();
+        let (input, signature) = proof.rsplit_once('.').unwrap();
+        let (input, signature) = (input.as_bytes().to_vec(), b64::decode(signature.as_bytes()).unwrap());
+        let parsed = common::raw_verifier(alg, &jwk);
+        let token = access_token.clone();
+        let floor = common::Case {
+            alg: alg.name(),
+            imp: "floor",
+            op: Box::new(move || {
+                parsed.verify_sig(black_box(&input), &signature).unwrap();
+                black_box(digest::digest(&digest::SHA256, black_box(token.as_bytes())));
+            }),
+        };
+        let token = access_token.clone();
+        let policy = ProofPolicy::default();
+        let ours = common::Case {
+            alg: alg.name(),
+            imp: "ours",
+            op: Box::new(move || {
+                let request = ProofRequest { method: "GET", url, access_token: Some(&token), nonce: None };
+                black_box(verify_proof(black_box(&proof), &request, &policy, now).unwrap());
+            }),
+        };
+        let times = measure(&[&floor, &ours]);
+        println!("| {} | {} | {} ({:.2}×) |", alg.name(), fmt(times[0]), fmt(times[1]), times[1] / times[0]);
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing to run here.
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    table("verify", common::verify_cases());
-    table("sign", common::sign_cases());
+    // `-- dpop` runs the DPoP table alone.
+    if !std::env::args().any(|a| a == "dpop") {
+        table("verify", common::verify_cases());
+        table("sign", common::sign_cases());
+    }
+    dpop_table();
 }

@@ -79,7 +79,7 @@ fn member(jwk: &serde_json::Value, name: &str) -> Vec<u8> {
     b64::decode(jwk[name].as_str().unwrap().as_bytes()).unwrap()
 }
 
-fn raw_verifier(alg: Algorithm, jwk: &serde_json::Value) -> ParsedPublicKey {
+pub fn raw_verifier(alg: Algorithm, jwk: &serde_json::Value) -> ParsedPublicKey {
     let m = |n: &str| member(jwk, n);
     match alg {
         Algorithm::ES256 => {
