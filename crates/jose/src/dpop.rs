@@ -45,6 +45,8 @@ pub enum DpopError {
     WrongAccessTokenHash,
     /// The server demands a nonce and the proof has none, or another one.
     WrongNonce,
+    /// The proof's `jti` was already used (or the replay cache is full of live proofs).
+    Replayed,
 }
 
 impl std::fmt::Display for DpopError {
@@ -59,6 +61,7 @@ impl std::fmt::Display for DpopError {
             DpopError::MissingAccessTokenHash => "the proof has no ath for the access token",
             DpopError::WrongAccessTokenHash => "ath does not match the access token",
             DpopError::WrongNonce => "the proof does not carry the expected nonce",
+            DpopError::Replayed => "the proof was already used",
         })
     }
 }
@@ -187,6 +190,52 @@ pub fn verify_proof(
         }
     }
     Ok(Proof { jkt: key.thumbprint(), jti, iat, key })
+}
+
+/// The `jti`s of proofs already accepted, each kept until its proof could no longer pass the `iat` window
+/// (`iat + max_age + max_skew`), in bounded memory. Record a `jti` only after the proof passed every other check,
+/// so that a forged or failed proof cannot burn a legitimate client's `jti`. One per process; instances that
+/// share replay protection do it through their store instead. Size it for the peak rate of proofs times the
+/// window (`max_age + max_skew`): when it is full of live entries it refuses rather than evicts, because
+/// evicting would let a captured proof be replayed.
+#[derive(Debug)]
+pub struct JtiCache {
+    capacity: usize,
+    /// `jti` → until when it matters.
+    seen: std::collections::HashMap<String, i64>,
+}
+
+impl JtiCache {
+    /// A cache holding at most `capacity` live `jti`s.
+    pub fn new(capacity: usize) -> Self {
+        JtiCache { capacity: capacity.max(1), seen: std::collections::HashMap::new() }
+    }
+
+    /// Records `proof`'s `jti`: `Ok` the first time, `Err` for a replay. When the cache is full of live entries,
+    /// the proof is refused too (fail closed: a flood of proofs must not push out the `jti`s it would replay).
+    pub fn record(&mut self, proof: &Proof, policy: &ProofPolicy, now: UnixTime) -> Result<(), Error> {
+        let now = now.as_secs();
+        if self.seen.get(&proof.jti).is_some_and(|until| *until >= now) {
+            return Err(Error::Dpop(DpopError::Replayed));
+        }
+        if self.seen.len() >= self.capacity {
+            self.seen.retain(|_, until| *until >= now);
+            if self.seen.len() >= self.capacity {
+                return Err(Error::Dpop(DpopError::Replayed));
+            }
+        }
+        let until = proof.iat.saturating_add(policy.max_age).saturating_add(policy.max_skew);
+        self.seen.insert(proof.jti.clone(), until);
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
 }
 
 /// Signs a DPoP proof, as a client makes one: header `typ: dpop+jwt` with the key's public JWK, and `claims`
@@ -389,6 +438,32 @@ mod tests {
         // An ES256 header over an Ed25519 key.
         let ed = SigningKey::generate(Algorithm::EdDSA).unwrap().verifying_key().to_jwk().unwrap();
         assert!(check(&with_header(DPOP_JWT, &ed), &request(None, None)).is_err());
+    }
+
+    #[test]
+    fn a_jti_is_accepted_once_within_its_window_in_bounded_memory() {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let policy = ProofPolicy::default();
+        let make = |jti: &str, iat: i64| {
+            let p = proof(&key, &format!(r#"{{"jti":"{jti}","htm":"GET","htu":"{URL}","iat":{iat}}}"#));
+            verify_proof(&p, &request(None, None), &policy, UnixTime::from_secs(iat)).unwrap()
+        };
+        let mut cache = JtiCache::new(3);
+        let first = make("a", NOW);
+        cache.record(&first, &policy, UnixTime::from_secs(NOW)).unwrap();
+        assert_eq!(cache.record(&first, &policy, UnixTime::from_secs(NOW + 1)), Err(Error::Dpop(DpopError::Replayed)));
+        // A failed proof never reaches the cache, so its jti stays usable: only verified proofs are recorded.
+        cache.record(&make("b", NOW), &policy, UnixTime::from_secs(NOW)).unwrap();
+        cache.record(&make("c", NOW), &policy, UnixTime::from_secs(NOW)).unwrap();
+        assert_eq!(
+            cache.record(&make("d", NOW), &policy, UnixTime::from_secs(NOW)),
+            Err(Error::Dpop(DpopError::Replayed)),
+            "full of live entries: refused, not evicted"
+        );
+        // Once the window has passed, entries leave and new proofs are recorded.
+        let later = NOW + policy.max_age + policy.max_skew + 1;
+        cache.record(&make("d", later), &policy, UnixTime::from_secs(later)).unwrap();
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]
