@@ -32,6 +32,8 @@ pub struct Identity {
     pub session: Option<String>,
     pub issued_at: i64,
     pub expires_at: i64,
+    /// The RFC 7638 thumbprint of the key the token is bound to (`cnf.jkt`, RFC 9449 §6), for a DPoP-bound token.
+    pub bound_jkt: Option<String>,
 }
 
 impl Identity {
@@ -145,6 +147,14 @@ impl Rejection {
             Rejection::Unavailable(_) => None,
         }
     }
+}
+
+/// The `jkt` of a `cnf` claim (RFC 9449 §6.1); `None` when `cnf` is not an object with a string `jkt`, which
+/// makes the token malformed: a confirmation the guard cannot check must not be ignored.
+fn bound_jkt(cnf: &str) -> Option<String> {
+    let members = portcullis_jose::json::parse_object(cnf, portcullis_jose::json::DEFAULT_MAX_DEPTH).ok()?;
+    let jkt = portcullis_jose::json::find(&members, "jkt")?.as_str()?.to_cow().into_owned();
+    (!jkt.is_empty()).then_some(jkt)
 }
 
 fn reason_of(e: &JoseError) -> &'static str {
@@ -344,6 +354,11 @@ impl Guard {
             }
             other => other?,
         };
+        // RFC 9449 §7.1: a token bound to a key is useless without a proof of that key, so it is refused as a
+        // bearer token (a thief holding only the token would otherwise pass).
+        if identity.bound_jkt.is_some() {
+            return Err(Rejection::Invalid("DPoP-bound token sent as Bearer"));
+        }
         requirement.check(&identity)?;
         Ok(identity)
     }
@@ -409,7 +424,11 @@ impl Guard {
             jti: c.jti().ok_or(malformed.clone())?.into_owned(),
             session: c.string("sid").map(|s| s.into_owned()),
             issued_at: c.iat().ok_or(malformed.clone())?,
-            expires_at: c.exp().ok_or(malformed)?,
+            expires_at: c.exp().ok_or(malformed.clone())?,
+            bound_jkt: match c.get("cnf") {
+                None => None,
+                Some(cnf) => Some(bound_jkt(cnf.text()).ok_or(malformed)?),
+            },
         }))
     }
 

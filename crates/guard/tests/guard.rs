@@ -108,6 +108,46 @@ async fn verification_expiry_audience_key_removal_and_an_unreachable_server() {
     assert!(guard.verify(&fresh).is_ok());
 }
 
+/// RFC 9449 §7.1: a DPoP-bound token (`cnf.jkt`) is refused when presented as a bearer token, and a `cnf` the
+/// guard cannot read makes the token malformed rather than unbound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dpop_bound_token_is_refused_as_a_bearer_token() {
+    let key = SigningKey::generate(Algorithm::ES256).unwrap().with_kid("k1");
+    let jwks = Arc::new(Jwks {
+        doc: Mutex::new(format!(r#"{{"keys":[{}]}}"#, key.verifying_key().to_jwk().unwrap())),
+        down: AtomicBool::new(false),
+    });
+    let url = jwks_server(jwks).await;
+    let t0 = 1_800_000_000;
+    let clock = Clock::new(move || UnixTime::from_secs(t0));
+    let mut config = GuardConfig::new(ISSUER, "api");
+    config.jwks_uri = Some(url);
+    let guard = Guard::start_with_clock(config, clock).await.unwrap();
+    let signer = jwt::Signer::new(key, Some(AT_JWT));
+    let token = |cnf: &str| {
+        signer
+            .sign_json(&format!(
+                r#"{{"iss":"{ISSUER}","sub":"alice","aud":"api","iat":{t0},"exp":{},"jti":"j{}"{cnf}}}"#,
+                t0 + 300,
+                cnf.len()
+            ))
+            .unwrap()
+    };
+    let bearer = |t: String| {
+        let guard = guard.clone();
+        async move { guard.authorize(Some(&format!("Bearer {t}")), &Requirement::default()).await.map(|_| ()) }
+    };
+    assert_eq!(bearer(token("")).await, Ok(()));
+    assert_eq!(
+        bearer(token(r#","cnf":{"jkt":"0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}"#)).await,
+        Err(Rejection::Invalid("DPoP-bound token sent as Bearer"))
+    );
+    // (A `cnf` that is not an object is refused by the JOSE layer already: RFC 7800 makes it one.)
+    for unreadable in [r#","cnf":{"x5t#S256":"abc"}"#, r#","cnf":{"jkt":""}"#, r#","cnf":{"jkt":7}"#] {
+        assert_eq!(bearer(token(unreadable)).await, Err(Rejection::Invalid("malformed claims")), "{unreadable}");
+    }
+}
+
 #[test]
 fn answers_follow_rfc_6750() {
     let cases = [
