@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use aws_lc_rs::digest;
+use portcullis_jose::dpop::{verify_proof, JtiCache, ProofPolicy, ProofRequest};
 use portcullis_jose::{jwt, Algorithm, Error as JoseError, KeySet, Policy, AT_JWT};
 use portcullis_revocation::{RevocationSet, TokenFacts};
 
@@ -19,6 +20,10 @@ use crate::{Clock, GuardError};
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 const MAX_CACHED: usize = 100_000;
 const VERIFY_CACHE: &str = "portcullis_guard_verify_cache_total";
+/// The proof algorithms the guard accepts, as its `DPoP` challenges name them (RFC 9449 §7.1).
+pub const DPOP_ALGS: &str = "ES256 ES384 ES512 EdDSA PS256 PS384 PS512 RS256 RS384 RS512 ML-DSA-44 ML-DSA-65 ML-DSA-87";
+/// Live proof `jti`s remembered for replay refusal: the peak proof rate times the window (65 s) it allows.
+const MAX_PROOF_JTIS: usize = 1_000_000;
 
 /// Who a verified token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,12 +106,15 @@ pub enum Rejection {
     InsufficientRole,
     /// The guard cannot judge (no usable keys, or the revocation feed is too stale): 503.
     Unavailable(&'static str),
+    /// The DPoP proof is missing, malformed, for another request or key, or replayed (RFC 9449 §7.1): 401
+    /// `invalid_dpop_proof`, with a `DPoP` challenge naming the accepted algorithms.
+    InvalidDpopProof(&'static str),
 }
 
 impl Rejection {
     pub fn status(&self) -> u16 {
         match self {
-            Rejection::Missing | Rejection::Invalid(_) | Rejection::Revoked => 401,
+            Rejection::Missing | Rejection::Invalid(_) | Rejection::Revoked | Rejection::InvalidDpopProof(_) => 401,
             Rejection::Malformed => 400,
             Rejection::InsufficientScope(_) | Rejection::InsufficientRole => 403,
             Rejection::Unavailable(_) => 503,
@@ -123,6 +131,7 @@ impl Rejection {
             Rejection::InsufficientScope(_) => "insufficient_scope",
             Rejection::InsufficientRole => "insufficient_role",
             Rejection::Unavailable(why) => why,
+            Rejection::InvalidDpopProof(why) => why,
         }
     }
 
@@ -145,6 +154,9 @@ impl Rejection {
                 "Bearer realm=\"{realm}\", error=\"insufficient_scope\", error_description=\"role required\""
             )),
             Rejection::Unavailable(_) => None,
+            Rejection::InvalidDpopProof(why) => Some(format!(
+                "DPoP realm=\"{realm}\", error=\"invalid_dpop_proof\", error_description=\"{why}\", algs=\"{DPOP_ALGS}\""
+            )),
         }
     }
 }
@@ -155,6 +167,39 @@ fn bound_jkt(cnf: &str) -> Option<String> {
     let members = portcullis_jose::json::parse_object(cnf, portcullis_jose::json::DEFAULT_MAX_DEPTH).ok()?;
     let jkt = portcullis_jose::json::find(&members, "jkt")?.as_str()?.to_cow().into_owned();
     (!jkt.is_empty()).then_some(jkt)
+}
+
+/// What a request presents to [`Guard::authorize_request`].
+#[derive(Debug, Clone, Copy)]
+pub struct PresentedRequest<'a> {
+    /// The `Authorization` header, if any.
+    pub authorization: Option<&'a str>,
+    /// Every `DPoP` header value (there must be exactly one with the `DPoP` scheme).
+    pub dpop: &'a [&'a str],
+    /// The request method.
+    pub method: &'a str,
+    /// The absolute URL the client addressed: what the proof's `htu` must name.
+    pub url: &'a str,
+}
+
+fn dpop_reason(e: &JoseError) -> &'static str {
+    use portcullis_jose::dpop::DpopError;
+    match e {
+        JoseError::Dpop(DpopError::WrongMethod) => "htm does not match",
+        JoseError::Dpop(DpopError::WrongUrl) => "htu does not match",
+        JoseError::Dpop(DpopError::Stale | DpopError::Future) => "iat out of range",
+        JoseError::Dpop(DpopError::MissingAccessTokenHash | DpopError::WrongAccessTokenHash) => {
+            "ath does not match the token"
+        }
+        JoseError::Dpop(DpopError::PrivateKey | DpopError::MissingKey) => "bad jwk",
+        JoseError::WrongType => "typ is not dpop+jwt",
+        JoseError::AlgNone | JoseError::AlgorithmNotAllowed(_) | JoseError::AlgorithmKeyMismatch { .. } => {
+            "algorithm not allowed"
+        }
+        JoseError::BadSignature | JoseError::MalformedSignature(_) => "bad signature",
+        JoseError::MissingClaim(_) | JoseError::ClaimType(_) => "missing or malformed claims",
+        _ => "malformed proof",
+    }
 }
 
 fn reason_of(e: &JoseError) -> &'static str {
@@ -235,6 +280,8 @@ struct Inner {
     /// `portcullis_guard_verify_cache_total{result="hit"|"miss"}`, registered once at start.
     cache_hits: metrics::Counter,
     cache_misses: metrics::Counter,
+    proof_policy: ProofPolicy,
+    proof_jtis: std::sync::Mutex<JtiCache>,
 }
 
 impl Guard {
@@ -310,6 +357,8 @@ impl Guard {
             clock,
             cache_hits: metrics::counter!(VERIFY_CACHE, "result" => "hit"),
             cache_misses: metrics::counter!(VERIFY_CACHE, "result" => "miss"),
+            proof_policy: ProofPolicy::default(),
+            proof_jtis: std::sync::Mutex::new(JtiCache::new(MAX_PROOF_JTIS)),
         };
         Ok(Guard { inner: Arc::new(inner) })
     }
@@ -359,6 +408,46 @@ impl Guard {
         if identity.bound_jkt.is_some() {
             return Err(Rejection::Invalid("DPoP-bound token sent as Bearer"));
         }
+        requirement.check(&identity)?;
+        Ok(identity)
+    }
+
+    /// Judges a request that may present a DPoP-bound token (RFC 9449 §7): `Authorization: Bearer` as
+    /// [`Guard::authorize`] does, or `Authorization: DPoP` with exactly one `DPoP` proof, which must be valid for
+    /// this `method` and `url` (the absolute URL the client addressed), carry the hash of the token, be signed by
+    /// the key the token is bound to (`cnf.jkt`) and not have been used before. The proof is checked on every
+    /// request, cached token or not.
+    pub async fn authorize_request(
+        &self,
+        request: &PresentedRequest<'_>,
+        requirement: &Requirement,
+    ) -> Result<Arc<Identity>, Rejection> {
+        let Some((crate::Scheme::Dpop, token)) = request.authorization.and_then(crate::parse_authorization) else {
+            return self.authorize(request.authorization, requirement).await;
+        };
+        let [proof] = request.dpop else {
+            return Err(Rejection::InvalidDpopProof("exactly one DPoP header is required"));
+        };
+        let identity = match self.verify(token) {
+            Err(Rejection::Invalid("unknown key")) if self.inner.jwks.refetch_for_unknown_kid().await => {
+                self.verify(token)?
+            }
+            other => other?,
+        };
+        let Some(bound) = identity.bound_jkt.as_deref() else {
+            return Err(Rejection::Invalid("token is not bound to a DPoP key"));
+        };
+        let now = self.inner.clock.now();
+        let checked = ProofRequest { method: request.method, url: request.url, access_token: Some(token), nonce: None };
+        let proof = verify_proof(proof, &checked, &self.inner.proof_policy, now)
+            .map_err(|e| Rejection::InvalidDpopProof(dpop_reason(&e)))?;
+        if proof.jkt != bound {
+            return Err(Rejection::InvalidDpopProof("the proof's key is not the token's key"));
+        }
+        let mut jtis = self.inner.proof_jtis.lock().unwrap_or_else(|p| p.into_inner());
+        jtis.record(&proof, &self.inner.proof_policy, now)
+            .map_err(|_| Rejection::InvalidDpopProof("replayed proof"))?;
+        drop(jtis);
         requirement.check(&identity)?;
         Ok(identity)
     }

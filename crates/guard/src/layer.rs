@@ -20,6 +20,7 @@ pub fn rejection_response(rejection: &Rejection, realm: &str) -> Response<Body> 
     let status = StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::UNAUTHORIZED);
     let error = match rejection {
         Rejection::Missing | Rejection::Invalid(_) | Rejection::Revoked => "invalid_token",
+        Rejection::InvalidDpopProof(_) => "invalid_dpop_proof",
         Rejection::Malformed => "invalid_request",
         Rejection::InsufficientScope(_) | Rejection::InsufficientRole => "insufficient_scope",
         Rejection::Unavailable(_) => "temporarily_unavailable",

@@ -33,7 +33,7 @@ pub mod workers;
 use std::sync::Arc;
 
 pub use feed::{discover, Metadata, REVOCATION_EVENT};
-pub use guard::{Guard, GuardConfig, Identity, Rejection, Requirement, MAX_TOKEN_BYTES};
+pub use guard::{Guard, GuardConfig, Identity, PresentedRequest, Rejection, Requirement, DPOP_ALGS, MAX_TOKEN_BYTES};
 use portcullis_jose::UnixTime;
 
 /// Where the guard reads the time: the wall clock by default; tests shift it.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use portcullis_guard::layer::rejection_response;
 use portcullis_guard::{Clock, Guard, GuardConfig, Rejection, Requirement};
-use portcullis_jose::{jwt, Algorithm, SigningKey, UnixTime, AT_JWT};
+use portcullis_jose::{b64, jwt, Algorithm, SigningKey, UnixTime, AT_JWT};
 
 const ISSUER: &str = "https://auth.test";
 
@@ -204,4 +204,94 @@ async fn an_unreachable_feed_fails_closed_after_the_bound_when_configured() {
     now.store(t0 + 61, Ordering::SeqCst);
     assert_eq!(guard.feed_lag(), Some(61));
     assert_eq!(guard.verify(&token), Err(Rejection::Unavailable("revocation feed unreachable")));
+}
+
+/// `Authorization: DPoP` with a proof (RFC 9449 §7): every proof check runs on every request, cached token or
+/// not; a failed proof does not burn its `jti`; each refusal has its reason and a `DPoP` challenge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpop_bound_tokens_need_a_fresh_proof_from_their_key() {
+    use portcullis_guard::PresentedRequest;
+    use portcullis_jose::dpop::sign_proof;
+    let issuer_key = SigningKey::generate(Algorithm::ES256).unwrap().with_kid("k1");
+    let jwks = Arc::new(Jwks {
+        doc: Mutex::new(format!(r#"{{"keys":[{}]}}"#, issuer_key.verifying_key().to_jwk().unwrap())),
+        down: AtomicBool::new(false),
+    });
+    let url = jwks_server(jwks).await;
+    let t0 = 1_800_000_000;
+    let clock = Clock::new(move || UnixTime::from_secs(t0));
+    let mut config = GuardConfig::new(ISSUER, "api");
+    config.jwks_uri = Some(url);
+    let guard = Guard::start_with_clock(config, clock).await.unwrap();
+    let signer = jwt::Signer::new(issuer_key, Some(AT_JWT));
+    let client = SigningKey::generate(Algorithm::ES256).unwrap();
+    let jkt = client.verifying_key().thumbprint();
+    let token = signer
+        .sign_json(&format!(
+            r#"{{"iss":"{ISSUER}","sub":"alice","aud":"api","iat":{t0},"exp":{},"jti":"t1","scope":"read","cnf":{{"jkt":"{jkt}"}}}}"#,
+            t0 + 300
+        ))
+        .unwrap();
+    let ath = b64::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref());
+    let api = "https://api.example/orders";
+    let proof = |key: &SigningKey, jti: &str, htm: &str, htu: &str, with_ath: bool| {
+        let ath = if with_ath { format!(r#","ath":"{ath}""#) } else { String::new() };
+        sign_proof(key, &format!(r#"{{"jti":"{jti}","htm":"{htm}","htu":"{htu}","iat":{t0}{ath}}}"#)).unwrap()
+    };
+    let authorization = format!("DPoP {token}");
+    let ask = |proofs: Vec<String>, method: &'static str| {
+        let (guard, authorization) = (guard.clone(), authorization.clone());
+        async move {
+            let dpop: Vec<&str> = proofs.iter().map(String::as_str).collect();
+            let request = PresentedRequest { authorization: Some(&authorization), dpop: &dpop, method, url: api };
+            guard.authorize_request(&request, &Requirement::scopes(["read"])).await.map(|who| who.subject.clone())
+        }
+    };
+    let dpop_error = |why: &'static str| Err(Rejection::InvalidDpopProof(why));
+    assert_eq!(ask(vec![proof(&client, "p1", "GET", api, true)], "GET").await, Ok("alice".into()));
+    // The token is cached now; the proof is still checked, and must be new.
+    assert_eq!(ask(vec![proof(&client, "p2", "GET", &format!("{api}?page=2"), true)], "GET").await, Ok("alice".into()));
+    assert_eq!(ask(vec![proof(&client, "p1", "GET", api, true)], "GET").await, dpop_error("replayed proof"));
+    assert_eq!(ask(vec![], "GET").await, dpop_error("exactly one DPoP header is required"));
+    let two = vec![proof(&client, "p3", "GET", api, true), proof(&client, "p4", "GET", api, true)];
+    assert_eq!(ask(two, "GET").await, dpop_error("exactly one DPoP header is required"));
+    // A failed proof does not burn its jti: p5 fails for its method, then a good p5 passes.
+    assert_eq!(ask(vec![proof(&client, "p5", "POST", api, true)], "GET").await, dpop_error("htm does not match"));
+    assert_eq!(ask(vec![proof(&client, "p5", "GET", api, true)], "GET").await, Ok("alice".into()));
+    let elsewhere = "https://api.example/admin";
+    assert_eq!(ask(vec![proof(&client, "p6", "GET", elsewhere, true)], "GET").await, dpop_error("htu does not match"));
+    assert_eq!(
+        ask(vec![proof(&client, "p7", "GET", api, false)], "GET").await,
+        dpop_error("ath does not match the token")
+    );
+    let thief = SigningKey::generate(Algorithm::ES256).unwrap();
+    assert_eq!(
+        ask(vec![proof(&thief, "p8", "GET", api, true)], "GET").await,
+        dpop_error("the proof's key is not the token's key")
+    );
+    // The same token as a bearer token is refused (RFC 9449 §7.1).
+    let bearer = guard.authorize(Some(&format!("Bearer {token}")), &Requirement::default()).await.map(|_| ());
+    assert_eq!(bearer, Err(Rejection::Invalid("DPoP-bound token sent as Bearer")));
+    // An unbound token cannot use the DPoP scheme.
+    let plain = signer
+        .sign_json(&format!(r#"{{"iss":"{ISSUER}","sub":"bob","aud":"api","iat":{t0},"exp":{},"jti":"t2"}}"#, t0 + 300))
+        .unwrap();
+    let dpop = [proof(&client, "p9", "GET", api, true)];
+    let dpop: Vec<&str> = dpop.iter().map(String::as_str).collect();
+    let auth = format!("DPoP {plain}");
+    let request = PresentedRequest { authorization: Some(&auth), dpop: &dpop, method: "GET", url: api };
+    let unbound = guard.authorize_request(&request, &Requirement::default()).await.map(|_| ());
+    assert_eq!(unbound, Err(Rejection::Invalid("token is not bound to a DPoP key")));
+
+    let response = rejection_response(&Rejection::InvalidDpopProof("replayed proof"), "api");
+    assert_eq!(response.status().as_u16(), 401);
+    let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+    assert!(challenge.starts_with("DPoP realm=\"api\", error=\"invalid_dpop_proof\""), "{challenge}");
+    assert!(challenge.contains("algs=\"ES256 "), "{challenge}");
+    // The challenge names exactly the algorithms proofs may use.
+    let mut advertised: Vec<&str> = portcullis_guard::DPOP_ALGS.split(' ').collect();
+    let mut accepted: Vec<&str> = Algorithm::asymmetric().map(|a| a.name()).collect();
+    advertised.sort_unstable();
+    accepted.sort_unstable();
+    assert_eq!(advertised, accepted);
 }
