@@ -31,7 +31,7 @@ use hyper_util::rt::TokioExecutor;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 
-use crate::layer::rejection_response;
+use crate::layer::{authorize_http, rejection_response, request_origin};
 use crate::{Guard, GuardConfig, GuardError, Identity, Requirement};
 
 /// `gateway.toml`.
@@ -55,6 +55,9 @@ pub struct GatewayConfig {
     /// Worker threads, each accepting and serving its own connections; 0 (the default) is one per core.
     #[serde(default)]
     pub workers: usize,
+    /// The origin clients address (`https://api.example`), which DPoP proofs name in `htu`. Unset: forward auth
+    /// uses `X-Forwarded-Proto` and `X-Forwarded-Host` when the proxy sends both, else `http://` and `Host`.
+    pub public_origin: Option<String>,
     #[serde(rename = "route", default)]
     pub routes: Vec<RouteConfig>,
 }
@@ -194,6 +197,7 @@ impl Gateway {
             }
         }
         guard_config.realm = config.realm.clone();
+        guard_config.public_origin = config.public_origin.clone();
         guard_config.fail_closed_after = config.fail_closed_after;
         if let (Some(id), Some(file)) = (&config.client_id, &config.client_secret_file) {
             let secret = std::fs::read_to_string(file)
@@ -320,6 +324,13 @@ fn identity_headers(headers: &mut HeaderMap, identity: &Identity) {
     }
 }
 
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` (Traefik, Caddy, or nginx when told to send them) as an origin.
+fn forwarded_origin(headers: &HeaderMap) -> Option<String> {
+    let proto = header_str(headers, "x-forwarded-proto")?;
+    let host = header_str(headers, "x-forwarded-host")?;
+    matches!(proto, "http" | "https").then(|| format!("{proto}://{host}"))
+}
+
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -356,7 +367,12 @@ async fn judge(gw: &Gateway, headers: &HeaderMap, method: &Method, path: &str) -
         gw.allowed_public.increment(1);
         return StatusCode::OK.into_response();
     };
-    match gw.guard.authorize(header_str(headers, "authorization"), requirement).await {
+    let origin = || match (&gw.guard.config().public_origin, forwarded_origin(headers)) {
+        (Some(origin), _) => origin.trim_end_matches('/').to_owned(),
+        (None, Some(origin)) => origin,
+        (None, None) => format!("http://{}", host.unwrap_or_default()),
+    };
+    match authorize_http(&gw.guard, headers, method.as_str(), origin, path, requirement).await {
         Ok(identity) => {
             gw.allowed.increment(1);
             let mut response = StatusCode::OK.into_response();
@@ -398,7 +414,9 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     let identity = match &route.requirement {
         None => None,
         Some(requirement) => {
-            match gw.guard.authorize(header_str(request.headers(), "authorization"), requirement).await {
+            let (headers, uri) = (request.headers(), request.uri());
+            let origin = || request_origin(&gw.guard, headers, uri);
+            match authorize_http(&gw.guard, headers, request.method().as_str(), origin, uri.path(), requirement).await {
                 Ok(identity) => Some(identity),
                 Err(rejection) => {
                     decision("deny", rejection.reason());
@@ -417,6 +435,8 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     parts.version = http::Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
     let headers = &mut parts.headers;
+    // The proof was for this hop; the upstream has no use for it (RFC 9449 leaves it to the resource server).
+    headers.remove("dpop");
     let spoofed: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("x-auth-")).cloned().collect();
     for name in spoofed {
         headers.remove(&name);

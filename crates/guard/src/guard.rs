@@ -238,6 +238,9 @@ pub struct GuardConfig {
     pub fail_closed_after: Option<i64>,
     /// The realm of `WWW-Authenticate` challenges.
     pub realm: String,
+    /// The origin clients address (`https://api.example`), which DPoP proofs name in `htu`. Set it when TLS is
+    /// terminated in front of the service; unset, the request's own scheme (`http` unless absolute) and `Host`.
+    pub public_origin: Option<String>,
 }
 
 impl GuardConfig {
@@ -252,6 +255,7 @@ impl GuardConfig {
             events: None,
             fail_closed_after: None,
             realm: "api".into(),
+            public_origin: None,
         }
     }
 }

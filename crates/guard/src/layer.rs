@@ -1,5 +1,5 @@
-//! The guard as a tower layer, and an axum extractor for the verified identity. The layer answers every refused
-//! request itself, per RFC 6750 §3 (`WWW-Authenticate: Bearer ... error="invalid_token"`, 401, or
+//! The guard as a tower layer, and an axum extractor for the verified identity. Bearer tokens, and DPoP-bound
+//! tokens with their proof (RFC 9449). The layer answers every refused request itself, per RFC 6750 §3 (`WWW-Authenticate: Bearer ... error="invalid_token"`, 401, or
 //! `insufficient_scope`, 403); the inner service sees only requests with a verified [`Identity`] in their
 //! extensions. The extractor fails closed: a handler reached without the layer answers 401, never runs unguarded.
 
@@ -38,6 +38,43 @@ pub fn rejection_response(rejection: &Rejection, realm: &str) -> Response<Body> 
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
+}
+
+/// Judges an HTTP request: `Authorization: Bearer` as [`Guard::authorize`] does, and `Authorization: DPoP`
+/// with its `DPoP` proof(s) for `method` and the URL `origin` + `path` ([`Guard::authorize_request`]). The bearer
+/// path builds no URL.
+pub async fn authorize_http(
+    guard: &Guard,
+    headers: &http::HeaderMap,
+    method: &str,
+    origin: impl FnOnce() -> String,
+    path: &str,
+    requirement: &Requirement,
+) -> Result<Arc<Identity>, Rejection> {
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("\u{0}"));
+    let is_dpop = authorization.is_some_and(|a| a.get(..5).is_some_and(|s| s.eq_ignore_ascii_case("dpop ")));
+    if !is_dpop {
+        return guard.authorize(authorization, requirement).await;
+    }
+    let dpop: Vec<&str> = headers.get_all("dpop").iter().map(|v| v.to_str().unwrap_or("\u{0}")).collect();
+    let url = format!("{}{path}", origin());
+    let request = crate::PresentedRequest { authorization, dpop: &dpop, method, url: &url };
+    guard.authorize_request(&request, requirement).await
+}
+
+/// The origin a request was addressed to, for DPoP's `htu`: the configured public origin, else the request's
+/// scheme (`http` unless its URI is absolute) and `Host`.
+pub fn request_origin(guard: &Guard, headers: &http::HeaderMap, uri: &http::Uri) -> String {
+    if let Some(origin) = &guard.config().public_origin {
+        return origin.trim_end_matches('/').to_owned();
+    }
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let host = uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or_default();
+    format!("{scheme}://{host}")
 }
 
 /// Puts a [`Guard`] with one [`Requirement`] in front of a service.
@@ -89,8 +126,11 @@ where
         let guard = self.guard.clone();
         let requirement = Arc::clone(&self.requirement);
         Box::pin(async move {
-            let authorization = request.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("\u{0}"));
-            match guard.authorize(authorization, &requirement).await {
+            let (headers, uri) = (request.headers(), request.uri());
+            let origin = || request_origin(&guard, headers, uri);
+            let judged =
+                authorize_http(&guard, headers, request.method().as_str(), origin, uri.path(), &requirement).await;
+            match judged {
                 Ok(identity) => {
                     request.extensions_mut().insert(identity);
                     inner.call(request).await

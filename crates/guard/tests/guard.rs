@@ -295,3 +295,60 @@ async fn dpop_bound_tokens_need_a_fresh_proof_from_their_key() {
     accepted.sort_unstable();
     assert_eq!(advertised, accepted);
 }
+
+/// The tower layer with DPoP: the proof's `htu` is the origin the client addressed (`public_origin`) plus the
+/// path; a good proof passes, its replay is refused with a `DPoP` challenge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layer_checks_dpop_proofs_against_the_public_origin() {
+    use portcullis_guard::layer::{Auth, GuardLayer};
+    use portcullis_jose::dpop::sign_proof;
+    use tower::ServiceExt as _;
+    let issuer_key = SigningKey::generate(Algorithm::ES256).unwrap().with_kid("k1");
+    let jwks = Arc::new(Jwks {
+        doc: Mutex::new(format!(r#"{{"keys":[{}]}}"#, issuer_key.verifying_key().to_jwk().unwrap())),
+        down: AtomicBool::new(false),
+    });
+    let url = jwks_server(jwks).await;
+    let t0 = 1_800_000_000;
+    let mut config = GuardConfig::new(ISSUER, "api");
+    config.jwks_uri = Some(url);
+    config.public_origin = Some("https://api.example/".into());
+    let guard = Guard::start_with_clock(config, Clock::new(move || UnixTime::from_secs(t0))).await.unwrap();
+    let client = SigningKey::generate(Algorithm::EdDSA).unwrap();
+    let token = jwt::Signer::new(issuer_key, Some(AT_JWT))
+        .sign_json(&format!(
+            r#"{{"iss":"{ISSUER}","sub":"alice","aud":"api","iat":{t0},"exp":{},"jti":"t1","cnf":{{"jkt":"{}"}}}}"#,
+            t0 + 300,
+            client.verifying_key().thumbprint()
+        ))
+        .unwrap();
+    let ath = b64::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref());
+    let app = axum::Router::new()
+        .route("/orders", axum::routing::get(|Auth(who): Auth| async move { who.subject.clone() }))
+        .layer(GuardLayer::new(guard, Requirement::default()));
+    let call = |htu: &str, jti: &str| {
+        let proof =
+            sign_proof(&client, &format!(r#"{{"jti":"{jti}","htm":"GET","htu":"{htu}","iat":{t0},"ath":"{ath}"}}"#))
+                .unwrap();
+        let request = axum::http::Request::get("/orders?x=1")
+            .header("host", "internal:8080")
+            .header("authorization", format!("DPoP {token}"))
+            .header("dpop", proof)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await.unwrap();
+            let challenge =
+                response.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+            (response.status().as_u16(), challenge)
+        }
+    };
+    assert_eq!(call("https://api.example/orders", "a").await, (200, String::new()));
+    let (status, challenge) = call("https://api.example/orders", "a").await;
+    assert_eq!(status, 401);
+    assert!(challenge.starts_with("DPoP ") && challenge.contains("replayed proof"), "{challenge}");
+    let (status, challenge) = call("http://internal:8080/orders", "b").await;
+    assert_eq!(status, 401, "the internal address is not what the client addressed");
+    assert!(challenge.contains("htu does not match"), "{challenge}");
+}

@@ -125,6 +125,7 @@ async fn echo_upstream() -> String {
             serde_json::json!({
                 "path": uri.to_string(), "subject": get("x-auth-subject"), "client": get("x-auth-client"),
                 "scopes": get("x-auth-scopes"), "forwarded_for": get("x-forwarded-for"), "spoof": get("x-auth-spoof"),
+            "dpop": get("dpop"),
                 "body": body.len(), "sum": body.iter().map(|b| u64::from(*b)).sum::<u64>(),
             })
             .to_string()
@@ -222,6 +223,7 @@ scopes = ["write"]
         .bearer_auth(&read)
         .header("x-auth-subject", "admin")
         .header("x-auth-spoof", "1")
+        .header("dpop", "a.proof.for-this-hop")
         .send()
         .await
         .unwrap();
@@ -230,6 +232,7 @@ scopes = ["write"]
     assert_eq!(seen["path"], "/api/orders?x=1");
     assert_eq!(seen["subject"], "svc", "the verified subject, not the client's header");
     assert_eq!(seen["spoof"], "", "incoming X-Auth-* headers are stripped");
+    assert_eq!(seen["dpop"], "", "a DPoP proof is for the gateway, not forwarded");
     assert_eq!(seen["scopes"], "read");
     assert_eq!(seen["forwarded_for"], "127.0.0.1");
     let status = |path: &'static str, method: reqwest::Method, bearer: Option<String>| {
