@@ -108,22 +108,30 @@ async fn verification_expiry_audience_key_removal_and_an_unreachable_server() {
     assert!(guard.verify(&fresh).is_ok());
 }
 
-/// RFC 9449 §7.1: a DPoP-bound token (`cnf.jkt`) is refused when presented as a bearer token, and a `cnf` the
-/// guard cannot read makes the token malformed rather than unbound.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dpop_bound_token_is_refused_as_a_bearer_token() {
+/// The time the DPoP tests run at.
+const T0: i64 = 1_800_000_000;
+
+/// A guard at the fixed time [`T0`] trusting one issuer key (served by a local JWKS server), and that key's
+/// access-token signer.
+async fn guard_with_issuer(configure: impl FnOnce(&mut GuardConfig)) -> (Guard, jwt::Signer) {
     let key = SigningKey::generate(Algorithm::ES256).unwrap().with_kid("k1");
     let jwks = Arc::new(Jwks {
         doc: Mutex::new(format!(r#"{{"keys":[{}]}}"#, key.verifying_key().to_jwk().unwrap())),
         down: AtomicBool::new(false),
     });
-    let url = jwks_server(jwks).await;
-    let t0 = 1_800_000_000;
-    let clock = Clock::new(move || UnixTime::from_secs(t0));
     let mut config = GuardConfig::new(ISSUER, "api");
-    config.jwks_uri = Some(url);
-    let guard = Guard::start_with_clock(config, clock).await.unwrap();
-    let signer = jwt::Signer::new(key, Some(AT_JWT));
+    config.jwks_uri = Some(jwks_server(jwks).await);
+    configure(&mut config);
+    let guard = Guard::start_with_clock(config, Clock::new(|| UnixTime::from_secs(T0))).await.unwrap();
+    (guard, jwt::Signer::new(key, Some(AT_JWT)))
+}
+
+/// RFC 9449 §7.1: a DPoP-bound token (`cnf.jkt`) is refused when presented as a bearer token, and a `cnf` the
+/// guard cannot read makes the token malformed rather than unbound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dpop_bound_token_is_refused_as_a_bearer_token() {
+    let (guard, signer) = guard_with_issuer(|_| {}).await;
+    let t0 = T0;
     let token = |cnf: &str| {
         signer
             .sign_json(&format!(
@@ -212,18 +220,8 @@ async fn an_unreachable_feed_fails_closed_after_the_bound_when_configured() {
 async fn dpop_bound_tokens_need_a_fresh_proof_from_their_key() {
     use portcullis_guard::PresentedRequest;
     use portcullis_jose::dpop::sign_proof;
-    let issuer_key = SigningKey::generate(Algorithm::ES256).unwrap().with_kid("k1");
-    let jwks = Arc::new(Jwks {
-        doc: Mutex::new(format!(r#"{{"keys":[{}]}}"#, issuer_key.verifying_key().to_jwk().unwrap())),
-        down: AtomicBool::new(false),
-    });
-    let url = jwks_server(jwks).await;
-    let t0 = 1_800_000_000;
-    let clock = Clock::new(move || UnixTime::from_secs(t0));
-    let mut config = GuardConfig::new(ISSUER, "api");
-    config.jwks_uri = Some(url);
-    let guard = Guard::start_with_clock(config, clock).await.unwrap();
-    let signer = jwt::Signer::new(issuer_key, Some(AT_JWT));
+    let (guard, signer) = guard_with_issuer(|_| {}).await;
+    let t0 = T0;
     let client = SigningKey::generate(Algorithm::ES256).unwrap();
     let jkt = client.verifying_key().thumbprint();
     let token = signer
@@ -303,19 +301,10 @@ async fn the_layer_checks_dpop_proofs_against_the_public_origin() {
     use portcullis_guard::layer::{Auth, GuardLayer};
     use portcullis_jose::dpop::sign_proof;
     use tower::ServiceExt as _;
-    let issuer_key = SigningKey::generate(Algorithm::ES256).unwrap().with_kid("k1");
-    let jwks = Arc::new(Jwks {
-        doc: Mutex::new(format!(r#"{{"keys":[{}]}}"#, issuer_key.verifying_key().to_jwk().unwrap())),
-        down: AtomicBool::new(false),
-    });
-    let url = jwks_server(jwks).await;
-    let t0 = 1_800_000_000;
-    let mut config = GuardConfig::new(ISSUER, "api");
-    config.jwks_uri = Some(url);
-    config.public_origin = Some("https://api.example/".into());
-    let guard = Guard::start_with_clock(config, Clock::new(move || UnixTime::from_secs(t0))).await.unwrap();
+    let (guard, signer) = guard_with_issuer(|c| c.public_origin = Some("https://api.example/".into())).await;
+    let t0 = T0;
     let client = SigningKey::generate(Algorithm::EdDSA).unwrap();
-    let token = jwt::Signer::new(issuer_key, Some(AT_JWT))
+    let token = signer
         .sign_json(&format!(
             r#"{{"iss":"{ISSUER}","sub":"alice","aud":"api","iat":{t0},"exp":{},"jti":"t1","cnf":{{"jkt":"{}"}}}}"#,
             t0 + 300,
