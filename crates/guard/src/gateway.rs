@@ -31,7 +31,7 @@ use hyper_util::rt::TokioExecutor;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 
-use crate::layer::{authorize_http, rejection_response, request_origin};
+use crate::layer::{authorize_http, rejection_response_for, request_origin, scheme_of};
 use crate::{Guard, GuardConfig, GuardError, Identity, Requirement};
 
 /// `gateway.toml`.
@@ -381,7 +381,7 @@ async fn judge(gw: &Gateway, headers: &HeaderMap, method: &Method, path: &str) -
         }
         Err(rejection) => {
             decision("deny", rejection.reason());
-            rejection_response(&rejection, &gw.guard.config().realm)
+            rejection_response_for(&rejection, &gw.guard.config().realm, scheme_of(headers))
         }
     }
 }
@@ -420,7 +420,7 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
                 Ok(identity) => Some(identity),
                 Err(rejection) => {
                     decision("deny", rejection.reason());
-                    return rejection_response(&rejection, &gw.guard.config().realm);
+                    return rejection_response_for(&rejection, &gw.guard.config().realm, scheme_of(headers));
                 }
             }
         }

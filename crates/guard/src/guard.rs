@@ -163,6 +163,18 @@ impl Rejection {
 
 /// The `jkt` of a `cnf` claim (RFC 9449 §6.1); `None` when `cnf` is not an object with a string `jkt`, which
 /// makes the token malformed: a confirmation the guard cannot check must not be ignored.
+impl Rejection {
+    /// The `WWW-Authenticate` value for a request that used the `DPoP` scheme (RFC 9449 §7.1): the same error
+    /// under the `DPoP` scheme, naming the proof algorithms the guard accepts.
+    pub fn dpop_challenge(&self, realm: &str) -> Option<String> {
+        let challenge = self.challenge(realm)?;
+        match challenge.strip_prefix("Bearer") {
+            Some(rest) => Some(format!("DPoP{rest}, algs=\"{DPOP_ALGS}\"")),
+            None => Some(challenge),
+        }
+    }
+}
+
 fn bound_jkt(cnf: &str) -> Option<String> {
     let members = portcullis_jose::json::parse_object(cnf, portcullis_jose::json::DEFAULT_MAX_DEPTH).ok()?;
     let jkt = portcullis_jose::json::find(&members, "jkt")?.as_str()?.to_cow().into_owned();

@@ -13,10 +13,15 @@ use axum::extract::FromRequestParts;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use tower::{Layer, Service};
 
-use crate::{Guard, Identity, Rejection, Requirement};
+use crate::{Guard, Identity, Rejection, Requirement, Scheme};
 
-/// The response for a refused request.
+/// The response for a refused request that presented a bearer token (or none).
 pub fn rejection_response(rejection: &Rejection, realm: &str) -> Response<Body> {
+    rejection_response_for(rejection, realm, Scheme::Bearer)
+}
+
+/// The response for a refused request, its challenge in the scheme the request used.
+pub fn rejection_response_for(rejection: &Rejection, realm: &str, scheme: Scheme) -> Response<Body> {
     let status = StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::UNAUTHORIZED);
     let error = match rejection {
         Rejection::Missing | Rejection::Invalid(_) | Rejection::Revoked => "invalid_token",
@@ -31,7 +36,11 @@ pub fn rejection_response(rejection: &Rejection, realm: &str) -> Response<Body> 
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(challenge) = rejection.challenge(realm).and_then(|c| HeaderValue::from_str(&c).ok()) {
+    let challenge = match scheme {
+        Scheme::Bearer => rejection.challenge(realm),
+        Scheme::Dpop => rejection.dpop_challenge(realm),
+    };
+    if let Some(challenge) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
         headers.insert(header::WWW_AUTHENTICATE, challenge);
     }
     if matches!(rejection, Rejection::Unavailable(_)) {
@@ -52,14 +61,23 @@ pub async fn authorize_http(
     requirement: &Requirement,
 ) -> Result<Arc<Identity>, Rejection> {
     let authorization = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("\u{0}"));
-    let is_dpop = authorization.is_some_and(|a| a.get(..5).is_some_and(|s| s.eq_ignore_ascii_case("dpop ")));
-    if !is_dpop {
+    if scheme_of(headers) != Scheme::Dpop {
         return guard.authorize(authorization, requirement).await;
     }
     let dpop: Vec<&str> = headers.get_all("dpop").iter().map(|v| v.to_str().unwrap_or("\u{0}")).collect();
     let url = format!("{}{path}", origin());
     let request = crate::PresentedRequest { authorization, dpop: &dpop, method, url: &url };
     guard.authorize_request(&request, requirement).await
+}
+
+/// The scheme of a request's `Authorization` header, for the scheme of its challenge: `DPoP` when it says so,
+/// `Bearer` otherwise (no header, or any other scheme).
+pub fn scheme_of(headers: &http::HeaderMap) -> Scheme {
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    match authorization.and_then(|a| a.get(..5)) {
+        Some(prefix) if prefix.eq_ignore_ascii_case(b"dpop ") => Scheme::Dpop,
+        _ => Scheme::Bearer,
+    }
 }
 
 /// The origin a request was addressed to, for DPoP's `htu`: the configured public origin, else the request's
@@ -137,7 +155,7 @@ where
                 }
                 Err(rejection) => {
                     tracing::debug!(reason = rejection.reason(), "request refused");
-                    Ok(rejection_response(&rejection, &guard.config().realm))
+                    Ok(rejection_response_for(&rejection, &guard.config().realm, scheme_of(request.headers())))
                 }
             }
         })

@@ -180,6 +180,28 @@ fn answers_follow_rfc_6750() {
         assert_eq!(response.headers()["cache-control"], "no-store");
     }
     assert_eq!(Rejection::Missing.challenge("a\"b"), Some("Bearer realm=\"ab\"".into()), "no header injection");
+    // A request that used the DPoP scheme is answered in it (RFC 9449 §7.1), naming the proof algorithms.
+    use portcullis_guard::layer::rejection_response_for;
+    use portcullis_guard::{Scheme, DPOP_ALGS};
+    let algs = format!("algs=\"{DPOP_ALGS}\"");
+    for (rejection, challenge) in [
+        (Rejection::Missing, format!("DPoP realm=\"api\", {algs}")),
+        (
+            Rejection::Invalid("expired"),
+            format!("DPoP realm=\"api\", error=\"invalid_token\", error_description=\"expired\", {algs}"),
+        ),
+        (
+            Rejection::InsufficientScope("read".into()),
+            format!("DPoP realm=\"api\", error=\"insufficient_scope\", scope=\"read\", {algs}"),
+        ),
+        (
+            Rejection::InvalidDpopProof("replayed proof"),
+            format!("DPoP realm=\"api\", error=\"invalid_dpop_proof\", error_description=\"replayed proof\", {algs}"),
+        ),
+    ] {
+        let response = rejection_response_for(&rejection, "api", Scheme::Dpop);
+        assert_eq!(response.headers()["www-authenticate"].to_str().unwrap(), challenge);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,4 +362,15 @@ async fn the_layer_checks_dpop_proofs_against_the_public_origin() {
     let (status, challenge) = call("http://internal:8080/orders", "b").await;
     assert_eq!(status, 401, "the internal address is not what the client addressed");
     assert!(challenge.contains("htu does not match"), "{challenge}");
+    // A token error on a DPoP request is answered under the DPoP scheme.
+    let forged = axum::http::Request::get("/orders")
+        .header("host", "internal:8080")
+        .header("authorization", "DPoP not.a.token")
+        .header("dpop", "x.y.z")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(forged).await.unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+    assert!(challenge.starts_with("DPoP realm=\"api\", error=\"invalid_token\""), "{challenge}");
 }
