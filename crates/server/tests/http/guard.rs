@@ -35,19 +35,7 @@ async fn the_guard_verifies_offline_follows_revocations_and_survives_rotation() 
     let config = GuardConfig { events: Some(("gateway".into(), feed_secret)), ..GuardConfig::new(&srv.base, "api") };
     let guard = Guard::start_with_clock(config, GuardClock::new(move || clock.now())).await.unwrap();
     let api = guarded_api(guard.clone()).await;
-    let token = |scope: &'static str| {
-        let (srv, secret) = (&srv, secret.clone());
-        async move {
-            let (_, body) = srv
-                .form(
-                    "/oauth2/token",
-                    Some(("svc", &secret)),
-                    &[("grant_type", "client_credentials"), ("scope", scope)],
-                )
-                .await;
-            s(&body, "access_token")
-        }
-    };
+    let token = |scope: &'static str| srv.client_token("svc", &secret, scope);
     let call = |bearer: Option<String>| {
         let (http, api) = (srv.http.clone(), api.clone());
         async move {
@@ -203,19 +191,7 @@ scopes = ["write"]
     let (addr, workers) = portcullis_guard::workers::serve_workers(&gw, "127.0.0.1:0", 2, stopping).unwrap();
     assert_eq!(workers.len(), 2);
     let base = format!("http://{addr}");
-    let token = |scope: &'static str| {
-        let (srv, secret) = (&srv, secret.clone());
-        async move {
-            let (_, body) = srv
-                .form(
-                    "/oauth2/token",
-                    Some(("svc", &secret)),
-                    &[("grant_type", "client_credentials"), ("scope", scope)],
-                )
-                .await;
-            s(&body, "access_token")
-        }
-    };
+    let token = |scope: &'static str| srv.client_token("svc", &secret, scope);
     let read = token("read").await;
     let resp = srv
         .http

@@ -89,6 +89,13 @@ impl Server {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// A `client_credentials` access token for `scope`.
+    async fn client_token(&self, id: &str, secret: &str, scope: &str) -> String {
+        let form = [("grant_type", "client_credentials"), ("scope", scope)];
+        let (_, body) = self.form("/oauth2/token", Some((id, secret)), &form).await;
+        s(&body, "access_token")
+    }
+
     async fn json(&self, path: &str, body: Value) -> (u16, Value, Vec<String>) {
         let resp = self.http.post(format!("{}{path}", self.base)).json(&body).send().await.unwrap();
         let status = resp.status().as_u16();
@@ -397,19 +404,7 @@ async fn refresh_rotates_and_reuse_burns_the_family() {
 async fn revocation_is_seen_by_introspection_and_the_event_feed() {
     let srv = start("revoke").await;
     let secret = srv.service_client("svc", &["read", "portcullis:events"]).await;
-    let token = |scope: &'static str| {
-        let (srv, secret) = (&srv, secret.clone());
-        async move {
-            let (_, body) = srv
-                .form(
-                    "/oauth2/token",
-                    Some(("svc", &secret)),
-                    &[("grant_type", "client_credentials"), ("scope", scope)],
-                )
-                .await;
-            s(&body, "access_token")
-        }
-    };
+    let token = |scope: &'static str| srv.client_token("svc", &secret, scope);
     let at = token("read").await;
     let feed = token("portcullis:events").await;
     let (_, intro) = srv.form("/oauth2/introspect", Some(("svc", &secret)), &[("token", &at)]).await;
