@@ -116,6 +116,9 @@ pub struct ClientAdd {
     /// How /auth/login hands tokens over.
     #[arg(long, default_value = "body")]
     pub token_delivery: TokenDelivery,
+    /// Require a DPoP proof (RFC 9449) on every token request: its access tokens are all sender-constrained.
+    #[arg(long)]
+    pub require_dpop: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -390,6 +393,7 @@ async fn add_client(common: &Common, admin: &Admin, add: ClientAdd) -> Result<()
         audiences: add.audiences,
         first_party: add.first_party,
         token_delivery: add.token_delivery,
+        dpop_bound: add.require_dpop,
     };
     let (client, secret) = admin.add_client(new).await.map_err(|e| e.to_string())?;
     match secret {

@@ -161,8 +161,6 @@ impl Rejection {
     }
 }
 
-/// The `jkt` of a `cnf` claim (RFC 9449 §6.1); `None` when `cnf` is not an object with a string `jkt`, which
-/// makes the token malformed: a confirmation the guard cannot check must not be ignored.
 impl Rejection {
     /// The `WWW-Authenticate` value for a request that used the `DPoP` scheme (RFC 9449 §7.1): the same error
     /// under the `DPoP` scheme, naming the proof algorithms the guard accepts.
@@ -173,12 +171,6 @@ impl Rejection {
             None => Some(challenge),
         }
     }
-}
-
-fn bound_jkt(cnf: &str) -> Option<String> {
-    let members = portcullis_jose::json::parse_object(cnf, portcullis_jose::json::DEFAULT_MAX_DEPTH).ok()?;
-    let jkt = portcullis_jose::json::find(&members, "jkt")?.as_str()?.to_cow().into_owned();
-    (!jkt.is_empty()).then_some(jkt)
 }
 
 /// What a request presents to [`Guard::authorize_request`].
@@ -530,10 +522,8 @@ impl Guard {
             session: c.string("sid").map(|s| s.into_owned()),
             issued_at: c.iat().ok_or(malformed.clone())?,
             expires_at: c.exp().ok_or(malformed.clone())?,
-            bound_jkt: match c.get("cnf") {
-                None => None,
-                Some(cnf) => Some(bound_jkt(cnf.text()).ok_or(malformed)?),
-            },
+            // A `cnf` without a usable `jkt` makes the token malformed (see `confirmation_jkt`).
+            bound_jkt: c.confirmation_jkt().map_err(|_| malformed)?,
         }))
     }
 

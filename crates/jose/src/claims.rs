@@ -204,6 +204,19 @@ impl Claims {
         }
     }
 
+    /// The key a sender-constrained token is bound to: `cnf.jkt`, the RFC 7638 thumbprint of a DPoP key
+    /// (RFC 9449 §6.1). `Ok(None)` when there is no `cnf`; an error when `cnf` holds no non-empty string `jkt`,
+    /// because a confirmation the verifier cannot check must not be ignored.
+    pub fn confirmation_jkt(&self) -> Result<Option<String>, Error> {
+        let Some(cnf) = self.get("cnf") else { return Ok(None) };
+        let members = cnf.members().ok_or(Error::ClaimType("cnf"))?;
+        let jkt = json::find(&members, "jkt").and_then(|v| v.as_str()).map(|s| s.to_cow().into_owned());
+        match jkt {
+            Some(jkt) if !jkt.is_empty() => Ok(Some(jkt)),
+            _ => Err(Error::ClaimType("cnf")),
+        }
+    }
+
     /// True when the space-separated `scope` contains `wanted`.
     pub fn has_scope(&self, wanted: &str) -> bool {
         self.scope().is_some_and(|s| s.split(' ').any(|x| x == wanted))
@@ -301,6 +314,17 @@ mod tests {
             sub: String,
         }
         assert_eq!(c.deserialize::<Mine>().unwrap().sub, "alice");
+    }
+
+    #[test]
+    fn the_confirmation_key_is_read_strictly() {
+        assert_eq!(parse(r#"{"sub":"a"}"#).unwrap().confirmation_jkt(), Ok(None));
+        assert_eq!(parse(r#"{"cnf":{"jkt":"abc"}}"#).unwrap().confirmation_jkt(), Ok(Some("abc".into())));
+        for unusable in
+            [r#"{"cnf":{}}"#, r#"{"cnf":{"jkt":""}}"#, r#"{"cnf":{"jkt":7}}"#, r#"{"cnf":{"x5t#S256":"a"}}"#]
+        {
+            assert_eq!(parse(unusable).unwrap().confirmation_jkt(), Err(Error::ClaimType("cnf")), "{unusable}");
+        }
     }
 
     #[test]

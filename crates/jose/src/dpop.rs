@@ -111,6 +111,8 @@ pub struct Proof {
     /// The proof's `jti`, for the caller's replay check.
     pub jti: String,
     pub iat: i64,
+    /// The proof's `nonce`, for a server whose nonces are not one fixed value (it checks them itself).
+    pub nonce: Option<String>,
     /// The proof's public key.
     pub key: VerifyingKey,
 }
@@ -184,12 +186,16 @@ pub fn verify_proof(
             Some(_) => {}
         }
     }
+    let proof_nonce = match json::find(&claims, "nonce") {
+        None => None,
+        Some(v) => Some(v.as_str().ok_or(Error::ClaimType("nonce"))?.to_cow().into_owned()),
+    };
     if let Some(nonce) = request.nonce {
-        if json::find(&claims, "nonce").and_then(|v| v.as_str()).map(|n| n.to_cow()).as_deref() != Some(nonce) {
+        if proof_nonce.as_deref() != Some(nonce) {
             return Err(Error::Dpop(DpopError::WrongNonce));
         }
     }
-    Ok(Proof { jkt: key.thumbprint(), jti, iat, key })
+    Ok(Proof { jkt: key.thumbprint(), jti, iat, nonce: proof_nonce, key })
 }
 
 /// The `jti`s of proofs already accepted, each kept until its proof could no longer pass the `iat` window

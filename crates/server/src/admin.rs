@@ -35,6 +35,8 @@ pub struct NewClient {
     pub audiences: Vec<String>,
     pub first_party: bool,
     pub token_delivery: TokenDelivery,
+    /// Every token request must carry a DPoP proof (RFC 9449 §5.2 `dpop_bound_access_tokens`).
+    pub dpop_bound: bool,
 }
 
 /// How a new client will authenticate.
@@ -222,6 +224,7 @@ impl Admin {
             audiences: new.audiences,
             first_party: new.first_party,
             token_delivery: new.token_delivery,
+            dpop_bound: new.dpop_bound,
             disabled: false,
             created_at: self.now(),
         };
@@ -230,7 +233,7 @@ impl Admin {
         self.audit(
             "client_added",
             &client.id,
-            serde_json::json!({ "grants": grants, "scope": client.scopes.to_string() }),
+            serde_json::json!({ "grants": grants, "scope": client.scopes.to_string(), "dpop_bound": client.dpop_bound }),
         )
         .await?;
         Ok((client, secret))

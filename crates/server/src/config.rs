@@ -16,7 +16,7 @@ use crate::keys::KeyRules;
 pub const MAX_ACCESS_TOKEN_TTL: u64 = 3600;
 
 /// The configuration keys; each is also read from `PORTCULLIS_` + its upper-case name.
-pub const KEYS: [&str; 19] = [
+pub const KEYS: [&str; 21] = [
     "listen",
     "issuer",
     "data_dir",
@@ -36,6 +36,8 @@ pub const KEYS: [&str; 19] = [
     "tls_key",
     "login_rate_per_second",
     "login_rate_burst",
+    "dpop_proof_max_age",
+    "dpop_require_nonce",
 ];
 
 const ENV_PREFIX: &str = "PORTCULLIS_";
@@ -83,6 +85,12 @@ pub struct Config {
     pub login_rate_per_second: u32,
     /// Password attempts one IP address may make in a burst.
     pub login_rate_burst: u32,
+    /// How old a DPoP proof's `iat` may be at the token endpoint, in seconds (RFC 9449 §11.1); its `jti` is
+    /// remembered that long.
+    pub dpop_proof_max_age: u64,
+    /// Demand a server nonce in DPoP proofs at the token endpoint (RFC 9449 §8): proofs made in advance stop
+    /// working, at the cost of one more round trip for a client's first request.
+    pub dpop_require_nonce: bool,
 }
 
 impl Default for Config {
@@ -107,6 +115,8 @@ impl Default for Config {
             tls_key: None,
             login_rate_per_second: 5,
             login_rate_burst: 20,
+            dpop_proof_max_age: 60,
+            dpop_require_nonce: false,
         }
     }
 }
@@ -141,6 +151,8 @@ pub struct Settings {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Per-IP password attempts: (per second, burst); `None` when turned off.
     pub login_rate: Option<(u32, u32)>,
+    pub dpop_proof_max_age: i64,
+    pub dpop_require_nonce: bool,
 }
 
 /// Why the configuration cannot be used: every problem found, one per line, each naming its key.
@@ -245,6 +257,9 @@ impl Config {
                 None
             }
         };
+        if !(5..=300).contains(&self.dpop_proof_max_age) {
+            problems.push("dpop_proof_max_age: must be between 5 and 300 seconds".into());
+        }
         let login_rate = (self.login_rate_per_second > 0)
             .then_some((self.login_rate_per_second, self.login_rate_burst.max(self.login_rate_per_second)));
         match (listen, master_key, signing_alg) {
@@ -263,6 +278,8 @@ impl Config {
                 key_rules,
                 tls,
                 login_rate,
+                dpop_proof_max_age: self.dpop_proof_max_age as i64,
+                dpop_require_nonce: self.dpop_require_nonce,
             }),
             _ => Err(ConfigError(problems)),
         }
@@ -355,10 +372,11 @@ mod tests {
             jwks_max_age: 600,
             key_rotation_interval: 900,
             tls_cert: Some("cert.pem".into()),
+            dpop_proof_max_age: 3600,
             ..Config::default()
         };
         let ConfigError(problems) = bad.validate().unwrap_err();
-        assert_eq!(problems.len(), 10, "{problems:#?}");
+        assert_eq!(problems.len(), 11, "{problems:#?}");
         for key in [
             "listen",
             "issuer",
@@ -370,6 +388,7 @@ mod tests {
             "signing_alg",
             "key_rotation_interval",
             "tls_cert",
+            "dpop_proof_max_age",
         ] {
             assert!(problems.iter().any(|p| p.starts_with(key)), "{key}: {problems:#?}");
         }

@@ -127,6 +127,9 @@ pub struct Client {
     pub audiences: Vec<String>,
     pub first_party: bool,
     pub token_delivery: TokenDelivery,
+    /// Every token request must carry a DPoP proof, so every access token is sender-constrained (RFC 9449
+    /// §5.2, client metadata `dpop_bound_access_tokens`).
+    pub dpop_bound: bool,
     pub disabled: bool,
     pub created_at: i64,
 }
@@ -170,6 +173,7 @@ mod tests {
             audiences: vec![],
             first_party: false,
             token_delivery: TokenDelivery::Body,
+            dpop_bound: false,
             disabled: false,
             created_at: 0,
         };

@@ -1,6 +1,9 @@
 //! Private signing keys at rest: sealed with AES-256-GCM under the master key (`PORTCULLIS_MASTER_KEY` or a
 //! key file), the key id bound in as associated data so a sealed key moved to another row does not open.
 //!
+//! Other secrets the server needs on every instance (the DPoP nonce key) are derived from the master key with
+//! HKDF-SHA256, one `info` label per purpose, so every instance derives the same ones and none is stored.
+//!
 //! Sealed format: `0x01 ‖ nonce (12 bytes) ‖ ciphertext ‖ tag (16 bytes)`. Nonces are random; a server seals
 //! a handful of keys per rotation, far below the 2^32 messages where random 96-bit nonces become a concern.
 
@@ -9,7 +12,7 @@ use std::io::Write as _;
 use std::path::Path;
 
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, NONCE_LEN};
-use aws_lc_rs::rand;
+use aws_lc_rs::{hkdf, hmac, rand};
 use portcullis_jose::b64;
 use zeroize::Zeroizing;
 
@@ -33,7 +36,14 @@ pub enum VaultError {
 }
 
 /// The master key. `Debug` is redacted; the key material lives inside aws-lc-rs, which clears it on drop.
-pub struct MasterKey(LessSafeKey);
+pub struct MasterKey {
+    seal: LessSafeKey,
+    /// HKDF's pseudorandom key, from which per-purpose secrets are expanded.
+    derive: hkdf::Prk,
+}
+
+/// The HKDF salt of derived secrets: fixed, so that every instance derives the same secret.
+const DERIVE_SALT: &[u8] = b"portcullis master key derivation v1";
 
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -49,7 +59,15 @@ impl MasterKey {
     /// From raw bytes (exactly 32).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, VaultError> {
         let unbound = UnboundKey::new(&aead::AES_256_GCM, bytes).map_err(|_| VaultError::BadMasterKey)?;
-        Ok(MasterKey(LessSafeKey::new(unbound)))
+        let derive = hkdf::Salt::new(hkdf::HKDF_SHA256, DERIVE_SALT).extract(bytes);
+        Ok(MasterKey { seal: LessSafeKey::new(unbound), derive })
+    }
+
+    /// A 256-bit HMAC-SHA256 key for one purpose (`info`), the same on every instance with this master key.
+    pub fn derive_hmac_key(&self, purpose: &str) -> Result<hmac::Key, VaultError> {
+        let info = [purpose.as_bytes()];
+        let okm = self.derive.expand(&info, hmac::HMAC_SHA256).map_err(|_| VaultError::Crypto)?;
+        Ok(hmac::Key::from(okm))
     }
 
     /// From its text form (base64url of 32 bytes, surrounding whitespace ignored), as kept in the environment
@@ -78,7 +96,7 @@ impl MasterKey {
         sealed.push(VERSION);
         sealed.extend_from_slice(&nonce);
         let mut body = Zeroizing::new(plaintext.to_vec());
-        self.0
+        self.seal
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad(kid).as_slice()), &mut *body)
             .map_err(|_| VaultError::Crypto)?;
         sealed.extend_from_slice(&body);
@@ -94,7 +112,7 @@ impl MasterKey {
         nonce.copy_from_slice(&sealed[1..=NONCE_LEN]);
         let mut body = Zeroizing::new(sealed[1 + NONCE_LEN..].to_vec());
         let len = self
-            .0
+            .seal
             .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad(kid).as_slice()), &mut body)
             .map_err(|_| VaultError::Open)?
             .len();
@@ -168,6 +186,18 @@ mod tests {
         let (other, _) = MasterKey::generate().unwrap();
         assert_eq!(other.open("kid-1", &sealed).unwrap_err(), VaultError::Open, "wrong master key");
         assert_ne!(key.seal("kid-1", b"x").unwrap(), key.seal("kid-1", b"x").unwrap(), "fresh nonce");
+    }
+
+    #[test]
+    fn derived_keys_are_per_purpose_and_the_same_for_the_same_master_key() {
+        let (key, text) = MasterKey::generate().unwrap();
+        let again = MasterKey::parse(&text).unwrap();
+        let (other, _) = MasterKey::generate().unwrap();
+        let tag =
+            |k: &MasterKey, purpose: &str| hmac::sign(&k.derive_hmac_key(purpose).unwrap(), b"m").as_ref().to_vec();
+        assert_eq!(tag(&key, "dpop-nonce"), tag(&again, "dpop-nonce"), "every instance derives the same key");
+        assert_ne!(tag(&key, "dpop-nonce"), tag(&key, "other"), "one key per purpose");
+        assert_ne!(tag(&key, "dpop-nonce"), tag(&other, "dpop-nonce"), "another master key, another secret");
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct AccessFacts {
     pub exp: i64,
     pub aud: String,
     pub scope: String,
+    /// `cnf.jkt` of a DPoP-bound token.
+    pub dpop_jkt: Option<String>,
 }
 
 #[derive(Debug, Default)]

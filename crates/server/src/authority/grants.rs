@@ -11,6 +11,7 @@ use super::{unavailable, Authority};
 use crate::audit;
 use crate::model::{Client, GrantType, User};
 use crate::oauth::access_token::{mint, Grant, Minted};
+use crate::oauth::dpop;
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::refresh::Decision;
 use crate::oauth::scope::Scopes;
@@ -26,6 +27,8 @@ pub struct TokenRequest {
     pub refresh_token: Option<Zeroizing<String>>,
     pub username: Option<String>,
     pub password: Option<Zeroizing<String>>,
+    /// The value of the request's one `DPoP` header (RFC 9449 §4.1), if it had one.
+    pub dpop: Option<String>,
 }
 
 impl fmt::Debug for TokenRequest {
@@ -34,6 +37,7 @@ impl fmt::Debug for TokenRequest {
             .field("grant_type", &self.grant_type)
             .field("scope", &self.scope)
             .field("resource", &self.resource)
+            .field("dpop", &self.dpop.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -102,36 +106,45 @@ impl Authority {
         if !client.client.allows(grant) {
             return Err(OAuthError::new(ErrorCode::UnauthorizedClient, "the client may not use this grant type"));
         }
+        let proof = self.token_proof(req.dpop.as_deref()).await?;
+        let jkt = proof.as_ref().map(|p| p.jkt.as_str());
         match grant {
-            GrantType::ClientCredentials => self.client_credentials(client, &req).await,
+            GrantType::ClientCredentials => self.client_credentials(client, &req, jkt).await,
             GrantType::Password => {
                 let (Some(username), Some(password)) = (req.username.as_deref(), req.password) else {
                     return Err(OAuthError::new(ErrorCode::InvalidRequest, "username and password are required"));
                 };
-                self.password_login(&client.client, username, password, req.scope.as_deref(), req.resource.as_deref())
-                    .await
+                let (scope, resource) = (req.scope.as_deref(), req.resource.as_deref());
+                self.password_login(&client.client, username, password, scope, resource, jkt).await
             }
             GrantType::RefreshToken => {
                 let Some(token) = req.refresh_token else {
                     return Err(OAuthError::new(ErrorCode::InvalidRequest, "refresh_token is missing"));
                 };
-                self.refresh(&client.client, &token, req.scope.as_deref()).await
+                self.refresh(&client.client, &token, req.scope.as_deref(), jkt).await
             }
             GrantType::AuthorizationCode => Err(OAuthError::new(ErrorCode::UnsupportedGrantType, "not supported")),
         }
     }
 
-    async fn client_credentials(&self, client: &Authenticated, req: &TokenRequest) -> Result<Issued, OAuthError> {
+    async fn client_credentials(
+        &self,
+        client: &Authenticated,
+        req: &TokenRequest,
+        jkt: Option<&str>,
+    ) -> Result<Issued, OAuthError> {
         // RFC 6749 §4.4: confidential clients only.
         if !client.is_confidential() {
             return Err(OAuthError::new(ErrorCode::UnauthorizedClient, "public clients cannot use client_credentials"));
         }
         let requested = requested_scopes(req.scope.as_deref())?;
         let client = &client.client;
+        let jkt = dpop::binding(client, jkt, None)?;
         let scopes = Scopes::grant(requested.as_ref(), &client.scopes, &client.scopes);
         check_granted(requested.as_ref(), &scopes)?;
         let aud = audience(client, req.resource.as_deref())?;
-        let minted = self.issue(client, &client.id, &aud, &scopes, &[], None, GrantType::ClientCredentials).await?;
+        let grant = GrantType::ClientCredentials;
+        let minted = self.issue(client, &client.id, &aud, &scopes, &[], None, jkt, grant).await?;
         Ok(Issued::new(minted, None, &scopes))
     }
 
@@ -144,7 +157,9 @@ impl Authority {
         password: Zeroizing<String>,
         scope: Option<&str>,
         resource: Option<&str>,
+        jkt: Option<&str>,
     ) -> Result<Issued, OAuthError> {
+        let jkt = dpop::binding(client, jkt, None)?;
         let requested = requested_scopes(scope)?;
         let aud = audience(client, resource)?;
         let now = self.now().as_secs();
@@ -177,6 +192,7 @@ impl Authority {
                 scope: scopes.to_string(),
                 audience: aud.clone(),
                 created_at: now,
+                dpop_jkt: dpop::family_binding(client, jkt),
             };
             let secret = BearerSecret::generate()
                 .map_err(|_| OAuthError::new(ErrorCode::ServerError, "random number generator failure"))?;
@@ -187,7 +203,7 @@ impl Authority {
         };
         let sid = family.as_ref().map(|(f, _)| f.id.as_str());
         let grant = GrantType::Password;
-        let minted = self.issue(client, &user.id, &aud, &scopes, &user.roles, sid, grant).await?;
+        let minted = self.issue(client, &user.id, &aud, &scopes, &user.roles, sid, jkt, grant).await?;
         metrics::counter!("portcullis_logins_total", "result" => "success").increment(1);
         Ok(Issued::new(minted, family.map(|(_, s)| s.expose().to_owned()), &scopes))
     }
@@ -238,7 +254,13 @@ impl Authority {
 
     /// The `refresh_token` grant: one atomic rotation in the store; reuse after the grace period burns the
     /// family and its access tokens.
-    pub async fn refresh(&self, client: &Client, token: &str, scope: Option<&str>) -> Result<Issued, OAuthError> {
+    pub async fn refresh(
+        &self,
+        client: &Client,
+        token: &str,
+        scope: Option<&str>,
+        jkt: Option<&str>,
+    ) -> Result<Issued, OAuthError> {
         let requested = requested_scopes(scope)?;
         if token.len() > 256 {
             return Err(BAD_REFRESH);
@@ -249,6 +271,8 @@ impl Authority {
         let Some((family, _)) = found.filter(|(f, _)| f.client_id == client.id) else {
             return Err(BAD_REFRESH);
         };
+        // Checked before rotating: a request that cannot prove the family's key leaves the token usable.
+        let jkt = dpop::binding(client, jkt, Some(&family))?;
         let family_scopes = Scopes::parse(&family.scope).unwrap_or_default();
         if requested.as_ref().is_some_and(|r| r.intersect(&family_scopes) != *r) {
             return Err(OAuthError::new(ErrorCode::InvalidScope, "scope exceeds what was originally granted"));
@@ -280,9 +304,9 @@ impl Authority {
         // The user's current roles still bound the family's scopes: a role taken away is gone at refresh.
         let narrowed = requested.map_or(family_scopes.clone(), |r| r.intersect(&family_scopes));
         let scopes = narrowed.intersect(&client.scopes).intersect(&user.scopes);
-        let minted = self
-            .issue(client, &user.id, &family.audience, &scopes, &user.roles, Some(&family.id), GrantType::RefreshToken)
-            .await?;
+        let sid = Some(family.id.as_str());
+        let grant = GrantType::RefreshToken;
+        let minted = self.issue(client, &user.id, &family.audience, &scopes, &user.roles, sid, jkt, grant).await?;
         Ok(Issued::new(minted, Some(successor.expose().to_owned()), &scopes))
     }
 
@@ -313,6 +337,7 @@ impl Authority {
         scopes: &Scopes,
         roles: &[String],
         sid: Option<&str>,
+        dpop_jkt: Option<&str>,
         grant: GrantType,
     ) -> Result<Minted, OAuthError> {
         let material = self.keys.ring().current();
@@ -328,6 +353,7 @@ impl Authority {
             scopes,
             roles,
             session_id: sid,
+            dpop_jkt,
         };
         let now = self.now();
         let minted = mint(&g, signer, now, self.rules.access_token_ttl)
@@ -337,8 +363,9 @@ impl Authority {
         event.client_id = Some(client.id.clone());
         event.jti = Some(minted.jti.clone());
         event.detail =
-            serde_json::json!({ "grant": grant.as_str(), "scope": scopes.to_string(), "aud": audience, "sid": sid })
-                .to_string();
+            serde_json::json!({ "grant": grant.as_str(), "scope": scopes.to_string(), "aud": audience, "sid": sid,
+                "jkt": dpop_jkt })
+            .to_string();
         self.audit(event).await?;
         metrics::counter!("portcullis_tokens_issued_total", "grant" => grant.as_str()).increment(1);
         tracing::debug!(jti = %minted.jti, client_id = %client.id, grant = grant.as_str(), "access token issued");
@@ -349,8 +376,8 @@ impl Authority {
 impl Issued {
     fn new(minted: Minted, refresh_token: Option<String>, scopes: &Scopes) -> Issued {
         Issued {
+            token_type: if minted.dpop_bound { "DPoP" } else { "Bearer" },
             access_token: minted.token,
-            token_type: "Bearer",
             expires_in: minted.expires_in,
             refresh_token,
             scope: scopes.to_string(),

@@ -3,6 +3,7 @@
 
 mod cache;
 mod client;
+mod dpop;
 mod grants;
 mod passwords;
 mod tokens;
@@ -19,6 +20,7 @@ pub use tokens::{revoke_user, Introspection};
 use crate::audit::Audit;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::oauth::dpop::{DpopRules, Nonces};
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::lockout::LockoutRules;
 use crate::oauth::refresh::RefreshRules;
@@ -35,6 +37,7 @@ pub struct Rules {
     pub refresh: RefreshRules,
     pub lockout: LockoutRules,
     pub password_cost: PasswordCost,
+    pub dpop: DpopRules,
 }
 
 impl Rules {
@@ -49,6 +52,7 @@ impl Rules {
             },
             lockout: LockoutRules::default(),
             password_cost: PasswordCost::OWASP,
+            dpop: DpopRules { max_age: s.dpop_proof_max_age, require_nonce: s.dpop_require_nonce },
         }
     }
 
@@ -68,6 +72,8 @@ pub struct Authority {
     pub clock: Arc<dyn Clock>,
     pub passwords: PasswordPool,
     pub rules: Rules,
+    /// DPoP nonces, keyed from the master key so that every instance accepts every instance's.
+    pub nonces: Nonces,
     pub(crate) clients: cache::Clients,
     pub(crate) verified: cache::VerifiedTokens,
 }
@@ -81,6 +87,7 @@ impl Authority {
         clock: Arc<dyn Clock>,
         passwords: PasswordPool,
         rules: Rules,
+        nonces: Nonces,
     ) -> Authority {
         Authority {
             store,
@@ -90,6 +97,7 @@ impl Authority {
             clock,
             passwords,
             rules,
+            nonces,
             clients: cache::Clients::default(),
             verified: cache::VerifiedTokens::default(),
         }

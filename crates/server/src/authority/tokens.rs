@@ -45,6 +45,15 @@ pub struct Introspection {
     pub sid: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_type: Option<&'static str>,
+    /// The key a DPoP-bound token is bound to (RFC 9449 §6.2): `{"jkt": ...}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// The confirmation of a sender-constrained token.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Confirmation {
+    pub jkt: String,
 }
 
 impl Authority {
@@ -81,6 +90,7 @@ impl Authority {
             exp: claims.exp()?,
             aud: claims.aud().first().map(|a| a.clone().into_owned()).unwrap_or_default(),
             scope: claims.scope().map(|s| s.into_owned()).unwrap_or_default(),
+            dpop_jkt: claims.confirmation_jkt().ok()?,
         });
         // Only tokens already valid (not before their `iat`/`nbf`) are remembered.
         if facts.iat <= now && !claims.contains("nbf") {
@@ -129,7 +139,8 @@ impl Authority {
                 iat: Some(f.iat),
                 jti: Some(f.jti.clone()),
                 sid: f.sid.clone(),
-                token_type: Some("Bearer"),
+                token_type: Some(if f.dpop_jkt.is_some() { "DPoP" } else { "Bearer" }),
+                cnf: f.dpop_jkt.clone().map(|jkt| Confirmation { jkt }),
             });
         }
         let found = self.store.find_refresh(&SecretDigest::of(token)).await.map_err(unavailable)?;
@@ -153,6 +164,7 @@ impl Authority {
                     iat: Some(state.issued_at),
                     sid: Some(family.id),
                     token_type: Some("refresh_token"),
+                    cnf: family.dpop_jkt.map(|jkt| Confirmation { jkt }),
                     ..Introspection::default()
                 })
             }

@@ -12,6 +12,7 @@ fn metadata(state: &AppState) -> serde_json::Value {
     let issuer = &state.authority.rules.issuer;
     let auth_methods = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"];
     let asymmetric: Vec<&str> = Algorithm::asymmetric().map(|a| a.name()).collect();
+    let dpop_algs: Vec<&str> = crate::oauth::dpop::algorithms().iter().map(|a| a.name()).collect();
     serde_json::json!({
         "issuer": issuer,
         "token_endpoint": format!("{issuer}/oauth2/token"),
@@ -28,6 +29,7 @@ fn metadata(state: &AppState) -> serde_json::Value {
         "access_token_signing_alg_values_supported":
             [state.authority.keys.algorithm().name()],
         "scopes_supported": [],
+        "dpop_signing_alg_values_supported": dpop_algs,
     })
 }
 

@@ -124,7 +124,14 @@ pub async fn login(
     }
     let issued = state
         .authority
-        .password_login(&client.client, &req.username, req.password, req.scope.as_deref(), req.resource.as_deref())
+        .password_login(
+            &client.client,
+            &req.username,
+            req.password,
+            req.scope.as_deref(),
+            req.resource.as_deref(),
+            None,
+        )
         .await?;
     respond(&state, client.client.token_delivery, issued)
 }
@@ -139,7 +146,7 @@ pub async fn refresh(State(state): State<AppState>, headers: HeaderMap, body: By
             .to_owned(),
     };
     let token = Zeroizing::new(token);
-    let issued = state.authority.refresh(&client.client, &token, req.scope.as_deref()).await?;
+    let issued = state.authority.refresh(&client.client, &token, req.scope.as_deref(), None).await?;
     respond(&state, client.client.token_delivery, issued)
 }
 

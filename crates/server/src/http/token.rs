@@ -2,7 +2,8 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::Extension;
 
 use super::form::Form;
@@ -27,14 +28,53 @@ async fn client_of(state: &AppState, headers: &HeaderMap, form: &Form) -> Result
     state.authority.authenticate_client(presented).await.map_err(challenge)
 }
 
+static DPOP: HeaderName = HeaderName::from_static("dpop");
+static DPOP_NONCE: HeaderName = HeaderName::from_static("dpop-nonce");
+
+/// The request's DPoP proof: the value of its one `DPoP` header. Two headers are refused (RFC 9449 §4.3).
+fn dpop_proof(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all(&DPOP).iter();
+    let (Some(first), None) = (values.next(), values.next()) else {
+        return match headers.contains_key(&DPOP) {
+            false => Ok(None),
+            true => Err(OAuthError::new(ErrorCode::InvalidDpopProof, "more than one DPoP header").into()),
+        };
+    };
+    let proof =
+        first.to_str().map_err(|_| OAuthError::new(ErrorCode::InvalidDpopProof, "the DPoP proof is malformed"))?;
+    Ok(Some(proof.to_owned()))
+}
+
+/// The token endpoint. When the server demands DPoP nonces, every answer carries a fresh one (RFC 9449 §8), so
+/// that a client always holds a nonce for its next request.
 pub async fn token(
     State(state): State<AppState>,
     Extension(peer): Extension<PeerIp>,
     headers: HeaderMap,
     body: Bytes,
-) -> AppResult {
-    let mut form = Form::parse(&headers, &body)?;
-    let client = client_of(&state, &headers, &form).await?;
+) -> Response {
+    let answer = match issue(&state, peer, &headers, &body).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    with_dpop_nonce(&state, answer)
+}
+
+fn with_dpop_nonce(state: &AppState, mut response: Response) -> Response {
+    let authority = &state.authority;
+    if authority.rules.dpop.require_nonce {
+        let nonce = authority.nonces.issue(authority.now().as_secs());
+        if let Ok(value) = HeaderValue::from_str(&nonce) {
+            response.headers_mut().insert(DPOP_NONCE.clone(), value);
+        }
+    }
+    response
+}
+
+async fn issue(state: &AppState, peer: PeerIp, headers: &HeaderMap, body: &Bytes) -> AppResult {
+    let mut form = Form::parse(headers, body)?;
+    let dpop = dpop_proof(headers)?;
+    let client = client_of(state, headers, &form).await?;
     if form.get("grant_type") == Some("password") && !state.login_allowed(peer.0) {
         return Err(too_many_attempts());
     }
@@ -45,6 +85,7 @@ pub async fn token(
         username: form.owned("username"),
         refresh_token: form.secret("refresh_token"),
         password: form.secret("password"),
+        dpop,
     };
     let issued = state.authority.token(&client, request).await?;
     let body = serde_json::to_string(&issued)

@@ -1,5 +1,6 @@
 //! Minting RFC 9068 access tokens (DESIGN.md §3): `typ: at+jwt`, claims `iss`, `sub`, `aud`, `exp`, `iat`,
-//! `jti`, `client_id`, `scope`, plus `roles` and `sid` where they apply. Pure: the caller passes `now`, the
+//! `jti`, `client_id`, `scope`, plus `roles` and `sid` where they apply, and `cnf.jkt` for a token bound to a
+//! DPoP key (RFC 9449 §6.1). Pure: the caller passes `now`, the
 //! signer and the facts.
 
 use portcullis_jose::{jwt, Error as JoseError, UnixTime};
@@ -21,6 +22,8 @@ pub struct Grant<'a> {
     pub roles: &'a [String],
     /// The login session, where there is one.
     pub session_id: Option<&'a str>,
+    /// The RFC 7638 thumbprint of the DPoP key the token is bound to, if any.
+    pub dpop_jkt: Option<&'a str>,
 }
 
 /// A minted token and the facts the caller logs or stores (never the token itself in logs).
@@ -30,6 +33,14 @@ pub struct Minted {
     pub jti: String,
     pub expires_at: i64,
     pub expires_in: u64,
+    /// Bound to a DPoP key: its `token_type` is `DPoP` (RFC 9449 §5).
+    pub dpop_bound: bool,
+}
+
+/// The confirmation claim of a DPoP-bound token.
+#[derive(Serialize)]
+struct Confirmation<'a> {
+    jkt: &'a str,
 }
 
 #[derive(Serialize)]
@@ -46,6 +57,8 @@ struct Claims<'a> {
     roles: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     sid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cnf: Option<Confirmation<'a>>,
 }
 
 /// Why minting failed.
@@ -73,9 +86,10 @@ pub fn mint(grant: &Grant<'_>, signer: &jwt::Signer, now: UnixTime, ttl: u64) ->
         scope: grant.scopes.to_string(),
         roles: grant.roles,
         sid: grant.session_id,
+        cnf: grant.dpop_jkt.map(|jkt| Confirmation { jkt }),
     };
     let token = signer.sign(&claims)?;
-    Ok(Minted { token, jti, expires_at, expires_in: ttl })
+    Ok(Minted { token, jti, expires_at, expires_in: ttl, dpop_bound: grant.dpop_jkt.is_some() })
 }
 
 #[cfg(test)]
@@ -100,6 +114,7 @@ mod tests {
             scopes: &scopes,
             roles: &roles,
             session_id: Some("s1"),
+            dpop_jkt: None,
         };
         let now = UnixTime::from_secs(1_800_000_000);
         let minted = mint(&grant, &signer, now, 300).unwrap();
@@ -115,10 +130,15 @@ mod tests {
         let long = mint(&grant, &signer, now, 86_400).unwrap();
         assert_eq!(long.expires_in, 3600);
         // Without roles or a session, those claims are absent.
-        let bare = Grant { roles: &[], session_id: None, ..grant };
+        let bare = Grant { roles: &[], session_id: None, ..grant.clone() };
         let token = mint(&bare, &signer, now, 60).unwrap().token;
         let claims = jwt::verify(&token, &keys, &policy, now).unwrap().claims;
-        assert!(!claims.contains("roles") && !claims.contains("sid"));
+        assert!(!claims.contains("roles") && !claims.contains("sid") && !claims.contains("cnf"));
+        // A DPoP-bound token confirms its key.
+        let bound = mint(&Grant { dpop_jkt: Some("thumb"), ..grant.clone() }, &signer, now, 60).unwrap();
+        assert!(bound.dpop_bound && !minted.dpop_bound);
+        let claims = jwt::verify(&bound.token, &keys, &policy, now).unwrap().claims;
+        assert_eq!(claims.confirmation_jkt(), Ok(Some("thumb".into())));
         assert_ne!(mint(&bare, &signer, now, 60).unwrap().jti, mint(&bare, &signer, now, 60).unwrap().jti);
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod access_token;
 pub mod client_auth;
+pub mod dpop;
 pub mod error;
 pub mod lockout;
 pub mod refresh;

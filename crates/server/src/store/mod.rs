@@ -52,6 +52,9 @@ pub struct RefreshFamily {
     pub scope: String,
     pub audience: String,
     pub created_at: i64,
+    /// For a public client that proved a DPoP key at login: the key's thumbprint. Every refresh of the family
+    /// must then prove the same key (RFC 9449 §5).
+    pub dpop_jkt: Option<String>,
 }
 
 /// What a refresh attempt did.

@@ -382,26 +382,23 @@ impl Store for PgStore {
     async fn add_client(&self, client: &Client) -> StoreResult<()> {
         let (method, digest, jwks) = credential_columns(&client.credential);
         let grants: Vec<&str> = client.grants.iter().map(|g| g.as_str()).collect();
-        sqlx::query(
-            "INSERT INTO clients (id, auth_method, secret_digest, jwks, grants, scopes, redirect_uris, audiences, \
-             first_party, token_delivery, disabled, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(&client.id)
-        .bind(method)
-        .bind(digest)
-        .bind(jwks)
-        .bind(grants.join(" "))
-        .bind(client.scopes.to_string())
-        .bind(client.redirect_uris.join(" "))
-        .bind(client.audiences.join(" "))
-        .bind(client.first_party)
-        .bind(client.token_delivery.as_str())
-        .bind(client.disabled)
-        .bind(client.created_at)
-        .execute(&self.pool)
-        .await
-        .map_err(conflict(&format!("client {}", client.id)))?;
+        sqlx::query(CLIENT_INSERT)
+            .bind(&client.id)
+            .bind(method)
+            .bind(digest)
+            .bind(jwks)
+            .bind(grants.join(" "))
+            .bind(client.scopes.to_string())
+            .bind(client.redirect_uris.join(" "))
+            .bind(client.audiences.join(" "))
+            .bind(client.first_party)
+            .bind(client.token_delivery.as_str())
+            .bind(client.dpop_bound)
+            .bind(client.disabled)
+            .bind(client.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(conflict(&format!("client {}", client.id)))?;
         Ok(())
     }
 
@@ -491,19 +488,17 @@ impl Store for PgStore {
 
     async fn start_family(&self, family: &RefreshFamily, first: &SecretDigest) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO refresh_families (id, user_id, client_id, scope, audience, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&family.id)
-        .bind(&family.user_id)
-        .bind(&family.client_id)
-        .bind(&family.scope)
-        .bind(&family.audience)
-        .bind(family.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(conflict("refresh family"))?;
+        sqlx::query(FAMILY_INSERT)
+            .bind(&family.id)
+            .bind(&family.user_id)
+            .bind(&family.client_id)
+            .bind(&family.scope)
+            .bind(&family.audience)
+            .bind(family.created_at)
+            .bind(&family.dpop_jkt)
+            .execute(&mut *tx)
+            .await
+            .map_err(conflict("refresh family"))?;
         sqlx::query("INSERT INTO refresh_tokens (digest, family_id, issued_at) VALUES ($1, $2, $3)")
             .bind(first.as_bytes().as_slice())
             .bind(&family.id)

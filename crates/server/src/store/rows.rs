@@ -124,6 +124,7 @@ pub(super) fn client_of(row: &impl Cols) -> StoreResult<Client> {
         audiences: split_words(&row.text("audiences")?),
         first_party: row.flag("first_party")?,
         token_delivery: row.text("token_delivery")?.parse().map_err(StoreError::Corrupt)?,
+        dpop_bound: row.flag("dpop_bound")?,
         disabled: row.flag("disabled")?,
         created_at: row.int("created_at")?,
     })
@@ -154,12 +155,22 @@ pub(super) fn family_of(row: &impl Cols) -> StoreResult<RefreshFamily> {
         scope: row.text("scope")?,
         audience: row.text("audience")?,
         created_at: row.int("created_at")?,
+        dpop_jkt: row.opt_text("dpop_jkt")?,
     })
 }
 
+/// The `INSERT` of a client, in [`Client`] field order (`$n` parameters: both backends take them).
+pub(super) const CLIENT_INSERT: &str = "INSERT INTO clients (id, auth_method, secret_digest, jwks, grants, scopes, \
+     redirect_uris, audiences, first_party, token_delivery, dpop_bound, disabled, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+
+/// The `INSERT` of a refresh family, in [`RefreshFamily`] field order.
+pub(super) const FAMILY_INSERT: &str = "INSERT INTO refresh_families \
+     (id, user_id, client_id, scope, audience, created_at, dpop_jkt) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
 /// The columns [`refresh_of`] reads; `WHERE t.digest = ...` follows.
 pub(super) const REFRESH_SELECT: &str = "SELECT f.id, f.user_id, f.client_id, f.scope, f.audience, f.created_at, \
-     f.revoked_at, t.issued_at AS token_issued_at, t.used_at FROM refresh_tokens t \
+     f.dpop_jkt, f.revoked_at, t.issued_at AS token_issued_at, t.used_at FROM refresh_tokens t \
      JOIN refresh_families f ON f.id = t.family_id";
 
 pub(super) fn refresh_of(row: &impl Cols) -> StoreResult<(RefreshFamily, RefreshState)> {

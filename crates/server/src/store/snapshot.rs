@@ -27,7 +27,8 @@ enum Kind {
 use Kind::*;
 
 /// Every table worth moving, parents before children, with its columns. Used client assertions and leases
-/// live for seconds and are left behind.
+/// live for seconds and are left behind. Columns added by later versions go last and have a default (a `Flag`
+/// is false, an `Opt*` is null), so a snapshot written before them still imports.
 const TABLES: &[(&str, &[(&str, Kind)])] = &[
     ("roles", &[("name", Text), ("scopes", Text), ("created_at", Int)]),
     (
@@ -58,6 +59,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("token_delivery", Text),
             ("disabled", Flag),
             ("created_at", Int),
+            ("dpop_bound", Flag),
         ],
     ),
     (
@@ -86,6 +88,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("created_at", Int),
             ("revoked_at", OptInt),
             ("revoked_reason", OptText),
+            ("dpop_jkt", OptText),
         ],
     ),
     ("refresh_tokens", &[("digest", Bytes), ("family_id", Text), ("issued_at", Int), ("used_at", OptInt)]),
@@ -210,12 +213,18 @@ pub(super) fn bound_rows(snapshot: &Snapshot) -> StoreResult<Vec<(usize, Vec<Vec
     for (i, (name, columns)) in TABLES.iter().enumerate() {
         let Some(table) = snapshot.tables.iter().find(|t| t.name == *name) else { continue };
         let expected: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
-        if table.columns != expected {
+        // An older snapshot may lack columns added since, if each has a default.
+        let given = table.columns.len();
+        let defaulted = columns.get(given..).unwrap_or_default();
+        if given > expected.len()
+            || table.columns != expected[..given]
+            || defaulted.iter().any(|(_, kind)| !matches!(kind, Flag | OptText | OptInt | OptBytes))
+        {
             return Err(bad(format!("table {name} has columns {:?}, expected {expected:?}", table.columns)));
         }
         let mut rows = Vec::with_capacity(table.rows.len());
         for (r, row) in table.rows.iter().enumerate() {
-            if row.len() != columns.len() {
+            if row.len() != given {
                 return Err(bad(format!("{name} row {r} has {} values", row.len())));
             }
             let mut values = Vec::with_capacity(row.len());
@@ -238,6 +247,12 @@ pub(super) fn bound_rows(snapshot: &Snapshot) -> StoreResult<Vec<(usize, Vec<Vec
                     _ => return Err(wrong()),
                 });
             }
+            values.extend(defaulted.iter().map(|(_, kind)| match kind {
+                Flag => Bound::Flag(false),
+                OptText => Bound::Text(None),
+                OptInt => Bound::Int(None),
+                _ => Bound::Bytes(None),
+            }));
             rows.push(values);
         }
         out.push((i, rows));
@@ -280,11 +295,40 @@ mod tests {
         };
         let good = roles(vec![vec![Value::from("staff"), Value::from("read"), Value::from(1)]]);
         assert_eq!(bound_rows(&good).unwrap()[0].1.len(), 1);
+        // A snapshot from before a defaulted column was added imports with the default.
+        let clients = TABLES.iter().position(|(n, _)| *n == "clients").unwrap();
+        let mut old_columns: Vec<String> = TABLES[clients].1.iter().map(|(c, _)| (*c).to_owned()).collect();
+        assert_eq!(old_columns.pop().as_deref(), Some("dpop_bound"));
+        let row: Vec<Value> = TABLES[clients].1[..old_columns.len()]
+            .iter()
+            .map(|(_, kind)| match kind {
+                Flag => Value::from(false),
+                Int => Value::from(1),
+                OptBytes | OptText => Value::Null,
+                _ => Value::from("x"),
+            })
+            .collect();
+        let old = Snapshot {
+            format: FORMAT,
+            tables: vec![Table { name: "clients".into(), columns: old_columns, rows: vec![row] }],
+        };
+        let bound = bound_rows(&old).unwrap();
+        assert_eq!(bound[0].1[0].last(), Some(&Bound::Flag(false)));
+        assert_eq!(bound[0].1[0].len(), TABLES[clients].1.len());
         for bad in [
             Snapshot { format: 2, ..good.clone() },
             roles(vec![vec![Value::from("staff"), Value::from("read")]]),
             roles(vec![vec![Value::from("staff"), Value::from("read"), Value::from("1")]]),
             roles(vec![vec![Value::Null, Value::from("read"), Value::from(1)]]),
+            // `created_at` has no default: a snapshot cannot leave it out.
+            Snapshot {
+                format: FORMAT,
+                tables: vec![Table {
+                    name: "roles".into(),
+                    columns: vec!["name".into(), "scopes".into()],
+                    rows: vec![vec![Value::from("staff"), Value::from("read")]],
+                }],
+            },
             Snapshot {
                 format: FORMAT,
                 tables: vec![Table { name: "sqlite_master".into(), columns: vec![], rows: vec![] }],

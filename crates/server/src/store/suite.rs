@@ -30,6 +30,7 @@ fn client(id: &str) -> Client {
         audiences: vec!["api".into(), "https://api.example".into()],
         first_party: true,
         token_delivery: TokenDelivery::Cookie,
+        dpop_bound: true,
         disabled: false,
         created_at: 100,
     }
@@ -100,6 +101,7 @@ pub async fn refresh_rotation(store: Arc<dyn Store>) {
         scope: "read".into(),
         audience: "api".into(),
         created_at: 100,
+        dpop_jkt: Some("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs".into()),
     };
     let t0 = SecretDigest::of("t0");
     store.start_family(&family, &t0).await.unwrap();
@@ -134,8 +136,10 @@ pub async fn refresh_rotation(store: Arc<dyn Store>) {
     assert!(matches!(outcome, RotateOutcome::Refused(Decision::Revoked, _)), "{outcome:?}");
     assert_eq!(store.rotate_refresh(&SecretDigest::of("nope"), &t0, &rules, 1).await.unwrap(), RotateOutcome::Unknown);
     // A second family for the user is revoked with "everything for this user".
-    let f2 = RefreshFamily { id: "f2".into(), ..family.clone() };
+    let f2 = RefreshFamily { id: "f2".into(), dpop_jkt: None, ..family.clone() };
     store.start_family(&f2, &SecretDigest::of("u0")).await.unwrap();
+    let (found, _) = store.find_refresh(&SecretDigest::of("u0")).await.unwrap().unwrap();
+    assert_eq!(found, f2, "an unbound family reads back unbound");
     assert_eq!(store.revoke_user_families("u1", "test", 300).await.unwrap(), 1, "f1 was already revoked");
     assert!(!store.revoke_family("f2", "again", 301).await.unwrap());
 }
@@ -325,6 +329,7 @@ pub async fn snapshot_round_trip(from: Arc<dyn Store>, to: Arc<dyn Store>) {
         scope: "read".into(),
         audience: "api".into(),
         created_at: 100,
+        dpop_jkt: Some("thumbprint".into()),
     };
     let rules = RefreshRules { absolute_ttl: 1000, idle_ttl: 500, reuse_grace: 10 };
     from.start_family(&family, &SecretDigest::of("r0")).await.unwrap();

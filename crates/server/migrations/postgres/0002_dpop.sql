@@ -1,0 +1,4 @@
+-- DPoP (RFC 9449): clients that must prove a key on every token request, and the key a public client's
+-- refresh family is bound to (its RFC 7638 thumbprint).
+ALTER TABLE clients ADD COLUMN dpop_bound BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE refresh_families ADD COLUMN dpop_jkt TEXT;
