@@ -1,10 +1,12 @@
 // Drives a running Portcullis server with npm openid-client (discovery, client_credentials, refresh,
-// introspection, revocation) and npm jose (createRemoteJWKSet + jwtVerify with typ at+jwt), unchanged.
-// Usage: node server.mjs ISSUER CLIENT_ID CLIENT_SECRET USERNAME PASSWORD
+// introspection, revocation, and DPoP: bound tokens from client_credentials, the password grant and refresh,
+// the server's nonce retried, a protected resource reached through the gateway) and npm jose
+// (createRemoteJWKSet + jwtVerify with typ at+jwt), unchanged.
+// Usage: node server.mjs ISSUER CLIENT_ID CLIENT_SECRET USERNAME PASSWORD GATEWAY_URL
 import * as client from 'openid-client';
 import * as jose from 'jose';
 
-const [issuer, clientId, clientSecret, username, password] = process.argv.slice(2);
+const [issuer, clientId, clientSecret, username, password, gateway] = process.argv.slice(2);
 let failures = 0;
 const check = (name, ok, detail = '') => {
   console.log(`openid-client/jose ${name}: ${ok ? 'ok' : 'FAILED ' + detail}`);
@@ -67,5 +69,41 @@ try {
 }
 check('forged token refused', forgedRefused);
 
-console.log(`server interop (node): ${9 - failures} passed, ${failures} failed`);
+// DPoP (RFC 9449). The server demands nonces: openid-client retries each first request with the one it is given.
+const dpopKeys = await client.randomDPoPKeyPair('ES256');
+const DPoP = client.getDPoPHandle(config, dpopKeys);
+const thumbprint = await jose.calculateJwkThumbprint(await jose.exportJWK(dpopKeys.publicKey));
+const bound = await client.clientCredentialsGrant(config, { scope: 'read' }, { DPoP });
+check('DPoP client_credentials', bound.token_type.toLowerCase() === 'dpop', JSON.stringify(bound));
+const { payload: boundClaims } = await jose.jwtVerify(bound.access_token, jwks, { issuer, audience: 'api', typ: 'at+jwt' });
+check('DPoP cnf.jkt is the key thumbprint', boundClaims.cnf?.jkt === thumbprint, JSON.stringify(boundClaims.cnf));
+const boundIntro = await client.tokenIntrospection(config, bound.access_token);
+check('DPoP introspection cnf', boundIntro.cnf?.jkt === thumbprint && boundIntro.token_type === 'DPoP',
+  JSON.stringify(boundIntro));
+const pw = await client.genericGrantRequest(config, 'password', { username, password, scope: 'read' }, { DPoP });
+const pwRefreshed = await client.refreshTokenGrant(config, pw.refresh_token, undefined, { DPoP });
+check('DPoP password grant and refresh', pw.token_type.toLowerCase() === 'dpop'
+  && pwRefreshed.token_type.toLowerCase() === 'dpop' && pwRefreshed.refresh_token !== pw.refresh_token,
+  JSON.stringify(pwRefreshed));
+
+// Through the gateway: the bound token with a proof of its key reaches the API; as Bearer, or with another
+// key's proof, it is refused.
+const resource = new URL(`${gateway}/api/hello`);
+const viaGateway = await client.fetchProtectedResource(config, bound.access_token, resource, 'GET', undefined, undefined,
+  { DPoP });
+check('DPoP through the gateway', viaGateway.status === 200 && (await viaGateway.text()) === 'hello',
+  String(viaGateway.status));
+const asBearer = await fetch(resource, { headers: { authorization: `Bearer ${bound.access_token}` } });
+check('bound token as Bearer refused by the gateway', asBearer.status === 401, String(asBearer.status));
+const thiefDPoP = client.getDPoPHandle(config, await client.randomDPoPKeyPair('ES256'));
+let thiefStatus;
+try {
+  thiefStatus = (await client.fetchProtectedResource(config, bound.access_token, resource, 'GET', undefined, undefined,
+    { DPoP: thiefDPoP })).status;
+} catch (e) {
+  thiefStatus = e.response?.status ?? e.cause?.status ?? 'error';
+}
+check('another key\'s proof refused by the gateway', thiefStatus === 401, String(thiefStatus));
+
+console.log(`server interop (node): ${16 - failures} passed, ${failures} failed`);
 process.exit(failures === 0 ? 0 : 1);

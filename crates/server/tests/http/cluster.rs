@@ -230,6 +230,42 @@ struct Chain {
 /// (never a 500 or a hang), `/readyz` says not ready, the server recovers by itself, and nothing it had
 /// committed is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dpop_proof_is_single_use_across_instances_and_every_instance_takes_every_nonce() {
+    use portcullis_jose::{Algorithm, SigningKey};
+    let Some(url) = scratch_database("dpop").await else { return };
+    let clock = Arc::new(ShiftedClock::default());
+    let ports = [free_port(), free_port()];
+    let issuer = format!("http://127.0.0.1:{}", ports[0]);
+    let mut servers = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let config = Config { dpop_require_nonce: true, ..instance_config(&url, &issuer) };
+        servers.push(start_with(temp_dir(&format!("dpop-{i}")), Arc::clone(&clock), *port, config).await);
+    }
+    let (a, b) = (&servers[0], &servers[1]);
+    let secret = a.service_client("svc", &["read"]).await;
+    let auth = Some(("svc", secret.as_str()));
+    let cc = [("grant_type", "client_credentials")];
+    let key = SigningKey::generate(Algorithm::ES256).unwrap();
+    // Both instances answer at the issuer's token endpoint URL (as behind a load balancer).
+    let proof = |nonce: &str| {
+        let htu = format!("{issuer}/oauth2/token");
+        let extra = format!(r#","nonce":"{nonce}""#);
+        super::dpop::proof_with(&key, &super::dpop::jti(), "POST", &htu, clock.now().as_secs(), &extra)
+    };
+    let (status, _, nonce) = a.dpop_form(&[&proof("")], auth, &cc).await;
+    assert_eq!(status, 400);
+    let nonce = nonce.unwrap();
+    let first = proof(&nonce);
+    let (status, body, _) = b.dpop_form(&[&first], auth, &cc).await;
+    assert_eq!((status, body["token_type"].as_str()), (200, Some("DPoP")), "B takes A's nonce: {body}");
+    let (status, body, _) = a.dpop_form(&[&first], auth, &cc).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_dpop_proof")), "A refuses B's proof again");
+    for srv in servers {
+        srv.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "restarts the shared PostgreSQL server: scripts/test runs it alone, after the other tests"]
 async fn postgres_restart_under_load_loses_nothing_and_recovers() {
     let Some(url) = scratch_database("restart").await else { return };

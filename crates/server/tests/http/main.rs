@@ -757,4 +757,5 @@ async fn private_key_jwt_clients_and_resource_indicators() {
 }
 
 mod cluster;
+mod dpop;
 mod guard;
