@@ -1,10 +1,10 @@
 //! `portcullis jwt ...` and `portcullis jwk ...`: the JOSE crate as a command-line tool.
 
-use std::io::Read;
+use std::io::{Read, Write as _};
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use portcullis_jose::{jwk, jws, jwt, Algorithm, KeySet, Policy, SigningKey, UnixTime};
+use portcullis_jose::{dpop, jwk, jws, jwt, Algorithm, KeySet, Policy, SigningKey, UnixTime};
 use zeroize::Zeroizing;
 
 /// The most a command reads from standard input or a key file.
@@ -53,6 +53,29 @@ pub enum JwtCommand {
     Inspect {
         /// The token; read from stdin when absent.
         token: Option<String>,
+    },
+    /// Print a DPoP proof (RFC 9449) for one request, signed by a private JWK: for `curl -H "DPoP: ..."`.
+    ///
+    /// Each proof has a fresh random `jti` and the current `iat`; servers accept each one once, within a minute.
+    Proof {
+        /// The private JWK whose key the tokens are bound to (e.g. from `jwk generate --alg ES256`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The request's HTTP method (`htm`).
+        #[arg(long)]
+        method: String,
+        /// The URL the request goes to (`htu`; query and fragment are left out).
+        #[arg(long)]
+        url: String,
+        /// A file holding the access token sent with the request, for its hash (`ath`; resource requests).
+        #[arg(long)]
+        access_token_file: Option<PathBuf>,
+        /// The nonce the server handed out in `DPoP-Nonce`.
+        #[arg(long)]
+        nonce: Option<String>,
+        /// How many proofs to print, one per line (load tests need one per request).
+        #[arg(long, default_value_t = 1)]
+        count: u32,
     },
 }
 
@@ -155,6 +178,38 @@ pub fn run_jwt(cmd: JwtCommand) -> Result<(), String> {
             let verified = jwt::verify(&token_arg(token)?, &keys, &policy, now).map_err(|e| e.to_string())?;
             println!("{}", pretty(verified.claims.json()));
             Ok(())
+        }
+        JwtCommand::Proof { key, method, url, access_token_file, nonce, count } => {
+            let jwk_text = file(&key)?;
+            let key = jwk::signing_key_from_jwk(&jwk_text, &[]).map_err(|e| format!("{}: {e}", key.display()))?;
+            if key.algorithm().is_symmetric() {
+                return Err("a DPoP proof needs an asymmetric key".into());
+            }
+            let url = url.split(['?', '#']).next().unwrap_or_default().to_owned();
+            dpop::normalize_url(&url).ok_or_else(|| format!("{url:?} is not an absolute http(s) URL"))?;
+            let ath = match access_token_file {
+                Some(path) => Some(dpop::access_token_hash(file(&path)?.trim())),
+                None => None,
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for _ in 0..count {
+                let jti = portcullis_server::secrets::random_id();
+                if jti.is_empty() {
+                    return Err("the random number generator failed".into());
+                }
+                let mut claims = serde_json::json!({
+                    "jti": jti, "htm": method, "htu": url, "iat": UnixTime::now().as_secs(),
+                });
+                if let Some(ath) = &ath {
+                    claims["ath"] = ath.clone().into();
+                }
+                if let Some(nonce) = &nonce {
+                    claims["nonce"] = nonce.clone().into();
+                }
+                let proof = dpop::sign_proof(&key, &claims.to_string()).map_err(|e| e.to_string())?;
+                writeln!(out, "{proof}").map_err(|e| e.to_string())?;
+            }
+            out.flush().map_err(|e| e.to_string())
         }
         JwtCommand::Inspect { token } => {
             let (header, payload) = jws::decode_unverified(&token_arg(token)?, 1 << 20).map_err(|e| e.to_string())?;

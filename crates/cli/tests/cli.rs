@@ -7,6 +7,9 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use portcullis_jose::dpop::{verify_proof, ProofPolicy, ProofRequest};
+use portcullis_jose::UnixTime;
+
 fn run(args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(args)
@@ -65,6 +68,29 @@ fn generate_sign_verify_inspect_round_trip() {
     let inspected = run(&["jwt", "inspect", &token], "");
     assert!(ok(&inspected).contains("at+jwt"));
     assert!(String::from_utf8_lossy(&inspected.stderr).contains("UNVERIFIED"));
+
+    // DPoP proofs for a resource request: each verifies for that request, with its own jti.
+    let token_file = write(&dir, "token", &format!("{token}\n"));
+    let url = "https://api.example/orders";
+    let args = ["jwt", "proof", "--key", &key, "--method", "GET", "--url", url, "--access-token-file", &token_file];
+    let proofs = ok(&run(&[&args[..], &["--nonce", "n1", "--count", "3"]].concat(), ""));
+    let proofs: Vec<&str> = proofs.lines().collect();
+    assert_eq!(proofs.len(), 3);
+    let request = ProofRequest { method: "GET", url, access_token: Some(&token), nonce: Some("n1") };
+    let mut jtis = Vec::new();
+    for proof in &proofs {
+        let checked = verify_proof(proof, &request, &ProofPolicy::default(), UnixTime::now()).unwrap();
+        assert_eq!(checked.jkt, thumb);
+        jtis.push(checked.jti);
+    }
+    jtis.dedup();
+    assert_eq!(jtis.len(), 3, "a fresh jti each");
+    let other = ProofRequest { url: "https://api.example/admin", ..request };
+    assert!(verify_proof(proofs[0], &other, &ProofPolicy::default(), UnixTime::now()).is_err());
+    assert_eq!(
+        run(&["jwt", "proof", "--key", &key, "--method", "GET", "--url", "/relative"], "").status.code(),
+        Some(1)
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

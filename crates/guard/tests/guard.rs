@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use portcullis_guard::layer::rejection_response;
 use portcullis_guard::{Clock, Guard, GuardConfig, Rejection, Requirement};
-use portcullis_jose::{b64, jwt, Algorithm, SigningKey, UnixTime, AT_JWT};
+use portcullis_jose::{jwt, Algorithm, SigningKey, UnixTime, AT_JWT};
 
 const ISSUER: &str = "https://auth.test";
 
@@ -252,7 +252,7 @@ async fn dpop_bound_tokens_need_a_fresh_proof_from_their_key() {
             t0 + 300
         ))
         .unwrap();
-    let ath = b64::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref());
+    let ath = portcullis_jose::dpop::access_token_hash(&token);
     let api = "https://api.example/orders";
     let proof = |key: &SigningKey, jti: &str, htm: &str, htu: &str, with_ath: bool| {
         let ath = if with_ath { format!(r#","ath":"{ath}""#) } else { String::new() };
@@ -333,7 +333,7 @@ async fn the_layer_checks_dpop_proofs_against_the_public_origin() {
             client.verifying_key().thumbprint()
         ))
         .unwrap();
-    let ath = b64::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref());
+    let ath = portcullis_jose::dpop::access_token_hash(&token);
     let app = axum::Router::new()
         .route("/orders", axum::routing::get(|Auth(who): Auth| async move { who.subject.clone() }))
         .layer(GuardLayer::new(guard, Requirement::default()));

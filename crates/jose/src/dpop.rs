@@ -179,7 +179,7 @@ pub fn verify_proof(
         return Err(Error::Dpop(DpopError::Stale));
     }
     if let Some(token) = request.access_token {
-        let expected = b64::encode(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
+        let expected = access_token_hash(token);
         match json::find(&claims, "ath").and_then(|v| v.as_str()) {
             None => return Err(Error::Dpop(DpopError::MissingAccessTokenHash)),
             Some(ath) if ath.to_cow() != expected => return Err(Error::Dpop(DpopError::WrongAccessTokenHash)),
@@ -242,6 +242,11 @@ impl JtiCache {
     pub fn is_empty(&self) -> bool {
         self.seen.is_empty()
     }
+}
+
+/// The `ath` of a proof sent with `access_token`: base64url of its SHA-256 (RFC 9449 §4.2).
+pub fn access_token_hash(access_token: &str) -> String {
+    b64::encode(digest::digest(&digest::SHA256, access_token.as_bytes()).as_ref())
 }
 
 /// Signs a DPoP proof, as a client makes one: header `typ: dpop+jwt` with the key's public JWK, and `claims`

@@ -272,7 +272,7 @@ async fn the_guard_accepts_a_bound_token_only_with_a_proof_of_its_key() {
         .unwrap();
     let url = "https://api.example/orders";
     let now = srv.clock.now().as_secs();
-    let ath = b64::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref());
+    let ath = portcullis_jose::dpop::access_token_hash(&token);
     let resource_proof = |k: &SigningKey| proof_with(k, &jti(), "GET", url, now, &format!(r#","ath":"{ath}""#));
     let dpop_auth = format!("DPoP {token}");
     let read = Requirement::scopes(["read"]);
