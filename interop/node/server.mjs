@@ -86,13 +86,15 @@ check('DPoP password grant and refresh', pw.token_type.toLowerCase() === 'dpop'
   && pwRefreshed.token_type.toLowerCase() === 'dpop' && pwRefreshed.refresh_token !== pw.refresh_token,
   JSON.stringify(pwRefreshed));
 
-// Through the gateway: the bound token with a proof of its key reaches the API; as Bearer, or with another
-// key's proof, it is refused.
+// Through the gateway, which demands nonces of its own (openid-client retries with the one it is given): the
+// bound token with a proof of its key reaches the API; as Bearer, or with another key's proof, it is refused.
 const resource = new URL(`${gateway}/api/hello`);
 const viaGateway = await client.fetchProtectedResource(config, bound.access_token, resource, 'GET', undefined, undefined,
   { DPoP });
 check('DPoP through the gateway', viaGateway.status === 200 && (await viaGateway.text()) === 'hello',
   String(viaGateway.status));
+const gatewayMetrics = await fetch(`${gateway}/metrics`).then((r) => r.text());
+check('the gateway asked for its nonce first', gatewayMetrics.includes('reason="nonce required"'));
 const asBearer = await fetch(resource, { headers: { authorization: `Bearer ${bound.access_token}` } });
 check('bound token as Bearer refused by the gateway', asBearer.status === 401, String(asBearer.status));
 const thiefDPoP = client.getDPoPHandle(config, await client.randomDPoPKeyPair('ES256'));
@@ -105,5 +107,5 @@ try {
 }
 check('another key\'s proof refused by the gateway', thiefStatus === 401, String(thiefStatus));
 
-console.log(`server interop (node): ${16 - failures} passed, ${failures} failed`);
+console.log(`server interop (node): ${17 - failures} passed, ${failures} failed`);
 process.exit(failures === 0 ? 0 : 1);

@@ -58,6 +58,9 @@ pub struct GatewayConfig {
     /// The origin clients address (`https://api.example`), which DPoP proofs name in `htu`. Unset: forward auth
     /// uses `X-Forwarded-Proto` and `X-Forwarded-Host` when the proxy sends both, else `http://` and `Host`.
     pub public_origin: Option<String>,
+    /// A file holding the secret (at least 32 bytes, e.g. `openssl rand -base64 32`) of the DPoP nonces the
+    /// gateway then demands (RFC 9449 §9); every gateway behind one origin needs the same file.
+    pub dpop_nonce_secret_file: Option<PathBuf>,
     #[serde(rename = "route", default)]
     pub routes: Vec<RouteConfig>,
 }
@@ -199,6 +202,19 @@ impl Gateway {
         guard_config.realm = config.realm.clone();
         guard_config.public_origin = config.public_origin.clone();
         guard_config.fail_closed_after = config.fail_closed_after;
+        if let Some(file) = &config.dpop_nonce_secret_file {
+            let secret = std::fs::read(file)
+                .map_err(|e| GuardError::Config(format!("dpop_nonce_secret_file {}: {e}", file.display())))?;
+            let secret = zeroize::Zeroizing::new(secret);
+            let secret = secret.trim_ascii();
+            if secret.len() < 32 {
+                return Err(GuardError::Config(format!(
+                    "dpop_nonce_secret_file {}: the secret must be at least 32 bytes",
+                    file.display()
+                )));
+            }
+            guard_config.dpop_nonces = Some(Arc::new(portcullis_jose::dpop::Nonces::new(secret)));
+        }
         if let (Some(id), Some(file)) = (&config.client_id, &config.client_secret_file) {
             let secret = std::fs::read_to_string(file)
                 .map_err(|e| GuardError::Config(format!("client_secret_file {}: {e}", file.display())))?;

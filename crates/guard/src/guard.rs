@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use aws_lc_rs::digest;
-use portcullis_jose::dpop::{verify_proof, JtiCache, ProofPolicy, ProofRequest};
+use portcullis_jose::dpop::{verify_proof, JtiCache, Nonces, ProofPolicy, ProofRequest};
 use portcullis_jose::{jwt, Algorithm, Error as JoseError, KeySet, Policy, AT_JWT};
 use portcullis_revocation::{RevocationSet, TokenFacts};
 
@@ -109,12 +109,19 @@ pub enum Rejection {
     /// The DPoP proof is missing, malformed, for another request or key, or replayed (RFC 9449 §7.1): 401
     /// `invalid_dpop_proof`, with a `DPoP` challenge naming the accepted algorithms.
     InvalidDpopProof(&'static str),
+    /// The guard demands a nonce and the proof has none, or a stale one (RFC 9449 §9): 401 `use_dpop_nonce`, with
+    /// this fresh nonce in `DPoP-Nonce` for the client's retry.
+    UseDpopNonce(String),
 }
 
 impl Rejection {
     pub fn status(&self) -> u16 {
         match self {
-            Rejection::Missing | Rejection::Invalid(_) | Rejection::Revoked | Rejection::InvalidDpopProof(_) => 401,
+            Rejection::Missing
+            | Rejection::Invalid(_)
+            | Rejection::Revoked
+            | Rejection::InvalidDpopProof(_)
+            | Rejection::UseDpopNonce(_) => 401,
             Rejection::Malformed => 400,
             Rejection::InsufficientScope(_) | Rejection::InsufficientRole => 403,
             Rejection::Unavailable(_) => 503,
@@ -132,6 +139,7 @@ impl Rejection {
             Rejection::InsufficientRole => "insufficient_role",
             Rejection::Unavailable(why) => why,
             Rejection::InvalidDpopProof(why) => why,
+            Rejection::UseDpopNonce(_) => "nonce required",
         }
     }
 
@@ -156,6 +164,9 @@ impl Rejection {
             Rejection::Unavailable(_) => None,
             Rejection::InvalidDpopProof(why) => Some(format!(
                 "DPoP realm=\"{realm}\", error=\"invalid_dpop_proof\", error_description=\"{why}\", algs=\"{DPOP_ALGS}\""
+            )),
+            Rejection::UseDpopNonce(_) => Some(format!(
+                "DPoP realm=\"{realm}\", error=\"use_dpop_nonce\", error_description=\"Resource server requires nonce in DPoP proof\", algs=\"{DPOP_ALGS}\""
             )),
         }
     }
@@ -245,6 +256,9 @@ pub struct GuardConfig {
     /// The origin clients address (`https://api.example`), which DPoP proofs name in `htu`. Set it when TLS is
     /// terminated in front of the service; unset, the request's own scheme (`http` unless absolute) and `Host`.
     pub public_origin: Option<String>,
+    /// Demand server nonces in DPoP proofs (RFC 9449 §9), issued and checked with this secret; every instance
+    /// behind one origin must share it. `None`: proofs need no nonce.
+    pub dpop_nonces: Option<Arc<Nonces>>,
 }
 
 impl GuardConfig {
@@ -260,6 +274,7 @@ impl GuardConfig {
             fail_closed_after: None,
             realm: "api".into(),
             public_origin: None,
+            dpop_nonces: None,
         }
     }
 }
@@ -451,6 +466,12 @@ impl Guard {
             .map_err(|e| Rejection::InvalidDpopProof(dpop_reason(&e)))?;
         if proof.jkt != bound {
             return Err(Rejection::InvalidDpopProof("the proof's key is not the token's key"));
+        }
+        // Checked before the jti is recorded: the retry with a nonce is a new proof, and this one burns nothing.
+        if let Some(nonces) = &self.inner.config.dpop_nonces {
+            if !proof.nonce.as_deref().is_some_and(|n| nonces.accepts(n, now)) {
+                return Err(Rejection::UseDpopNonce(nonces.issue(now)));
+            }
         }
         let mut jtis = self.inner.proof_jtis.lock().unwrap_or_else(|p| p.into_inner());
         jtis.record(&proof, &self.inner.proof_policy, now)

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::FromRequestParts;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode};
 use tower::{Layer, Service};
 
 use crate::{Guard, Identity, Rejection, Requirement, Scheme};
@@ -26,6 +26,7 @@ pub fn rejection_response_for(rejection: &Rejection, realm: &str, scheme: Scheme
     let error = match rejection {
         Rejection::Missing | Rejection::Invalid(_) | Rejection::Revoked => "invalid_token",
         Rejection::InvalidDpopProof(_) => "invalid_dpop_proof",
+        Rejection::UseDpopNonce(_) => "use_dpop_nonce",
         Rejection::Malformed => "invalid_request",
         Rejection::InsufficientScope(_) | Rejection::InsufficientRole => "insufficient_scope",
         Rejection::Unavailable(_) => "temporarily_unavailable",
@@ -45,6 +46,11 @@ pub fn rejection_response_for(rejection: &Rejection, realm: &str, scheme: Scheme
     }
     if matches!(rejection, Rejection::Unavailable(_)) {
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if let Rejection::UseDpopNonce(nonce) = rejection {
+        if let Ok(value) = HeaderValue::from_str(nonce) {
+            headers.insert(HeaderName::from_static("dpop-nonce"), value);
+        }
     }
     response
 }

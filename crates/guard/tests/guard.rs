@@ -316,6 +316,58 @@ async fn dpop_bound_tokens_need_a_fresh_proof_from_their_key() {
     assert_eq!(advertised, accepted);
 }
 
+/// A guard configured with a nonce secret demands its nonces (RFC 9449 §9): a proof without one, or with a
+/// forged one, gets 401 `use_dpop_nonce` with a fresh nonce in `DPoP-Nonce`, and burns nothing; the retry with
+/// that nonce passes; a nonce made under another secret does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_with_a_nonce_secret_demands_its_nonces() {
+    use portcullis_guard::PresentedRequest;
+    use portcullis_jose::dpop::{sign_proof, Nonces};
+    let secret = [7u8; 32];
+    let (guard, signer) = guard_with_issuer(|c| c.dpop_nonces = Some(Arc::new(Nonces::new(&secret)))).await;
+    let t0 = T0;
+    let client = SigningKey::generate(Algorithm::ES256).unwrap();
+    let jkt = client.verifying_key().thumbprint();
+    let token = signer
+        .sign_json(&format!(
+            r#"{{"iss":"{ISSUER}","sub":"alice","aud":"api","iat":{t0},"exp":{},"jti":"t1","cnf":{{"jkt":"{jkt}"}}}}"#,
+            t0 + 300
+        ))
+        .unwrap();
+    let ath = portcullis_jose::dpop::access_token_hash(&token);
+    let api = "https://api.example/orders";
+    let proof = |jti: &str, nonce: &str| {
+        let nonce = if nonce.is_empty() { String::new() } else { format!(r#","nonce":"{nonce}""#) };
+        sign_proof(&client, &format!(r#"{{"jti":"{jti}","htm":"GET","htu":"{api}","iat":{t0},"ath":"{ath}"{nonce}}}"#))
+            .unwrap()
+    };
+    let authorization = format!("DPoP {token}");
+    let ask = |guard: Guard, proof: String| {
+        let authorization = authorization.clone();
+        async move {
+            let dpop = [proof.as_str()];
+            let request =
+                PresentedRequest { authorization: Some(&authorization), dpop: &dpop, method: "GET", url: api };
+            guard.authorize_request(&request, &Requirement::default()).await.map(|who| who.subject.clone())
+        }
+    };
+    let Err(Rejection::UseDpopNonce(nonce)) = ask(guard.clone(), proof("n1", "")).await else {
+        panic!("a proof without a nonce must get use_dpop_nonce")
+    };
+    let response = rejection_response(&Rejection::UseDpopNonce(nonce.clone()), "api");
+    assert_eq!(response.status().as_u16(), 401);
+    assert_eq!(response.headers()["dpop-nonce"].to_str().unwrap(), nonce);
+    let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+    assert!(challenge.starts_with("DPoP realm=\"api\", error=\"use_dpop_nonce\""), "{challenge}");
+    let forged = ask(guard.clone(), proof("n2", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")).await;
+    assert!(matches!(forged, Err(Rejection::UseDpopNonce(_))), "{forged:?}");
+    // The refused proofs burned nothing: n1 passes with the nonce.
+    assert_eq!(ask(guard.clone(), proof("n1", &nonce)).await, Ok("alice".into()));
+    // A nonce made with another secret (another deployment) is refused.
+    let foreign = Nonces::new(&[8; 32]).issue(UnixTime::from_secs(t0));
+    assert!(matches!(ask(guard.clone(), proof("n3", &foreign)).await, Err(Rejection::UseDpopNonce(_))));
+}
+
 /// The tower layer with DPoP: the proof's `htu` is the origin the client addressed (`public_origin`) plus the
 /// path; a good proof passes, its replay is refused with a `DPoP` challenge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@
 //! What needs state is the caller's: refusing a replayed `jti` (record it only after the proof passed, so that a
 //! failed proof cannot burn it), and comparing [`Proof::jkt`] with the access token's `cnf.jkt`.
 
-use aws_lc_rs::digest;
+use aws_lc_rs::{constant_time, digest, hmac};
 
 use crate::error::Part;
 use crate::jws::{check_header, split, HeaderParams, HeaderRules};
@@ -244,6 +244,59 @@ impl JtiCache {
     }
 }
 
+/// How long one nonce period lasts, in seconds. A nonce is accepted in the period it was issued in and the next,
+/// so it lives between one and two periods.
+pub const NONCE_PERIOD: i64 = 300;
+
+const NONCE_TAG_LEN: usize = 16;
+
+/// Server nonces (RFC 9449 §8, §9) that need no storage: `base64url(period ‖ tag)`, where `period` is the Unix time
+/// divided by [`NONCE_PERIOD`] (8 bytes, big-endian) and `tag` the first 16 bytes of HMAC-SHA256 of it under a
+/// secret. Every process with the same secret issues and accepts the same nonces, so instances behind a load
+/// balancer need no shared state; each period's nonce differs, so what a client holds expires with its period.
+pub struct Nonces {
+    key: hmac::Key,
+}
+
+impl std::fmt::Debug for Nonces {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Nonces([redacted])")
+    }
+}
+
+impl Nonces {
+    /// Nonces keyed by `secret` (at least 32 random bytes, shared by every instance that must accept them).
+    pub fn new(secret: &[u8]) -> Self {
+        Nonces { key: hmac::Key::new(hmac::HMAC_SHA256, secret) }
+    }
+
+    fn tag(&self, period: i64) -> [u8; NONCE_TAG_LEN] {
+        let mac = hmac::sign(&self.key, &[b"dpop-nonce:".as_slice(), &period.to_be_bytes()].concat());
+        let mut tag = [0u8; NONCE_TAG_LEN];
+        tag.copy_from_slice(&mac.as_ref()[..NONCE_TAG_LEN]);
+        tag
+    }
+
+    /// The nonce to hand out at `now`.
+    pub fn issue(&self, now: UnixTime) -> String {
+        let period = now.as_secs().div_euclid(NONCE_PERIOD);
+        b64::encode(&[period.to_be_bytes().as_slice(), &self.tag(period)].concat())
+    }
+
+    /// Whether `nonce` was issued in this period or the one before (the tag compared in constant time).
+    pub fn accepts(&self, nonce: &str, now: UnixTime) -> bool {
+        let Some(bytes) = b64::decode_fixed::<{ 8 + NONCE_TAG_LEN }>(nonce.as_bytes()) else { return false };
+        let mut period = [0u8; 8];
+        period.copy_from_slice(&bytes[..8]);
+        let period = i64::from_be_bytes(period);
+        let current = now.as_secs().div_euclid(NONCE_PERIOD);
+        if period != current && period != current.saturating_sub(1) {
+            return false;
+        }
+        constant_time::verify_slices_are_equal(&self.tag(period), &bytes[8..]).is_ok()
+    }
+}
+
 /// The `ath` of a proof sent with `access_token`: base64url of its SHA-256 (RFC 9449 §4.2).
 pub fn access_token_hash(access_token: &str) -> String {
     b64::encode(digest::digest(&digest::SHA256, access_token.as_bytes()).as_ref())
@@ -352,6 +405,27 @@ mod tests {
 
     fn check(p: &str, r: &ProofRequest<'_>) -> Result<Proof, Error> {
         verify_proof(p, r, &ProofPolicy::default(), UnixTime::from_secs(NOW))
+    }
+
+    #[test]
+    fn nonces_live_one_to_two_periods_and_are_bound_to_the_secret() {
+        let n = Nonces::new(&[1; 32]);
+        let at = |t: i64| UnixTime::from_secs(t);
+        let t = 1_700_000_100;
+        let nonce = n.issue(at(t));
+        assert!(n.accepts(&nonce, at(t)));
+        assert!(n.accepts(&nonce, at(t + NONCE_PERIOD)), "accepted in the next period");
+        assert!(!n.accepts(&nonce, at(t + 2 * NONCE_PERIOD)), "expired after that");
+        assert!(!n.accepts(&nonce, at(t - NONCE_PERIOD)), "not before it was issued");
+        assert!(!Nonces::new(&[2; 32]).accepts(&nonce, at(t)), "another secret");
+        assert_eq!(n.issue(at(t)), Nonces::new(&[1; 32]).issue(at(t)), "instances with the same secret agree");
+        let mut forged = b64::decode(nonce.as_bytes()).unwrap();
+        forged[7] ^= 1;
+        assert!(!n.accepts(&b64::encode(&forged), at(t)), "the period is authenticated");
+        for junk in ["", "x", &nonce[1..], &format!("{nonce}A")] {
+            assert!(!n.accepts(junk, at(t)), "{junk:?}");
+        }
+        assert_eq!(format!("{n:?}"), "Nonces([redacted])");
     }
 
     #[test]

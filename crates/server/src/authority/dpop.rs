@@ -26,7 +26,7 @@ impl Authority {
         let checked = verify_proof(proof, &request, &rules.proof_policy(), now).map_err(|e| {
             refused(if e == JoseError::Dpop(DpopError::WrongNonce) { "nonce" } else { "invalid" }, proof_error(&e))
         })?;
-        if rules.require_nonce && !checked.nonce.as_deref().is_some_and(|n| self.nonces.accepts(n, now.as_secs())) {
+        if rules.require_nonce && !checked.nonce.as_deref().is_some_and(|n| self.nonces.accepts(n, now)) {
             return Err(refused("nonce", proof_error(&JoseError::Dpop(DpopError::WrongNonce))));
         }
         if checked.jti.len() > MAX_JTI_BYTES {

@@ -63,7 +63,7 @@ pub async fn token(
 fn with_dpop_nonce(state: &AppState, mut response: Response) -> Response {
     let authority = &state.authority;
     if authority.rules.dpop.require_nonce {
-        let nonce = authority.nonces.issue(authority.now().as_secs());
+        let nonce = authority.nonces.issue(authority.now());
         if let Ok(value) = HeaderValue::from_str(&nonce) {
             response.headers_mut().insert(DPOP_NONCE.clone(), value);
         }

@@ -2,17 +2,13 @@
 //! a token request binds its tokens to. The proof itself is checked by `portcullis_jose::dpop`, shared with the
 //! guard; replayed `jti`s are refused through the store, so that every instance sees every proof.
 
-use aws_lc_rs::{constant_time, hmac};
 use portcullis_jose::dpop::{DpopError, Proof, ProofPolicy};
-use portcullis_jose::{b64, AlgSet, Algorithm, Error as JoseError};
+pub use portcullis_jose::dpop::{Nonces, NONCE_PERIOD};
+use portcullis_jose::{AlgSet, Algorithm, Error as JoseError};
 
 use super::error::{ErrorCode, OAuthError};
 use crate::model::Client;
 use crate::store::RefreshFamily;
-
-/// How long one nonce period lasts, in seconds. A nonce is accepted in the period it was issued in and the
-/// next, so it lives between one and two periods.
-pub const NONCE_PERIOD: i64 = 300;
 
 /// The HKDF label of the nonce key derived from the master key.
 pub const NONCE_KEY_PURPOSE: &str = "portcullis dpop nonce v1";
@@ -55,49 +51,6 @@ impl DpopRules {
     pub fn jti_expiry(&self, proof: &Proof) -> i64 {
         let policy = self.proof_policy();
         proof.iat.saturating_add(policy.max_age).saturating_add(policy.max_skew)
-    }
-}
-
-/// Server nonces (RFC 9449 §8) that need no storage: `base64url(period ‖ tag)`, where `period` is the Unix time
-/// divided by [`NONCE_PERIOD`] (8 bytes, big-endian) and `tag` the first 16 bytes of an HMAC-SHA256 of it under a
-/// key derived from the master key. Every instance issues and accepts the same nonces; each period's nonce
-/// differs, so the secret in effect rotates with the period.
-#[derive(Debug)]
-pub struct Nonces {
-    key: hmac::Key,
-}
-
-const TAG_LEN: usize = 16;
-
-impl Nonces {
-    pub fn new(key: hmac::Key) -> Self {
-        Nonces { key }
-    }
-
-    fn tag(&self, period: i64) -> [u8; TAG_LEN] {
-        let mac = hmac::sign(&self.key, &[b"dpop-nonce:".as_slice(), &period.to_be_bytes()].concat());
-        let mut tag = [0u8; TAG_LEN];
-        tag.copy_from_slice(&mac.as_ref()[..TAG_LEN]);
-        tag
-    }
-
-    /// The nonce to hand out at `now`.
-    pub fn issue(&self, now: i64) -> String {
-        let period = now.div_euclid(NONCE_PERIOD);
-        b64::encode(&[period.to_be_bytes().as_slice(), &self.tag(period)].concat())
-    }
-
-    /// Whether `nonce` was issued in this period or the one before (compared in constant time).
-    pub fn accepts(&self, nonce: &str, now: i64) -> bool {
-        let Some(bytes) = b64::decode_fixed::<{ 8 + TAG_LEN }>(nonce.as_bytes()) else { return false };
-        let mut period = [0u8; 8];
-        period.copy_from_slice(&bytes[..8]);
-        let period = i64::from_be_bytes(period);
-        let current = now.div_euclid(NONCE_PERIOD);
-        if period != current && period != current - 1 {
-            return false;
-        }
-        constant_time::verify_slices_are_equal(&self.tag(period), &bytes[8..]).is_ok()
     }
 }
 
@@ -160,29 +113,6 @@ mod tests {
     use crate::model::{ClientCredential, TokenDelivery};
     use crate::oauth::scope::Scopes;
     use crate::secrets::SecretDigest;
-
-    fn nonces(seed: u8) -> Nonces {
-        Nonces::new(hmac::Key::new(hmac::HMAC_SHA256, &[seed; 32]))
-    }
-
-    #[test]
-    fn nonces_live_one_to_two_periods_and_are_bound_to_the_key() {
-        let n = nonces(1);
-        let t = 1_700_000_100;
-        let nonce = n.issue(t);
-        assert!(n.accepts(&nonce, t));
-        assert!(n.accepts(&nonce, t + NONCE_PERIOD), "accepted in the next period");
-        assert!(!n.accepts(&nonce, t + 2 * NONCE_PERIOD), "expired after that");
-        assert!(!n.accepts(&nonce, t - NONCE_PERIOD), "not before it was issued");
-        assert!(!nonces(2).accepts(&nonce, t), "another master key");
-        assert_eq!(n.issue(t), nonces(1).issue(t), "instances with the same key agree");
-        let mut forged = b64::decode(nonce.as_bytes()).unwrap();
-        forged[7] ^= 1;
-        assert!(!n.accepts(&b64::encode(&forged), t), "the period is authenticated");
-        for junk in ["", "x", &nonce[1..], &format!("{nonce}A")] {
-            assert!(!n.accepts(junk, t), "{junk:?}");
-        }
-    }
 
     fn client(public: bool, dpop_bound: bool) -> Client {
         Client {
