@@ -68,6 +68,51 @@ pub enum RotateOutcome {
     Unknown,
 }
 
+/// An authorization code (RFC 6749 §4.1.2) and what it was issued for. The code itself is kept only as its
+/// SHA-256, like every bearer secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizationCode {
+    pub client_id: String,
+    pub user_id: String,
+    /// The redirect URI the code was sent to; the token request must name it if the authorization request did.
+    pub redirect_uri: String,
+    pub redirect_uri_given: bool,
+    pub scope: String,
+    pub audience: String,
+    /// The PKCE S256 challenge (RFC 7636 §4.2).
+    pub code_challenge: String,
+    /// The OpenID Connect `nonce`, echoed in the ID token.
+    pub nonce: Option<String>,
+    /// When the user last authenticated (OpenID Connect `auth_time`).
+    pub auth_time: i64,
+    /// The `sid` of the tokens the code yields: reusing the code revokes them by it (RFC 6749 §4.1.2).
+    pub session_id: String,
+    /// The DPoP key the code is bound to (`dpop_jkt`, RFC 9449 §10).
+    pub dpop_jkt: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// What presenting a code did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redeemed {
+    /// The first use: the code is now spent.
+    Fresh(AuthorizationCode),
+    /// The code was already used: a replay (whatever the caller decides, the code stays spent).
+    Reused(AuthorizationCode),
+    /// No such code.
+    Unknown,
+}
+
+/// A user's signed-in browser at the server (OpenID Connect): the cookie holds a random id, the store its
+/// SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrowserSession {
+    pub user_id: String,
+    pub auth_time: i64,
+    pub expires_at: i64,
+}
+
 /// What a revocation applies to (shared with the guard).
 pub use portcullis_revocation::Kind as RevocationKind;
 
@@ -202,6 +247,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn revoke_family(&self, family_id: &str, reason: &str, now: i64) -> StoreResult<bool>;
     /// Revokes every live family of a user; returns how many.
     async fn revoke_user_families(&self, user_id: &str, reason: &str, now: i64) -> StoreResult<u64>;
+
+    // The authorization code flow.
+    async fn insert_code(&self, digest: &SecretDigest, code: &AuthorizationCode) -> StoreResult<()>;
+    /// Spends a code in one atomic step: `Fresh` for the first presentation, `Reused` for any later one.
+    async fn redeem_code(&self, digest: &SecretDigest, now: i64) -> StoreResult<Redeemed>;
+    async fn insert_browser_session(&self, digest: &SecretDigest, session: &BrowserSession) -> StoreResult<()>;
+    /// A browser session that has not expired at `now`.
+    async fn find_browser_session(&self, digest: &SecretDigest, now: i64) -> StoreResult<Option<BrowserSession>>;
+    async fn end_browser_session(&self, digest: &SecretDigest) -> StoreResult<()>;
+    /// Ends every browser session of a user (disabled, password changed, "log out everywhere").
+    async fn end_user_browser_sessions(&self, user_id: &str) -> StoreResult<u64>;
+    /// Records that a user consented to `scope` for a client (replacing an earlier consent).
+    async fn grant_consent(&self, user_id: &str, client_id: &str, scope: &str, now: i64) -> StoreResult<()>;
+    /// The scopes a user has consented to for a client, if any.
+    async fn consent(&self, user_id: &str, client_id: &str) -> StoreResult<Option<String>>;
 
     // Access-token revocations and the event feed.
     async fn add_revocation(&self, revocation: &Revocation) -> StoreResult<i64>;

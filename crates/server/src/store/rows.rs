@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::*;
 use crate::model::{ClientCredential, GrantType};
-use crate::oauth::refresh::RefreshState;
+use crate::oauth::refresh::{RefreshRules, RefreshState};
 use crate::oauth::scope::Scopes;
 
 /// Typed column access, the same for every backend's row type.
@@ -227,4 +227,107 @@ pub(super) fn audit_of(row: &impl Cols) -> StoreResult<StoredAuditEvent> {
         jti: row.opt_text("jti")?,
         detail: row.text("detail")?,
     })
+}
+
+/// The statements of the authorization code flow, the same for both backends (`$n` in order of appearance,
+/// which SQLite binds by position too).
+pub(super) const CODE_INSERT: &str = "INSERT INTO authorization_codes (digest, client_id, user_id, redirect_uri, \
+     redirect_uri_given, scope, audience, code_challenge, nonce, auth_time, session_id, dpop_jkt, created_at, \
+     expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+/// Spends a code if it is unspent, in one statement: two concurrent presentations cannot both see it fresh.
+pub(super) const CODE_REDEEM: &str =
+    "UPDATE authorization_codes SET used_at = $1 WHERE digest = $2 AND used_at IS NULL RETURNING *";
+pub(super) const CODE_SELECT: &str = "SELECT * FROM authorization_codes WHERE digest = $1";
+pub(super) const SESSION_INSERT: &str =
+    "INSERT INTO browser_sessions (digest, user_id, auth_time, expires_at) VALUES ($1, $2, $3, $4)";
+pub(super) const SESSION_SELECT: &str = "SELECT * FROM browser_sessions WHERE digest = $1 AND expires_at > $2";
+pub(super) const SESSION_DELETE: &str = "DELETE FROM browser_sessions WHERE digest = $1";
+pub(super) const USER_SESSIONS_DELETE: &str = "DELETE FROM browser_sessions WHERE user_id = $1";
+pub(super) const CONSENT_UPSERT: &str = "INSERT INTO consents (user_id, client_id, scope, granted_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, client_id) DO UPDATE SET scope = excluded.scope, \
+     granted_at = excluded.granted_at";
+pub(super) const CONSENT_SELECT: &str = "SELECT scope FROM consents WHERE user_id = $1 AND client_id = $2";
+
+/// [`CODE_INSERT`] with its parameters bound, for either backend.
+macro_rules! code_insert {
+    ($digest:expr, $code:expr) => {
+        sqlx::query(CODE_INSERT)
+            .bind($digest.as_bytes().as_slice())
+            .bind(&$code.client_id)
+            .bind(&$code.user_id)
+            .bind(&$code.redirect_uri)
+            .bind($code.redirect_uri_given)
+            .bind(&$code.scope)
+            .bind(&$code.audience)
+            .bind(&$code.code_challenge)
+            .bind(&$code.nonce)
+            .bind($code.auth_time)
+            .bind(&$code.session_id)
+            .bind(&$code.dpop_jkt)
+            .bind($code.created_at)
+            .bind($code.expires_at)
+    };
+}
+pub(super) use code_insert;
+
+pub(super) fn code_of(row: &impl Cols) -> StoreResult<AuthorizationCode> {
+    Ok(AuthorizationCode {
+        client_id: row.text("client_id")?,
+        user_id: row.text("user_id")?,
+        redirect_uri: row.text("redirect_uri")?,
+        redirect_uri_given: row.flag("redirect_uri_given")?,
+        scope: row.text("scope")?,
+        audience: row.text("audience")?,
+        code_challenge: row.text("code_challenge")?,
+        nonce: row.opt_text("nonce")?,
+        auth_time: row.int("auth_time")?,
+        session_id: row.text("session_id")?,
+        dpop_jkt: row.opt_text("dpop_jkt")?,
+        created_at: row.int("created_at")?,
+        expires_at: row.int("expires_at")?,
+    })
+}
+
+pub(super) fn browser_session_of(row: &impl Cols) -> StoreResult<BrowserSession> {
+    Ok(BrowserSession {
+        user_id: row.text("user_id")?,
+        auth_time: row.int("auth_time")?,
+        expires_at: row.int("expires_at")?,
+    })
+}
+
+/// What `purge_expired` deletes, and from which cut-off (`$1`), in both backends.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum PurgeAt {
+    Now,
+    /// `now` minus the refresh family's absolute lifetime.
+    FamilyEnd,
+    /// `now` minus the idle lifetime (or the reuse grace, if longer).
+    IdleEnd,
+    /// An hour ago: used codes are kept that long after they expire, so a late replay is still recognised.
+    CodeEnd,
+}
+
+pub(super) const PURGES: [(&str, PurgeAt); 7] = [
+    ("DELETE FROM used_assertions WHERE expires_at <= $1", PurgeAt::Now),
+    ("DELETE FROM revocations WHERE expires_at <= $1", PurgeAt::Now),
+    // A family past its absolute lifetime can no longer be used or reused.
+    ("DELETE FROM refresh_families WHERE created_at <= $1", PurgeAt::FamilyEnd),
+    // Unused tokens past the idle lifetime are dead; used ones stay while their family lives, so a late replay
+    // is still recognised as reuse.
+    ("DELETE FROM refresh_tokens WHERE used_at IS NULL AND issued_at <= $1", PurgeAt::IdleEnd),
+    ("DELETE FROM leases WHERE until <= $1", PurgeAt::Now),
+    ("DELETE FROM authorization_codes WHERE expires_at <= $1", PurgeAt::CodeEnd),
+    ("DELETE FROM browser_sessions WHERE expires_at <= $1", PurgeAt::Now),
+];
+
+impl PurgeAt {
+    pub(super) fn at(self, now: i64, rules: &RefreshRules) -> i64 {
+        match self {
+            PurgeAt::Now => now,
+            PurgeAt::FamilyEnd => now.saturating_sub(rules.absolute_ttl),
+            PurgeAt::IdleEnd => now.saturating_sub(rules.idle_ttl.max(rules.reuse_grace)),
+            PurgeAt::CodeEnd => now.saturating_sub(3600),
+        }
+    }
 }

@@ -62,6 +62,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("dpop_bound", Flag),
         ],
     ),
+    ("consents", &[("user_id", Text), ("client_id", Text), ("scope", Text), ("granted_at", Int)]),
     (
         "signing_keys",
         &[

@@ -300,6 +300,77 @@ pub async fn audit_sequence_has_no_gaps(store: Arc<dyn Store>) {
 
 /// Export from `from`, import into the empty `to`: the target then holds exactly the same rows, refuses a
 /// second import, and numbers new revocations and audit events after the imported ones.
+pub async fn authorization_code_flow(store: Arc<dyn Store>) {
+    store.add_user(&user("erin", &[])).await.unwrap();
+    store.add_client(&client("app")).await.unwrap();
+    let code = AuthorizationCode {
+        client_id: "app".into(),
+        user_id: "u_erin".into(),
+        redirect_uri: "https://app.example/cb".into(),
+        redirect_uri_given: true,
+        scope: "openid read".into(),
+        audience: "api".into(),
+        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+        nonce: Some("n-0S6_WzA2Mj".into()),
+        auth_time: 100,
+        session_id: "s1".into(),
+        dpop_jkt: None,
+        created_at: 100,
+        expires_at: 160,
+    };
+    let digest = SecretDigest::of("the-code");
+    store.insert_code(&digest, &code).await.unwrap();
+    assert!(matches!(store.insert_code(&digest, &code).await, Err(StoreError::Conflict(_))));
+    // Concurrent presentations of one code: exactly one is fresh, the others see a reuse.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.redeem_code(&SecretDigest::of("the-code"), 110).await.unwrap() })
+        })
+        .collect();
+    let mut fresh = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Redeemed::Fresh(c) => {
+                assert_eq!(c, code);
+                fresh += 1;
+            }
+            Redeemed::Reused(c) => assert_eq!(c.session_id, "s1"),
+            Redeemed::Unknown => panic!("the code exists"),
+        }
+    }
+    assert_eq!(fresh, 1, "a code is spent exactly once");
+    assert_eq!(store.redeem_code(&SecretDigest::of("other"), 110).await.unwrap(), Redeemed::Unknown);
+    let bound = AuthorizationCode { dpop_jkt: Some("jkt".into()), nonce: None, redirect_uri_given: false, ..code };
+    store.insert_code(&SecretDigest::of("bound"), &bound).await.unwrap();
+    assert_eq!(store.redeem_code(&SecretDigest::of("bound"), 111).await.unwrap(), Redeemed::Fresh(bound));
+
+    // Browser sessions: found until they expire, ended one by one or all for a user.
+    let session = BrowserSession { user_id: "u_erin".into(), auth_time: 100, expires_at: 200 };
+    for id in ["b1", "b2"] {
+        store.insert_browser_session(&SecretDigest::of(id), &session).await.unwrap();
+    }
+    assert_eq!(store.find_browser_session(&SecretDigest::of("b1"), 199).await.unwrap(), Some(session.clone()));
+    assert_eq!(store.find_browser_session(&SecretDigest::of("b1"), 200).await.unwrap(), None, "expired");
+    store.end_browser_session(&SecretDigest::of("b1")).await.unwrap();
+    assert_eq!(store.find_browser_session(&SecretDigest::of("b1"), 150).await.unwrap(), None);
+    assert_eq!(store.end_user_browser_sessions("u_erin").await.unwrap(), 1);
+    assert_eq!(store.find_browser_session(&SecretDigest::of("b2"), 150).await.unwrap(), None);
+
+    // Consents: one per user and client, replaced by the latest.
+    assert_eq!(store.consent("u_erin", "app").await.unwrap(), None);
+    store.grant_consent("u_erin", "app", "read", 100).await.unwrap();
+    store.grant_consent("u_erin", "app", "openid read", 101).await.unwrap();
+    assert_eq!(store.consent("u_erin", "app").await.unwrap().as_deref(), Some("openid read"));
+
+    // Purging keeps a used code for an hour after it expired, so a late replay is still a replay.
+    let rules = RefreshRules::default();
+    store.purge_expired(160 + 3599, &rules).await.unwrap();
+    assert!(matches!(store.redeem_code(&SecretDigest::of("the-code"), 3760).await.unwrap(), Redeemed::Reused(_)));
+    store.purge_expired(160 + 3600, &rules).await.unwrap();
+    assert_eq!(store.redeem_code(&SecretDigest::of("the-code"), 3761).await.unwrap(), Redeemed::Unknown);
+}
+
 pub async fn snapshot_round_trip(from: Arc<dyn Store>, to: Arc<dyn Store>) {
     from.add_role(&Role { name: "staff".into(), scopes: Scopes::parse("read write").unwrap() }, 1).await.unwrap();
     from.add_user(&user("dana", &["staff"])).await.unwrap();
@@ -308,6 +379,7 @@ pub async fn snapshot_round_trip(from: Arc<dyn Store>, to: Arc<dyn Store>) {
     let mut spa = client("spa");
     spa.credential = ClientCredential::Jwks(r#"{"keys":[]}"#.into());
     from.add_client(&spa).await.unwrap();
+    from.grant_consent("u_dana", "spa", "read", 60).await.unwrap();
     let key = StoredKey {
         record: KeyRecord {
             kid: "k1".into(),
@@ -360,4 +432,5 @@ pub async fn snapshot_round_trip(from: Arc<dyn Store>, to: Arc<dyn Store>) {
     to.append_audit(&[crate::audit::event(8, "token_issued")]).await.unwrap();
     assert_eq!(to.audit_since(0, 10).await.unwrap().last().unwrap().seq, 2);
     assert_eq!(to.find_user_by_name("dana").await.unwrap().unwrap().failures, 1);
+    assert_eq!(to.consent("u_dana", "spa").await.unwrap().as_deref(), Some("read"), "consents move too");
 }
