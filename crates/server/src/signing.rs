@@ -34,6 +34,9 @@ const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub use portcullis_revocation::SET_TYP;
 
+/// The `typ` of ID tokens: plain `JWT`, unlike access tokens (`at+jwt`), so neither passes for the other.
+pub const ID_TOKEN_TYP: &str = "JWT";
+
 /// What the server signs and publishes with right now.
 #[derive(Debug)]
 pub struct KeyMaterial {
@@ -41,6 +44,9 @@ pub struct KeyMaterial {
     pub signer: Option<Arc<jwt::Signer>>,
     /// The same key, for Security Event Tokens on the `/events` feed (`typ: secevent+jwt`).
     pub event_signer: Option<Arc<jwt::Signer>>,
+    /// The same key, for OpenID Connect ID tokens (`typ: JWT`, so that no verifier takes one for an access
+    /// token).
+    pub id_signer: Option<Arc<jwt::Signer>>,
     /// Every published key (pending, active, retired): what introspection verifies against.
     pub published: KeySet,
     /// The JWKS document served at `/jwks.json`.
@@ -54,6 +60,7 @@ impl KeyMaterial {
         KeyMaterial {
             signer: None,
             event_signer: None,
+            id_signer: None,
             published: KeySet::default(),
             jwks: r#"{"keys":[]}"#.into(),
             records: vec![],
@@ -339,15 +346,20 @@ impl KeyManager {
         }
         let active =
             published.iter().filter(|k| k.record.state == KeyState::Active).max_by_key(|k| k.record.activated_at);
-        let (signer, event_signer) = match active {
-            Some(key) => (Some(Arc::new(self.unseal(key, AT_JWT)?)), Some(Arc::new(self.unseal(key, SET_TYP)?))),
-            None => (None, None),
+        let (signer, event_signer, id_signer) = match active {
+            Some(key) => (
+                Some(Arc::new(self.unseal(key, AT_JWT)?)),
+                Some(Arc::new(self.unseal(key, SET_TYP)?)),
+                Some(Arc::new(self.unseal(key, ID_TOKEN_TYP)?)),
+            ),
+            None => (None, None, None),
         };
         let published = KeySet::new(verifying).map_err(|e| KeyError::Key("set".into(), e.to_string()))?;
         let jwks = published.to_public_jwks();
         Ok(KeyMaterial {
             signer,
             event_signer,
+            id_signer,
             published,
             jwks,
             records: keys.iter().map(|k| k.record.clone()).collect(),

@@ -29,6 +29,10 @@ pub struct TokenRequest {
     pub password: Option<Zeroizing<String>>,
     /// The value of the request's one `DPoP` header (RFC 9449 §4.1), if it had one.
     pub dpop: Option<String>,
+    /// The `authorization_code` grant: the code, the PKCE verifier, and the redirect URI it was sent to.
+    pub code: Option<Zeroizing<String>>,
+    pub code_verifier: Option<Zeroizing<String>>,
+    pub redirect_uri: Option<String>,
 }
 
 impl fmt::Debug for TokenRequest {
@@ -51,6 +55,9 @@ pub struct Issued {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
     pub scope: String,
+    /// The OpenID Connect ID token, when `openid` was granted (authorization code flow).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
     /// For logs and audit only.
     #[serde(skip)]
     pub jti: String,
@@ -85,7 +92,7 @@ fn check_granted(requested: Option<&Scopes>, granted: &Scopes) -> Result<(), OAu
     Ok(())
 }
 
-fn new_id() -> Result<String, OAuthError> {
+pub(super) fn new_id() -> Result<String, OAuthError> {
     BearerSecret::generate()
         .map(|s| s.expose()[..22].to_owned())
         .map_err(|_| OAuthError::new(ErrorCode::ServerError, "random number generator failure"))
@@ -100,9 +107,6 @@ impl Authority {
                 .parse()
                 .map_err(|_| OAuthError::new(ErrorCode::UnsupportedGrantType, "this grant type is not supported"))?,
         };
-        if grant == GrantType::AuthorizationCode {
-            return Err(OAuthError::new(ErrorCode::UnsupportedGrantType, "this grant type is not supported"));
-        }
         if !client.client.allows(grant) {
             return Err(OAuthError::new(ErrorCode::UnauthorizedClient, "the client may not use this grant type"));
         }
@@ -123,7 +127,12 @@ impl Authority {
                 };
                 self.refresh(&client.client, &token, req.scope.as_deref(), jkt).await
             }
-            GrantType::AuthorizationCode => Err(OAuthError::new(ErrorCode::UnsupportedGrantType, "not supported")),
+            GrantType::AuthorizationCode => {
+                let (Some(code), Some(verifier)) = (req.code.as_deref(), req.code_verifier.as_deref()) else {
+                    return Err(OAuthError::new(ErrorCode::InvalidRequest, "code and code_verifier are required"));
+                };
+                self.redeem_code(&client.client, code, verifier, req.redirect_uri.as_deref(), jkt).await
+            }
         }
     }
 
@@ -163,6 +172,56 @@ impl Authority {
         let requested = requested_scopes(scope)?;
         let aud = audience(client, resource)?;
         let now = self.now().as_secs();
+        let user = self.check_password(client, username, password).await?;
+        let scopes = Scopes::grant(requested.as_ref(), &client.scopes, &user.scopes);
+        check_granted(requested.as_ref(), &scopes)?;
+        let family = if client.allows(GrantType::RefreshToken) {
+            Some(self.start_family(client, &user.id, &scopes, &aud, new_id()?, jkt, now).await?)
+        } else {
+            None
+        };
+        let sid = family.as_ref().map(|(f, _)| f.id.as_str());
+        let grant = GrantType::Password;
+        let minted = self.issue(client, &user.id, &aud, &scopes, &user.roles, sid, jkt, grant).await?;
+        Ok(Issued::new(minted, family.map(|(_, s)| s.expose().to_owned()), &scopes))
+    }
+
+    /// A refresh family for a user's new session (`sid` = `id`), with its first refresh token.
+    #[allow(clippy::too_many_arguments)] // the facts of one session; a struct would only rename them
+    pub(super) async fn start_family(
+        &self,
+        client: &Client,
+        user_id: &str,
+        scopes: &Scopes,
+        audience: &str,
+        id: String,
+        jkt: Option<&str>,
+        now: i64,
+    ) -> Result<(RefreshFamily, BearerSecret), OAuthError> {
+        let family = RefreshFamily {
+            id,
+            user_id: user_id.to_owned(),
+            client_id: client.id.clone(),
+            scope: scopes.to_string(),
+            audience: audience.to_owned(),
+            created_at: now,
+            dpop_jkt: dpop::family_binding(client, jkt),
+        };
+        let secret = BearerSecret::generate()
+            .map_err(|_| OAuthError::new(ErrorCode::ServerError, "random number generator failure"))?;
+        self.store.start_family(&family, &secret.digest()).await.map_err(unavailable)?;
+        Ok((family, secret))
+    }
+
+    /// Checks a user's password for `client`, with the lockout and the audit of failures: the one password
+    /// check of the `password` grant, `/auth/login` and the login page.
+    pub async fn check_password(
+        &self,
+        client: &Client,
+        username: &str,
+        password: Zeroizing<String>,
+    ) -> Result<User, OAuthError> {
+        let now = self.now().as_secs();
         let user = if username.len() <= MAX_USERNAME && !username.is_empty() {
             self.store.find_user_by_name(username).await.map_err(unavailable)?
         } else {
@@ -182,30 +241,8 @@ impl Authority {
         if user.failures > 0 {
             self.store.reset_login_failures(&user.id).await.map_err(unavailable)?;
         }
-        let scopes = Scopes::grant(requested.as_ref(), &client.scopes, &user.scopes);
-        check_granted(requested.as_ref(), &scopes)?;
-        let family = if client.allows(GrantType::RefreshToken) {
-            let family = RefreshFamily {
-                id: new_id()?,
-                user_id: user.id.clone(),
-                client_id: client.id.clone(),
-                scope: scopes.to_string(),
-                audience: aud.clone(),
-                created_at: now,
-                dpop_jkt: dpop::family_binding(client, jkt),
-            };
-            let secret = BearerSecret::generate()
-                .map_err(|_| OAuthError::new(ErrorCode::ServerError, "random number generator failure"))?;
-            self.store.start_family(&family, &secret.digest()).await.map_err(unavailable)?;
-            Some((family, secret))
-        } else {
-            None
-        };
-        let sid = family.as_ref().map(|(f, _)| f.id.as_str());
-        let grant = GrantType::Password;
-        let minted = self.issue(client, &user.id, &aud, &scopes, &user.roles, sid, jkt, grant).await?;
         metrics::counter!("portcullis_logins_total", "result" => "success").increment(1);
-        Ok(Issued::new(minted, family.map(|(_, s)| s.expose().to_owned()), &scopes))
+        Ok(user)
     }
 
     async fn login_failed(
@@ -329,7 +366,7 @@ impl Authority {
 
     /// Signs an access token with the active key and records its issuance.
     #[allow(clippy::too_many_arguments)] // the facts of one token; a struct would only rename them
-    async fn issue(
+    pub(super) async fn issue(
         &self,
         client: &Client,
         subject: &str,
@@ -374,13 +411,14 @@ impl Authority {
 }
 
 impl Issued {
-    fn new(minted: Minted, refresh_token: Option<String>, scopes: &Scopes) -> Issued {
+    pub(super) fn new(minted: Minted, refresh_token: Option<String>, scopes: &Scopes) -> Issued {
         Issued {
             token_type: if minted.dpop_bound { "DPoP" } else { "Bearer" },
             access_token: minted.token,
             expires_in: minted.expires_in,
             refresh_token,
             scope: scopes.to_string(),
+            id_token: None,
             jti: minted.jti,
         }
     }

@@ -3,6 +3,7 @@
 
 mod cache;
 mod client;
+mod code_flow;
 mod dpop;
 mod grants;
 mod passwords;

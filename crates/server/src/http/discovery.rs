@@ -15,12 +15,19 @@ fn metadata(state: &AppState) -> serde_json::Value {
     let dpop_algs: Vec<&str> = crate::oauth::dpop::algorithms().iter().map(|a| a.name()).collect();
     serde_json::json!({
         "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/oauth2/authorize"),
         "token_endpoint": format!("{issuer}/oauth2/token"),
         "jwks_uri": format!("{issuer}/jwks.json"),
         "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
         "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
-        "grant_types_supported": ["client_credentials", "refresh_token", "password"],
-        "response_types_supported": [],
+        "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token", "password"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [state.authority.keys.algorithm().name()],
+        "claims_supported": ["iss", "sub", "aud", "azp", "exp", "iat", "auth_time", "nonce", "at_hash"],
         "token_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": asymmetric,
         "revocation_endpoint_auth_methods_supported": auth_methods,
@@ -28,7 +35,7 @@ fn metadata(state: &AppState) -> serde_json::Value {
         "introspection_endpoint_auth_signing_alg_values_supported": asymmetric,
         "access_token_signing_alg_values_supported":
             [state.authority.keys.algorithm().name()],
-        "scopes_supported": [],
+        "scopes_supported": ["openid"],
         "dpop_signing_alg_values_supported": dpop_algs,
     })
 }

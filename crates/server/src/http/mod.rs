@@ -1,11 +1,13 @@
 //! The HTTP layer: thin axum handlers around the [`Authority`]. Each endpoint parses its input strictly,
 //! calls one authority method and maps the answer; [`ApiError`] is the one place errors become responses.
 
+mod authorize;
 mod discovery;
 mod events;
 mod first_party;
 mod form;
 mod ops;
+mod pages;
 mod token;
 
 use std::net::{IpAddr, SocketAddr};
@@ -85,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .route("/.well-known/openid-configuration", get(discovery::openid_configuration))
         .route("/.well-known/oauth-authorization-server", get(discovery::authorization_server_metadata))
         .route("/jwks.json", get(discovery::jwks))
+        .route("/oauth2/authorize", get(authorize::authorize_get).post(authorize::authorize_post))
         .route("/oauth2/token", post(token::token))
         .route("/oauth2/revoke", post(token::revoke))
         .route("/oauth2/introspect", post(token::introspect))

@@ -86,6 +86,9 @@ async fn issue(state: &AppState, peer: PeerIp, headers: &HeaderMap, body: &Bytes
         refresh_token: form.secret("refresh_token"),
         password: form.secret("password"),
         dpop,
+        code: form.secret("code"),
+        code_verifier: form.secret("code_verifier"),
+        redirect_uri: form.owned("redirect_uri"),
     };
     let issued = state.authority.token(&client, request).await?;
     let body = serde_json::to_string(&issued)

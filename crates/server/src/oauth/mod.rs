@@ -2,9 +2,11 @@
 //! or the RFC 6749 error to answer. One module per concept.
 
 pub mod access_token;
+pub mod authorize;
 pub mod client_auth;
 pub mod dpop;
 pub mod error;
+pub mod id_token;
 pub mod lockout;
 pub mod refresh;
 pub mod scope;

@@ -757,5 +757,6 @@ async fn private_key_jwt_clients_and_resource_indicators() {
 }
 
 mod cluster;
+mod code_flow;
 mod dpop;
 mod guard;
