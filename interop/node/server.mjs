@@ -93,6 +93,65 @@ const viaGateway = await client.fetchProtectedResource(config, bound.access_toke
   { DPoP });
 check('DPoP through the gateway', viaGateway.status === 200 && (await viaGateway.text()) === 'hello',
   String(viaGateway.status));
+// The authorization code flow with PKCE, an ID token and DPoP (dpop_jkt binds the code), the login and consent
+// forms driven over HTTP as a browser would; then a refresh with DPoP.
+{
+  const redirectUri = 'http://127.0.0.1:9/callback';
+  const web = await client.discovery(new URL(issuer), 'interop-web', undefined, client.None(), {
+    execute: [client.allowInsecureRequests],
+  });
+  const webKeys = await client.randomDPoPKeyPair('ES256');
+  const webDPoP = client.getDPoPHandle(web, webKeys);
+  const webThumbprint = await jose.calculateJwkThumbprint(await jose.exportJWK(webKeys.publicKey));
+  const verifier = client.randomPKCECodeVerifier();
+  const state = client.randomState();
+  const nonce = client.randomNonce();
+  const authUrl = client.buildAuthorizationUrl(web, {
+    redirect_uri: redirectUri, scope: 'openid read', state, nonce, dpop_jkt: webThumbprint,
+    code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+  });
+  const cookies = new Map();
+  const browse = async (url, form) => {
+    const response = await fetch(url, {
+      method: form ? 'POST' : 'GET', redirect: 'manual',
+      headers: { cookie: [...cookies].map(([k, v]) => `${k}=${v}`).join('; '),
+        ...(form ? { 'content-type': 'application/x-www-form-urlencoded' } : {}) },
+      body: form ? new URLSearchParams(form) : undefined,
+    });
+    for (const c of response.headers.getSetCookie()) {
+      const [pair] = c.split(';');
+      const i = pair.indexOf('=');
+      cookies.set(pair.slice(0, i), pair.slice(i + 1));
+    }
+    return { status: response.status, location: response.headers.get('location'), html: await response.text() };
+  };
+  const hidden = (html) => Object.fromEntries([...html.matchAll(/<input type="hidden" name="([^"]+)" value="([^"]*)"/g)]
+    .map(([, k, v]) => [k, v.replaceAll('&amp;', '&').replaceAll('&quot;', '"')]));
+  const loginPage = await browse(authUrl);
+  const consentPage = await browse(`${issuer}/oauth2/authorize`, { ...hidden(loginPage.html), username, password });
+  const back = await browse(`${issuer}/oauth2/authorize`, { ...hidden(consentPage.html), action: 'approve' });
+  check('login and consent pages lead back with a code', back.status === 303 && back.location?.startsWith(redirectUri),
+    `${loginPage.status} ${consentPage.status} ${back.status}`);
+  const codeTokens = await client.authorizationCodeGrant(web, new URL(back.location), {
+    pkceCodeVerifier: verifier, expectedState: state, expectedNonce: nonce, idTokenExpected: true,
+  }, undefined, { DPoP: webDPoP });
+  const idClaims = codeTokens.claims();
+  check('authorization code + PKCE + ID token', codeTokens.token_type.toLowerCase() === 'dpop'
+    && idClaims?.nonce === nonce && idClaims?.aud === 'interop-web', JSON.stringify(idClaims));
+  const { payload: codeClaims } = await jose.jwtVerify(codeTokens.access_token, jwks, { issuer, audience: 'api', typ: 'at+jwt' });
+  check('the code\'s access token is bound to the client\'s key', codeClaims.cnf?.jkt === webThumbprint);
+  const webRefreshed = await client.refreshTokenGrant(web, codeTokens.refresh_token, undefined, { DPoP: webDPoP });
+  check('DPoP refresh of a public client', webRefreshed.token_type.toLowerCase() === 'dpop', JSON.stringify(webRefreshed));
+  let stolenRefused = false;
+  try {
+    const thief = client.getDPoPHandle(web, await client.randomDPoPKeyPair('ES256'));
+    await client.refreshTokenGrant(web, webRefreshed.refresh_token, undefined, { DPoP: thief });
+  } catch (e) {
+    stolenRefused = e.error === 'invalid_dpop_proof';
+  }
+  check('a public client\'s refresh token is useless with another key', stolenRefused);
+}
+
 const gatewayMetrics = await fetch(`${gateway}/metrics`).then((r) => r.text());
 check('the gateway asked for its nonce first', gatewayMetrics.includes('reason="nonce required"'));
 const asBearer = await fetch(resource, { headers: { authorization: `Bearer ${bound.access_token}` } });
@@ -107,5 +166,5 @@ try {
 }
 check('another key\'s proof refused by the gateway', thiefStatus === 401, String(thiefStatus));
 
-console.log(`server interop (node): ${17 - failures} passed, ${failures} failed`);
+console.log(`server interop (node): ${22 - failures} passed, ${failures} failed`);
 process.exit(failures === 0 ? 0 : 1);
