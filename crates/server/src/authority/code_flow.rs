@@ -82,7 +82,44 @@ impl Authority {
 
     /// Ends the browser session a cookie names (logout).
     pub async fn end_browser_session(&self, cookie: &str) -> Result<(), OAuthError> {
-        self.store.end_browser_session(&SecretDigest::of(cookie)).await.map_err(unavailable)
+        let now = self.now().as_secs();
+        let digest = SecretDigest::of(cookie);
+        let session = self.store.find_browser_session(&digest, now).await.map_err(unavailable)?;
+        self.store.end_browser_session(&digest).await.map_err(unavailable)?;
+        if let Some(session) = session {
+            let mut event = audit::event(now, "logout");
+            event.subject = Some(session.user_id);
+            event.detail = serde_json::json!({ "via": "end_session" }).to_string();
+            self.audit(event).await?;
+        }
+        Ok(())
+    }
+
+    /// The subject and client of an ID token we issued, presented as `id_token_hint` at logout (OpenID Connect
+    /// RP-Initiated Logout §2): signature, issuer and `typ: JWT` are checked. A hint that expired less than a
+    /// browser session ago is still good (logout comes late); it is then judged as of just before it expired.
+    pub fn id_token_hint(&self, hint: &str) -> Option<(String, String)> {
+        const MAX_BYTES: usize = 16 * 1024;
+        let policy = portcullis_jose::Policy::builder()
+            .issuer(&self.rules.issuer)
+            .danger_accept_any_audience()
+            .typ(crate::signing::ID_TOKEN_TYP)
+            .algorithms(&portcullis_jose::Algorithm::asymmetric().collect::<Vec<_>>())
+            .max_token_bytes(MAX_BYTES)
+            .build()
+            .ok()?;
+        // `exp` read unverified only to pick the instant of judgement; everything is verified below.
+        let (_, payload) = portcullis_jose::jws::decode_unverified(hint, MAX_BYTES).ok()?;
+        let exp = serde_json::from_slice::<serde_json::Value>(&payload).ok()?.get("exp")?.as_i64()?;
+        let now = self.now().as_secs();
+        if now.saturating_sub(exp) > BROWSER_SESSION_TTL {
+            return None;
+        }
+        let at = portcullis_jose::UnixTime::from_secs(now.min(exp.saturating_sub(1)));
+        let material = self.keys.ring().current();
+        let claims = portcullis_jose::jwt::verify(hint, &material.published, &policy, at).ok()?.claims;
+        let client = claims.string("azp").or_else(|| claims.aud().into_iter().next())?.into_owned();
+        Some((claims.sub()?.into_owned(), client))
     }
 
     /// The scopes `user` would get: the request's, bounded by the user's roles (OpenID Connect scopes always).

@@ -19,14 +19,27 @@ impl Authority {
     /// check passed, so a forged or failed proof cannot burn a legitimate client's `jti`.
     pub(super) async fn token_proof(&self, proof: Option<&str>) -> Result<Option<Proof>, OAuthError> {
         let Some(proof) = proof else { return Ok(None) };
-        let now = self.now();
         let endpoint = self.rules.token_endpoint();
-        let request = ProofRequest { method: "POST", url: &endpoint, access_token: None, nonce: None };
+        self.checked_proof(proof, "POST", &endpoint, None, self.rules.dpop.require_nonce).await.map(Some)
+    }
+
+    /// Checks a proof for a request to one of our own endpoints (`method` and absolute `url`), with the hash of
+    /// the access token it accompanies, if any; demands the server nonce when `nonce_required`.
+    pub(super) async fn checked_proof(
+        &self,
+        proof: &str,
+        method: &str,
+        url: &str,
+        access_token: Option<&str>,
+        nonce_required: bool,
+    ) -> Result<Proof, OAuthError> {
+        let now = self.now();
+        let request = ProofRequest { method, url, access_token, nonce: None };
         let rules = &self.rules.dpop;
         let checked = verify_proof(proof, &request, &rules.proof_policy(), now).map_err(|e| {
             refused(if e == JoseError::Dpop(DpopError::WrongNonce) { "nonce" } else { "invalid" }, proof_error(&e))
         })?;
-        if rules.require_nonce && !checked.nonce.as_deref().is_some_and(|n| self.nonces.accepts(n, now)) {
+        if nonce_required && !checked.nonce.as_deref().is_some_and(|n| self.nonces.accepts(n, now)) {
             return Err(refused("nonce", proof_error(&JoseError::Dpop(DpopError::WrongNonce))));
         }
         if checked.jti.len() > MAX_JTI_BYTES {
@@ -42,10 +55,10 @@ impl Authority {
             .await
             .map_err(unavailable)?;
         if !fresh {
-            tracing::warn!(jkt = %checked.jkt, jti = %checked.jti, "DPoP proof replayed at the token endpoint");
+            tracing::warn!(jkt = %checked.jkt, jti = %checked.jti, url, "DPoP proof replayed");
             return Err(refused("replayed", proof_error(&JoseError::Dpop(DpopError::Replayed))));
         }
         metrics::counter!("portcullis_dpop_proofs_total", "result" => "accepted").increment(1);
-        Ok(Some(checked))
+        Ok(checked)
     }
 }

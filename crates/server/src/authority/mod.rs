@@ -7,15 +7,18 @@ mod code_flow;
 mod dpop;
 mod grants;
 mod passwords;
+mod resource;
 mod tokens;
 
 use std::sync::Arc;
 
 use portcullis_jose::UnixTime;
 
+pub use cache::AccessFacts;
 pub use client::Authenticated;
 pub use grants::{Issued, TokenRequest};
 pub use passwords::PasswordPool;
+pub use resource::{parse_authorization, ResourceError, ResourceRequest};
 pub use tokens::{revoke_user, Introspection};
 
 use crate::audit::Audit;

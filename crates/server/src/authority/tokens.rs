@@ -72,7 +72,7 @@ impl Authority {
 
     /// Verifies one of our access tokens (signature by a published key, issuer, type, lifetime). A token
     /// verified before under the same keys skips the signature check; its lifetime is judged again.
-    fn verify_access(&self, token: &str, leeway: i64) -> Option<Arc<AccessFacts>> {
+    pub(super) fn verify_access(&self, token: &str, leeway: i64) -> Option<Arc<AccessFacts>> {
         let material = self.keys.ring().current();
         let digest = token_digest(token);
         let now = self.now().as_secs();
@@ -97,20 +97,6 @@ impl Authority {
             self.verified.put(&material, digest, Arc::clone(&facts));
         }
         Some(facts)
-    }
-
-    /// Checks a bearer token presented to one of our own protected endpoints (the `/events` feed): one of our
-    /// access tokens, live, carrying `scope`. Returns its `client_id`, or whether the failure is one of scope.
-    pub fn feed_reader(&self, token: &str, scope: &str) -> Result<String, bool> {
-        let f = self.verify_access(token, 0).ok_or(false)?;
-        let facts = TokenFacts { jti: &f.jti, sid: f.sid.as_deref(), sub: &f.sub, iat: f.iat };
-        if self.revocations.is_revoked(&facts) {
-            return Err(false);
-        }
-        if !f.scope.split(' ').any(|s| s == scope) {
-            return Err(true);
-        }
-        Ok(f.client_id.clone())
     }
 
     /// RFC 7662. Access tokens may be introspected by any confidential client (resource servers); refresh

@@ -29,7 +29,7 @@ fn tls(state: &AppState) -> bool {
     state.authority.rules.issuer.starts_with("https://")
 }
 
-fn session_cookie_name(state: &AppState) -> &'static str {
+pub(super) fn session_cookie_name(state: &AppState) -> &'static str {
     if tls(state) {
         SESSION_COOKIE_TLS
     } else {
@@ -55,7 +55,7 @@ fn set_cookie(response: &mut Response, value: String) {
 }
 
 /// The CSRF token of this browser: the cookie's, or a new one (then set on the response by [`with_csrf`]).
-fn csrf_token(headers: &HeaderMap) -> (String, bool) {
+pub(super) fn csrf_token(headers: &HeaderMap) -> (String, bool) {
     match cookie(headers, CSRF_COOKIE)
         .filter(|v| v.len() == 16 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
     {
@@ -64,15 +64,19 @@ fn csrf_token(headers: &HeaderMap) -> (String, bool) {
     }
 }
 
-fn with_csrf(state: &AppState, mut response: Response, token: &str, fresh: bool) -> Response {
+pub(super) fn with_csrf(state: &AppState, mut response: Response, token: &str, fresh: bool) -> Response {
     if fresh {
         let secure = if tls(state) { "; Secure" } else { "" };
-        set_cookie(
-            &mut response,
-            format!("{CSRF_COOKIE}={token}; Path=/oauth2/authorize; HttpOnly; SameSite=Strict{secure}"),
-        );
+        set_cookie(&mut response, format!("{CSRF_COOKIE}={token}; Path=/oauth2; HttpOnly; SameSite=Strict{secure}"));
     }
     response
+}
+
+/// Removes the browser session cookie.
+pub(super) fn clear_session(state: &AppState, response: &mut Response) {
+    let secure = if tls(state) { "; Secure" } else { "" };
+    let name = session_cookie_name(state);
+    set_cookie(response, format!("{name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{secure}"));
 }
 
 fn error_page(status: StatusCode, message: &str) -> Response {
@@ -84,7 +88,7 @@ fn unavailable(e: &OAuthError) -> Response {
     error_page(status, "The service is busy or unavailable. Please try again in a moment.")
 }
 
-fn redirect(location: &str) -> Response {
+pub(super) fn redirect(location: &str) -> Response {
     let mut response = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(location) {
         response.headers_mut().insert(header::LOCATION, v);
@@ -215,7 +219,7 @@ pub async fn authorize_get(State(state): State<AppState>, headers: HeaderMap, Ra
 }
 
 /// Whether a form post comes from our own pages: the CSRF field equals the cookie, and any `Origin` is ours.
-fn same_origin_form(state: &AppState, headers: &HeaderMap, form: &Form) -> bool {
+pub(super) fn same_origin_form(state: &AppState, headers: &HeaderMap, form: &Form) -> bool {
     let ours = origin_of(&state.authority.rules.issuer);
     let origin_ok = match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         None => true,

@@ -4,17 +4,18 @@
 //! [`MAX_WAIT`] for new ones unless it asks to `returnImmediately`. The `jti` of each SET is the revocation's
 //! sequence number, so a receiver's cursor is simply the largest `jti` it has acknowledged.
 //!
-//! The caller authenticates with one of our access tokens carrying the scope `portcullis:events`.
+//! The caller authenticates with one of our access tokens carrying the scope `portcullis:events` (a DPoP-bound
+//! one with its proof).
 
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{no_store_json, AppState};
+use super::{no_store_json, resource_token, AppState};
 use crate::store::Revocation;
 pub use portcullis_revocation::REVOCATION_EVENT;
 
@@ -36,12 +37,6 @@ struct PollBody {
     set_errs: serde_json::Map<String, serde_json::Value>,
 }
 
-fn bearer_error(status: StatusCode, challenge: &'static str) -> Response {
-    let mut response = (status, [(header::CACHE_CONTROL, "no-store")]).into_response();
-    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-    response
-}
-
 fn set_for(state: &AppState, reader: &str, r: &Revocation) -> Option<String> {
     let authority = &state.authority;
     let material = authority.keys.ring().current();
@@ -60,17 +55,10 @@ fn set_for(state: &AppState, reader: &str, r: &Revocation) -> Option<String> {
 }
 
 pub async fn poll(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-    let Some(token) = token else {
-        return bearer_error(StatusCode::UNAUTHORIZED, "Bearer realm=\"portcullis\"");
-    };
-    let reader = match state.authority.feed_reader(token.trim(), EVENTS_SCOPE) {
-        Ok(reader) => reader,
-        Err(false) => return bearer_error(StatusCode::UNAUTHORIZED, "Bearer error=\"invalid_token\""),
-        Err(true) => return bearer_error(StatusCode::FORBIDDEN, "Bearer error=\"insufficient_scope\""),
+    let url = format!("{}/events", state.authority.rules.issuer);
+    let reader = match resource_token(&state, &headers, "POST", &url, EVENTS_SCOPE).await {
+        Ok(facts) => facts.client_id.clone(),
+        Err(refused) => return refused,
     };
     let poll: PollBody = if body.is_empty() {
         PollBody { ack: vec![], max_events: None, return_immediately: false, set_errs: Default::default() }

@@ -11,6 +11,7 @@ use axum::Extension;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use super::authorize::cookie;
 use super::{no_store_json, too_many_attempts, ApiError, AppResult, AppState, PeerIp};
 use crate::authority::{Authenticated, Issued};
 use crate::model::TokenDelivery;
@@ -65,17 +66,6 @@ async fn first_party_client(state: &AppState, headers: &HeaderMap, client_id: &s
         return Err(OAuthError::new(ErrorCode::UnauthorizedClient, "only first-party clients may use this API").into());
     }
     Ok(client)
-}
-
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
 }
 
 fn respond(state: &AppState, delivery: TokenDelivery, issued: Issued) -> AppResult {
@@ -141,7 +131,7 @@ pub async fn refresh(State(state): State<AppState>, headers: HeaderMap, body: By
     let client = first_party_client(&state, &headers, &req.client_id).await?;
     let token = match &req.refresh_token {
         Some(t) => t.as_str().to_owned(),
-        None => cookie_value(&headers, REFRESH_COOKIE)
+        None => cookie(&headers, REFRESH_COOKIE)
             .ok_or(OAuthError::new(ErrorCode::InvalidRequest, "refresh_token is missing"))?
             .to_owned(),
     };
@@ -157,7 +147,7 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Byt
         .refresh_token
         .as_ref()
         .map(|t| t.as_str().to_owned())
-        .or_else(|| cookie_value(&headers, REFRESH_COOKIE).map(str::to_owned))
+        .or_else(|| cookie(&headers, REFRESH_COOKIE).map(str::to_owned))
         .ok_or(OAuthError::new(ErrorCode::InvalidRequest, "refresh_token is missing"))?;
     state.authority.logout(&client.client.id, &Zeroizing::new(token)).await?;
     let mut response = no_store_json("{}".into());

@@ -6,9 +6,11 @@ mod discovery;
 mod events;
 mod first_party;
 mod form;
+mod logout;
 mod ops;
 mod pages;
 mod token;
+mod userinfo;
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, MatchedPath, Request};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,7 +28,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::authority::Authority;
+use crate::authority::{parse_authorization, Authority, ResourceError, ResourceRequest};
 use crate::oauth::error::{ErrorCode, OAuthError};
 
 /// The largest request body any endpoint reads.
@@ -89,6 +91,8 @@ pub fn router(state: AppState) -> Router {
         .route("/jwks.json", get(discovery::jwks))
         .route("/oauth2/authorize", get(authorize::authorize_get).post(authorize::authorize_post))
         .route("/oauth2/token", post(token::token))
+        .route("/userinfo", get(userinfo::userinfo).post(userinfo::userinfo))
+        .route("/oauth2/logout", get(logout::logout_get).post(logout::logout_post))
         .route("/oauth2/revoke", post(token::revoke))
         .route("/oauth2/introspect", post(token::introspect))
         .route("/auth/login", post(first_party::login))
@@ -191,6 +195,42 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// The access token of a request to one of our resources (`/events`, `/userinfo`), or the RFC 6750 / RFC 9449
+/// refusal: 401/403 with `WWW-Authenticate` under the scheme the request used, a JSON body, `no-store`.
+pub(crate) async fn resource_token(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: &str,
+    url: &str,
+    scope: &str,
+) -> Result<std::sync::Arc<crate::authority::AccessFacts>, Response> {
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("\u{0}"));
+    let proofs: Vec<&str> = headers.get_all("dpop").iter().map(|v| v.to_str().unwrap_or("\u{0}")).collect();
+    let request = ResourceRequest { authorization, dpop: &proofs, method, url };
+    state.authority.resource_token(&request, scope).await.map_err(|refused| {
+        let dpop = authorization.and_then(parse_authorization).is_some_and(|(dpop, _)| dpop);
+        let status = StatusCode::from_u16(refused.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        let error = match &refused {
+            ResourceError::Missing | ResourceError::Invalid(_) => "invalid_token",
+            ResourceError::Malformed => "invalid_request",
+            ResourceError::InvalidProof(_) => "invalid_dpop_proof",
+            ResourceError::InsufficientScope => "insufficient_scope",
+            ResourceError::Unavailable => "temporarily_unavailable",
+        };
+        let body = serde_json::json!({ "error": error }).to_string();
+        let mut response =
+            (status, [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body)
+                .into_response();
+        if let Some(challenge) = refused.challenge(dpop, scope).and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if refused == ResourceError::Unavailable {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    })
 }
 
 /// A JSON body that must not be cached (token responses, RFC 6749 §5.1).

@@ -26,6 +26,11 @@ pub fn algorithms() -> Vec<Algorithm> {
     Algorithm::asymmetric().collect()
 }
 
+/// [`algorithms`] as a `WWW-Authenticate` `algs` value: names separated by spaces.
+pub fn algorithm_names() -> String {
+    algorithms().iter().map(|a| a.name()).collect::<Vec<_>>().join(" ")
+}
+
 /// The server's DPoP settings (`dpop_proof_max_age`, `dpop_require_nonce`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DpopRules {

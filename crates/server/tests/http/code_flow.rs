@@ -306,3 +306,83 @@ async fn dpop_jkt_binds_the_code_to_the_clients_key() {
     assert_eq!(claims["cnf"]["jkt"], jkt.as_str());
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn userinfo_answers_for_the_user_and_logout_ends_the_browser_session() {
+    let srv = setup("userinfo").await;
+    let mut browser = Browser::new();
+    let key = SigningKey::generate(Algorithm::EdDSA).unwrap();
+    let pkce = new_pkce();
+    let back = sign_in_and_approve(&mut browser, &srv, &authorize_url(&srv, &pkce, "")).await;
+    let proof = srv.token_proof(&key, "");
+    let (status, tokens) = exchange(&srv, &back["code"], &pkce.verifier, &[&proof]).await;
+    assert_eq!((status, tokens["token_type"].as_str()), (200, Some("DPoP")), "{tokens}");
+    let access = s(&tokens, "access_token");
+    let userinfo = format!("{}/userinfo", srv.base);
+    let ask = |authorization: String, proofs: Vec<String>| {
+        let (http, url) = (srv.http.clone(), userinfo.clone());
+        async move {
+            let mut req = http.get(url).header("authorization", authorization);
+            for p in proofs {
+                req = req.header("dpop", p);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let challenge = resp.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
+            (status, challenge, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let ath = portcullis_jose::dpop::access_token_hash(&access);
+    let now = srv.clock.now().as_secs();
+    let resource_proof = proof_with(&key, &super::dpop::jti(), "GET", &userinfo, now, &format!(r#","ath":"{ath}""#));
+    let (status, _, body) = ask(format!("DPoP {access}"), vec![resource_proof.clone()]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["preferred_username"], "alice");
+    let (status, challenge, _) = ask(format!("DPoP {access}"), vec![resource_proof]).await;
+    assert_eq!(status, 401, "a replayed proof");
+    assert!(challenge.unwrap().starts_with("DPoP realm=\"portcullis\", error=\"invalid_dpop_proof\""));
+    let (status, challenge, _) = ask(format!("Bearer {access}"), vec![]).await;
+    assert_eq!((status, challenge.unwrap().contains("invalid_token")), (401, true), "a bound token as Bearer");
+    let (status, _, _) = ask(format!("Bearer {}", s(&tokens, "id_token")), vec![]).await;
+    assert_eq!(status, 401, "an ID token is no access token");
+    let svc = srv.service_client("svc", &["read"]).await;
+    let cc = srv.client_token("svc", &svc, "read").await;
+    let (status, challenge, _) = ask(format!("Bearer {cc}"), vec![]).await;
+    assert_eq!(
+        (status, challenge.as_deref()),
+        (403, Some("Bearer realm=\"portcullis\", error=\"insufficient_scope\", scope=\"openid\""))
+    );
+    let resp = srv.http.get(&userinfo).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+
+    // Logout with an ID token hint (expired by now, still a good hint): at once, back to a registered URI with
+    // the state; the session is gone.
+    srv.clock.advance(600);
+    let logout = format!(
+        "{}/oauth2/logout?id_token_hint={}&post_logout_redirect_uri={}&state=bye",
+        srv.base,
+        s(&tokens, "id_token"),
+        form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>()
+    );
+    let page = browser.get(&logout).await;
+    assert_eq!((page.status, page.location.as_deref()), (303, Some(format!("{REDIRECT}?state=bye").as_str())));
+    let again = browser.get(&authorize_url(&srv, &new_pkce(), "")).await;
+    assert_eq!(again.status, 200, "signed out: the login page again");
+    assert!(again.body.contains("Sign in"));
+    // An unregistered destination is refused on a page.
+    let evil = logout.replace("spa.example", "evil.example");
+    let page = browser.get(&evil).await;
+    assert_eq!((page.status, page.location), (400, None));
+    // Without a hint the user confirms on a page (a link from another site cannot sign anyone out).
+    sign_in_and_approve(&mut browser, &srv, &authorize_url(&srv, &new_pkce(), "&prompt=consent")).await;
+    let confirm = browser.get(&format!("{}/oauth2/logout", srv.base)).await;
+    assert_eq!(confirm.status, 200);
+    assert!(confirm.body.contains("Sign out?"));
+    let form = hidden_fields(&confirm.body);
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let done = browser.post(&format!("{}/oauth2/logout", srv.base), &form).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(done.body.contains("You are signed out"));
+    assert_eq!(browser.get(&authorize_url(&srv, &new_pkce(), "")).await.status, 200, "the login page again");
+    srv.stop().await;
+}
