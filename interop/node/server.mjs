@@ -150,6 +150,18 @@ check('DPoP through the gateway', viaGateway.status === 200 && (await viaGateway
     stolenRefused = e.error === 'invalid_dpop_proof';
   }
   check('a public client\'s refresh token is useless with another key', stolenRefused);
+
+  // userinfo with the DPoP-bound access token (openid-client signs the proof), then RP-initiated logout.
+  const info = await client.fetchUserInfo(web, webRefreshed.access_token, idClaims.sub, { DPoP: webDPoP });
+  check('userinfo', info.sub === idClaims.sub && info.preferred_username === username, JSON.stringify(info));
+  const logoutUrl = client.buildEndSessionUrl(web, {
+    id_token_hint: codeTokens.id_token, post_logout_redirect_uri: redirectUri, state: 'bye',
+  });
+  const loggedOut = await browse(logoutUrl.href);
+  const again = await browse(authUrl.href.replace(/state=[^&]+/, 'state=again'));
+  check('RP-initiated logout ends the browser session', loggedOut.status === 303
+    && loggedOut.location === `${redirectUri}?state=bye` && again.status === 200 && again.html.includes('Sign in'),
+    `${loggedOut.status} ${loggedOut.location} ${again.status}`);
 }
 
 const gatewayMetrics = await fetch(`${gateway}/metrics`).then((r) => r.text());
@@ -166,5 +178,5 @@ try {
 }
 check('another key\'s proof refused by the gateway', thiefStatus === 401, String(thiefStatus));
 
-console.log(`server interop (node): ${22 - failures} passed, ${failures} failed`);
+console.log(`server interop (node): ${24 - failures} passed, ${failures} failed`);
 process.exit(failures === 0 ? 0 : 1);

@@ -19,7 +19,7 @@ use tokio_rustls::rustls;
 use tower::ServiceExt as _;
 
 use crate::audit::Audit;
-use crate::authority::{Authority, PasswordPool, Rules};
+use crate::authority::{Authority, DerivedSecrets, PasswordPool, Rules};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::http::{self, AppState, LoginRateLimit};
@@ -99,9 +99,7 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<(Arc<Au
     let store = open_store(settings).await?;
     let (master, warning) = load_master_key(&settings.master_key).map_err(|e| StartError::MasterKey(e.to_string()))?;
     notes.extend(warning);
-    let nonce_secret = master
-        .derive_secret(crate::oauth::dpop::NONCE_KEY_PURPOSE)
-        .map_err(|e| StartError::MasterKey(e.to_string()))?;
+    let secrets = DerivedSecrets::from_master(&master).map_err(|e| StartError::MasterKey(e.to_string()))?;
     let keys = KeyManager::new(Arc::clone(&store), master, settings.key_rules, settings.signing_alg);
     let changes = keys.start(clock.now().as_secs()).await.map_err(|e| StartError::Keys(e.to_string()))?;
     for c in changes {
@@ -110,8 +108,7 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<(Arc<Au
     let rules = Rules::from_settings(settings);
     let passwords = PasswordPool::new(PasswordPool::cores(), 64 * PasswordPool::cores(), rules.password_cost);
     let audit = Audit::start(Arc::clone(&store));
-    let nonces = crate::oauth::dpop::Nonces::new(nonce_secret.as_ref());
-    let authority = Authority::new(store, keys, audit, clock, passwords, rules, nonces);
+    let authority = Authority::new(store, keys, audit, clock, passwords, rules, secrets);
     let now = authority.now().as_secs();
     authority
         .revocations

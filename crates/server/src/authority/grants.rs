@@ -61,6 +61,9 @@ pub struct Issued {
     /// For logs and audit only.
     #[serde(skip)]
     pub jti: String,
+    /// The session (`sid`) of the tokens, for cookie mode's CSRF token; not part of the response.
+    #[serde(skip)]
+    pub session_id: Option<String>,
 }
 
 impl fmt::Debug for Issued {
@@ -420,6 +423,7 @@ impl Issued {
             scope: scopes.to_string(),
             id_token: None,
             jti: minted.jti,
+            session_id: minted.session_id,
         }
     }
 }

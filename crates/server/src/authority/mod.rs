@@ -28,10 +28,12 @@ use crate::oauth::dpop::{DpopRules, Nonces};
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::lockout::LockoutRules;
 use crate::oauth::refresh::RefreshRules;
+use crate::oauth::session_csrf::SessionCsrf;
 use crate::revocation::RevocationSet;
 use crate::secrets::PasswordCost;
 use crate::signing::KeyManager;
 use crate::store::{AuditEvent, Store, StoreError};
+use crate::vault::{MasterKey, VaultError};
 
 /// The rules the authority applies, from the validated configuration.
 #[derive(Debug, Clone)]
@@ -66,6 +68,25 @@ impl Rules {
     }
 }
 
+/// The secrets every instance derives from the master key (HKDF, one label each), so that what one instance
+/// issues (DPoP nonces, session CSRF tokens) every other accepts, with nothing stored.
+#[derive(Debug)]
+pub struct DerivedSecrets {
+    pub nonces: Nonces,
+    pub session_csrf: SessionCsrf,
+}
+
+impl DerivedSecrets {
+    pub fn from_master(master: &MasterKey) -> Result<Self, VaultError> {
+        let nonce_secret = master.derive_secret(crate::oauth::dpop::NONCE_KEY_PURPOSE)?;
+        let csrf_secret = master.derive_secret(crate::oauth::session_csrf::KEY_PURPOSE)?;
+        Ok(DerivedSecrets {
+            nonces: Nonces::new(nonce_secret.as_ref()),
+            session_csrf: SessionCsrf::new(csrf_secret.as_ref()),
+        })
+    }
+}
+
 /// Everything a grant needs. Shared by every request (`Arc`).
 #[derive(Debug)]
 pub struct Authority {
@@ -78,6 +99,8 @@ pub struct Authority {
     pub rules: Rules,
     /// DPoP nonces, keyed from the master key so that every instance accepts every instance's.
     pub nonces: Nonces,
+    /// CSRF tokens of cookie-mode sessions, keyed from the master key likewise.
+    pub session_csrf: SessionCsrf,
     pub(crate) clients: cache::Clients,
     pub(crate) verified: cache::VerifiedTokens,
 }
@@ -91,8 +114,9 @@ impl Authority {
         clock: Arc<dyn Clock>,
         passwords: PasswordPool,
         rules: Rules,
-        nonces: Nonces,
+        secrets: DerivedSecrets,
     ) -> Authority {
+        let DerivedSecrets { nonces, session_csrf } = secrets;
         Authority {
             store,
             keys,
@@ -102,6 +126,7 @@ impl Authority {
             passwords,
             rules,
             nonces,
+            session_csrf,
             clients: cache::Clients::default(),
             verified: cache::VerifiedTokens::default(),
         }

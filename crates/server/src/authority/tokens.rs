@@ -243,6 +243,16 @@ impl Authority {
         .await
     }
 
+    /// The session (`sid`) of a refresh token of `client_id`, used or not; `None` when it is unknown or another
+    /// client's.
+    pub async fn session_of_refresh(&self, client_id: &str, refresh_token: &str) -> Result<Option<String>, OAuthError> {
+        if refresh_token.len() > 256 {
+            return Ok(None);
+        }
+        let found = self.store.find_refresh(&SecretDigest::of(refresh_token)).await.map_err(unavailable)?;
+        Ok(found.filter(|(f, _)| f.client_id == client_id).map(|(f, _)| f.id))
+    }
+
     /// Logout: ends the session of the presented refresh token, if it belongs to the client.
     pub async fn logout(&self, client_id: &str, refresh_token: &str) -> Result<(), OAuthError> {
         if refresh_token.len() > 256 {

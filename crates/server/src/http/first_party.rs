@@ -17,9 +17,34 @@ use crate::authority::{Authenticated, Issued};
 use crate::model::TokenDelivery;
 use crate::oauth::client_auth::{self, Presented};
 use crate::oauth::error::{ErrorCode, OAuthError};
+use crate::oauth::session_csrf;
 
-pub const ACCESS_COOKIE: &str = "portcullis_at";
-pub const REFRESH_COOKIE: &str = "portcullis_rt";
+/// The cookies of cookie-mode clients. Under TLS they carry the prefixes that make browsers enforce their
+/// attributes: `__Host-` (Secure, Path=/, no Domain) for the access token and the CSRF token, `__Secure-` for the
+/// refresh token, whose path is narrower than `/` (RFC 6265bis §4.1.3). On plain http (loopback development)
+/// browsers refuse those prefixes, so the names are bare.
+struct CookieNames {
+    access: &'static str,
+    refresh: &'static str,
+    csrf: &'static str,
+    secure: &'static str,
+}
+
+fn cookie_names(state: &AppState) -> CookieNames {
+    if state.authority.rules.issuer.starts_with("https://") {
+        CookieNames {
+            access: "__Host-portcullis_at",
+            refresh: "__Secure-portcullis_rt",
+            csrf: "__Host-portcullis_csrf",
+            secure: "; Secure",
+        }
+    } else {
+        CookieNames { access: "portcullis_at", refresh: "portcullis_rt", csrf: "portcullis_csrf", secure: "" }
+    }
+}
+
+/// The refresh cookie's path: the two endpoints that read it (`/auth/refresh`, `/auth/logout`), nothing else.
+const REFRESH_PATH: &str = "/auth";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,27 +94,34 @@ async fn first_party_client(state: &AppState, headers: &HeaderMap, client_id: &s
 }
 
 fn respond(state: &AppState, delivery: TokenDelivery, issued: Issued) -> AppResult {
-    let encode = |v: &serde_json::Value| v.to_string();
     match delivery {
         TokenDelivery::Body => Ok(no_store_json(
             serde_json::to_string(&issued)
                 .map_err(|_| OAuthError::new(ErrorCode::ServerError, "the response could not be encoded"))?,
         )),
         TokenDelivery::Cookie => {
-            let secure = if state.authority.rules.issuer.starts_with("https://") { "; Secure" } else { "" };
+            let names = cookie_names(state);
+            let secure = names.secure;
+            // The CSRF token of the session: in the body, and in a cookie the page's script may read.
+            let csrf = issued.session_id.as_deref().map(|sid| state.authority.session_csrf.token(sid));
             let body = serde_json::json!({
                 "token_type": issued.token_type, "expires_in": issued.expires_in, "scope": issued.scope,
+                "csrf_token": csrf,
             });
-            let mut response = no_store_json(encode(&body));
+            let mut response = no_store_json(body.to_string());
             let mut cookies = vec![format!(
-                "{ACCESS_COOKIE}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
-                issued.access_token, issued.expires_in
+                "{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
+                names.access, issued.access_token, issued.expires_in
             )];
+            let lifetime = state.authority.rules.refresh.absolute_ttl;
             if let Some(refresh) = &issued.refresh_token {
                 cookies.push(format!(
-                    "{REFRESH_COOKIE}={refresh}; Path=/auth; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
-                    state.authority.rules.refresh.absolute_ttl
+                    "{}={refresh}; Path={REFRESH_PATH}; Max-Age={lifetime}; HttpOnly; SameSite=Strict{secure}",
+                    names.refresh
                 ));
+            }
+            if let Some(csrf) = &csrf {
+                cookies.push(format!("{}={csrf}; Path=/; Max-Age={lifetime}; SameSite=Strict{secure}", names.csrf));
             }
             for cookie in cookies {
                 let value = HeaderValue::from_str(&cookie)
@@ -98,6 +130,38 @@ fn respond(state: &AppState, delivery: TokenDelivery, issued: Issued) -> AppResu
             }
             Ok(response)
         }
+    }
+}
+
+/// The refresh token of a refresh or logout request: from the body, or from the cookie, in which case the
+/// request must echo the session's CSRF token in `X-CSRF-Token` (the cookie travels on cross-site requests too).
+async fn presented_refresh(
+    state: &AppState,
+    headers: &HeaderMap,
+    client_id: &str,
+    in_body: Option<&Zeroizing<String>>,
+) -> Result<Zeroizing<String>, ApiError> {
+    if let Some(token) = in_body {
+        return Ok(Zeroizing::new(token.as_str().to_owned()));
+    }
+    let names = cookie_names(state);
+    let token =
+        cookie(headers, names.refresh).ok_or(OAuthError::new(ErrorCode::InvalidRequest, "refresh_token is missing"))?;
+    let token = Zeroizing::new(token.to_owned());
+    let presented = headers.get(session_csrf::HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let sid = state.authority.session_of_refresh(client_id, &token).await?;
+    match sid {
+        Some(sid) if state.authority.session_csrf.matches(&sid, presented) => Ok(token),
+        Some(_) => {
+            metrics::counter!("portcullis_csrf_refusals_total").increment(1);
+            Err(ApiError {
+                error: OAuthError::new(ErrorCode::InvalidRequest, "the X-CSRF-Token header is missing or wrong"),
+                basic_challenge: false,
+                status: Some(axum::http::StatusCode::FORBIDDEN),
+            })
+        }
+        // An unknown token fails later, the same way as one from the body.
+        None => Ok(token),
     }
 }
 
@@ -129,13 +193,7 @@ pub async fn login(
 pub async fn refresh(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> AppResult {
     let req: RefreshBody = json(&headers, &body)?;
     let client = first_party_client(&state, &headers, &req.client_id).await?;
-    let token = match &req.refresh_token {
-        Some(t) => t.as_str().to_owned(),
-        None => cookie(&headers, REFRESH_COOKIE)
-            .ok_or(OAuthError::new(ErrorCode::InvalidRequest, "refresh_token is missing"))?
-            .to_owned(),
-    };
-    let token = Zeroizing::new(token);
+    let token = presented_refresh(&state, &headers, &client.client.id, req.refresh_token.as_ref()).await?;
     let issued = state.authority.refresh(&client.client, &token, req.scope.as_deref(), None).await?;
     respond(&state, client.client.token_delivery, issued)
 }
@@ -143,17 +201,16 @@ pub async fn refresh(State(state): State<AppState>, headers: HeaderMap, body: By
 pub async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let req: RefreshBody = json(&headers, &body)?;
     let client = first_party_client(&state, &headers, &req.client_id).await?;
-    let token = req
-        .refresh_token
-        .as_ref()
-        .map(|t| t.as_str().to_owned())
-        .or_else(|| cookie(&headers, REFRESH_COOKIE).map(str::to_owned))
-        .ok_or(OAuthError::new(ErrorCode::InvalidRequest, "refresh_token is missing"))?;
-    state.authority.logout(&client.client.id, &Zeroizing::new(token)).await?;
+    let token = presented_refresh(&state, &headers, &client.client.id, req.refresh_token.as_ref()).await?;
+    state.authority.logout(&client.client.id, &token).await?;
     let mut response = no_store_json("{}".into());
-    for name in [ACCESS_COOKIE, REFRESH_COOKIE] {
-        let path = if name == ACCESS_COOKIE { "/" } else { "/auth" };
-        if let Ok(v) = HeaderValue::from_str(&format!("{name}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Strict")) {
+    let names = cookie_names(&state);
+    let secure = names.secure;
+    for (name, path, http_only) in
+        [(names.access, "/", "; HttpOnly"), (names.refresh, REFRESH_PATH, "; HttpOnly"), (names.csrf, "/", "")]
+    {
+        let cleared = format!("{name}=; Path={path}; Max-Age=0{http_only}; SameSite=Strict{secure}");
+        if let Ok(v) = HeaderValue::from_str(&cleared) {
             response.headers_mut().append(header::SET_COOKIE, v);
         }
     }

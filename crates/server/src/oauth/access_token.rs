@@ -35,6 +35,8 @@ pub struct Minted {
     pub expires_in: u64,
     /// Bound to a DPoP key: its `token_type` is `DPoP` (RFC 9449 §5).
     pub dpop_bound: bool,
+    /// The session (`sid`) the token belongs to, if any.
+    pub session_id: Option<String>,
 }
 
 /// The confirmation claim of a DPoP-bound token.
@@ -89,7 +91,8 @@ pub fn mint(grant: &Grant<'_>, signer: &jwt::Signer, now: UnixTime, ttl: u64) ->
         cnf: grant.dpop_jkt.map(|jkt| Confirmation { jkt }),
     };
     let token = signer.sign(&claims)?;
-    Ok(Minted { token, jti, expires_at, expires_in: ttl, dpop_bound: grant.dpop_jkt.is_some() })
+    let session_id = grant.session_id.map(str::to_owned);
+    Ok(Minted { token, jti, expires_at, expires_in: ttl, dpop_bound: grant.dpop_jkt.is_some(), session_id })
 }
 
 #[cfg(test)]

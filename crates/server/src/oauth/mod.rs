@@ -10,3 +10,4 @@ pub mod id_token;
 pub mod lockout;
 pub mod refresh;
 pub mod scope;
+pub mod session_csrf;

@@ -528,44 +528,44 @@ async fn cookie_clients_get_httponly_cookies_and_logout_clears_them() {
         .await;
     assert_eq!(status, 200);
     assert!(body.get("access_token").is_none() && body.get("refresh_token").is_none(), "{body}");
-    assert!(cookies.iter().all(|c| c.contains("HttpOnly") && c.contains("SameSite=Strict")), "{cookies:?}");
-    let rt = cookies.iter().find(|c| c.starts_with("portcullis_rt=")).unwrap();
-    let rt_value = rt.split(';').next().unwrap().to_owned();
-    let resp = srv
-        .http
-        .post(format!("{}/auth/refresh", srv.base))
-        .header("cookie", &rt_value)
-        .json(&serde_json::json!({"client_id": "spa"}))
-        .send()
-        .await
-        .unwrap();
+    let csrf = s(&body, "csrf_token");
+    assert_eq!(csrf.len(), 22, "a CSRF token for the session: {body}");
+    let named = |cookies: &[String], name: &str| {
+        cookies.iter().find(|c| c.starts_with(&format!("{name}="))).cloned().unwrap_or_else(|| panic!("{name}"))
+    };
+    for name in ["portcullis_at", "portcullis_rt"] {
+        let c = named(&cookies, name);
+        assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict"), "{c}");
+    }
+    assert!(named(&cookies, "portcullis_rt").contains("Path=/auth;"), "the refresh cookie goes to /auth only");
+    let csrf_cookie = named(&cookies, "portcullis_csrf");
+    assert!(!csrf_cookie.contains("HttpOnly") && csrf_cookie.starts_with(&format!("portcullis_csrf={csrf};")));
+    let rt_value = named(&cookies, "portcullis_rt").split(';').next().unwrap().to_owned();
+    let post = |path: &'static str, cookie: String, csrf: Option<String>| {
+        let (http, base) = (srv.http.clone(), srv.base.clone());
+        async move {
+            let mut req = http.post(format!("{base}{path}")).header("cookie", cookie);
+            if let Some(t) = csrf {
+                req = req.header("x-csrf-token", t);
+            }
+            req.json(&serde_json::json!({"client_id": "spa"})).send().await.unwrap()
+        }
+    };
+    // Riding on the cookie alone (what a cross-site request could do) is refused; the token makes it work.
+    assert_eq!(post("/auth/refresh", rt_value.clone(), None).await.status().as_u16(), 403);
+    assert_eq!(post("/auth/refresh", rt_value.clone(), Some("A".repeat(22))).await.status().as_u16(), 403);
+    let resp = post("/auth/refresh", rt_value.clone(), Some(csrf.clone())).await;
     assert_eq!(resp.status().as_u16(), 200);
-    let new_rt = resp
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|c| c.starts_with("portcullis_rt="))
-        .unwrap();
-    let resp = srv
-        .http
-        .post(format!("{}/auth/logout", srv.base))
-        .header("cookie", new_rt.split(';').next().unwrap())
-        .json(&serde_json::json!({"client_id": "spa"}))
-        .send()
-        .await
-        .unwrap();
+    let set: Vec<String> =
+        resp.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    let new_rt = named(&set, "portcullis_rt").split(';').next().unwrap().to_owned();
+    assert_eq!(resp.json::<Value>().await.unwrap()["csrf_token"], csrf.as_str(), "the session's token stays");
+    assert_eq!(post("/auth/logout", new_rt.clone(), None).await.status().as_u16(), 403, "logout needs it too");
+    let resp = post("/auth/logout", new_rt.clone(), Some(csrf.clone())).await;
     assert_eq!(resp.status().as_u16(), 200);
     assert!(resp.headers().get_all("set-cookie").iter().all(|c| c.to_str().unwrap().contains("Max-Age=0")));
-    let resp = srv
-        .http
-        .post(format!("{}/auth/refresh", srv.base))
-        .header("cookie", new_rt.split(';').next().unwrap())
-        .json(&serde_json::json!({"client_id": "spa"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 400, "logged out");
+    assert_eq!(resp.headers().get_all("set-cookie").iter().count(), 3, "all three cookies cleared");
+    assert_eq!(post("/auth/refresh", new_rt, Some(csrf)).await.status().as_u16(), 400, "logged out");
     srv.stop().await;
 }
 
