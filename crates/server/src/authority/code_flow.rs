@@ -8,7 +8,7 @@ use super::grants::new_id;
 use super::{unavailable, Authority, Issued};
 use crate::audit;
 use crate::model::{Client, GrantType, User};
-use crate::oauth::authorize::{pkce_matches, AuthorizeRequest, OIDC_SCOPES};
+use crate::oauth::authorize::{pkce_matches, with_oidc, AuthorizeRequest};
 use crate::oauth::dpop;
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::id_token::{self, IdTokenFacts};
@@ -22,13 +22,6 @@ pub const CODE_TTL: i64 = 60;
 pub const BROWSER_SESSION_TTL: i64 = 12 * 3600;
 
 const BAD_CODE: OAuthError = OAuthError::new(ErrorCode::InvalidGrant, "the code is invalid, expired or already used");
-
-/// `resource` plus the OpenID Connect scopes of `requested`.
-fn with_oidc(resource: &Scopes, requested: &Scopes) -> Scopes {
-    let oidc = requested.iter().filter(|s| OIDC_SCOPES.contains(s));
-    let names: Vec<String> = resource.iter().chain(oidc).map(str::to_owned).collect();
-    Scopes::of(names).unwrap_or_default()
-}
 
 fn random_secret() -> Result<BearerSecret, OAuthError> {
     BearerSecret::generate().map_err(|_| OAuthError::new(ErrorCode::ServerError, "random number generator failure"))

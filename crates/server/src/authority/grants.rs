@@ -11,6 +11,7 @@ use super::{unavailable, Authority};
 use crate::audit;
 use crate::model::{Client, GrantType, User};
 use crate::oauth::access_token::{mint, Grant, Minted};
+use crate::oauth::authorize::with_oidc;
 use crate::oauth::dpop;
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::refresh::Decision;
@@ -343,7 +344,7 @@ impl Authority {
         };
         // The user's current roles still bound the family's scopes: a role taken away is gone at refresh.
         let narrowed = requested.map_or(family_scopes.clone(), |r| r.intersect(&family_scopes));
-        let scopes = narrowed.intersect(&client.scopes).intersect(&user.scopes);
+        let scopes = with_oidc(&narrowed.intersect(&client.scopes).intersect(&user.scopes), &narrowed);
         let sid = Some(family.id.as_str());
         let grant = GrantType::RefreshToken;
         let minted = self.issue(client, &user.id, &family.audience, &scopes, &user.roles, sid, jkt, grant).await?;

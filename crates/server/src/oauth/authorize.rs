@@ -16,6 +16,14 @@ const MAX_OPAQUE: usize = 1024;
 /// user's roles, because they name no resource.
 pub const OIDC_SCOPES: [&str; 1] = ["openid"];
 
+/// `resource` plus the OpenID Connect scopes of `requested`: what a user may grant, roles having bounded the
+/// rest.
+pub fn with_oidc(resource: &Scopes, requested: &Scopes) -> Scopes {
+    let oidc = requested.iter().filter(|s| OIDC_SCOPES.contains(s));
+    let names: Vec<String> = resource.iter().chain(oidc).map(str::to_owned).collect();
+    Scopes::of(names).unwrap_or_default()
+}
+
 /// The raw parameters of an authorization request (query or form), each at most once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuthorizeParams {

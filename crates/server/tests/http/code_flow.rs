@@ -220,6 +220,7 @@ async fn a_user_signs_in_consents_and_the_client_gets_tokens_and_an_id_token() {
         [("grant_type", "refresh_token"), ("client_id", "spa"), ("refresh_token", &s(&tokens, "refresh_token"))];
     let (status, refreshed) = srv.form("/oauth2/token", None, &refresh).await;
     assert_eq!(status, 200, "{refreshed}");
+    assert_eq!(refreshed["scope"], "openid read", "a refresh keeps openid (for /userinfo)");
     let (status, replay) = exchange(&srv, &code, &pkce.verifier, &[]).await;
     assert_eq!((status, replay["error"].as_str()), (400, Some("invalid_grant")));
     for token in [s(&tokens, "access_token"), s(&refreshed, "access_token")] {
