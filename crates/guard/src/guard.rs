@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use aws_lc_rs::digest;
-use portcullis_jose::dpop::{verify_proof, JtiCache, Nonces, ProofPolicy, ProofRequest};
+use portcullis_jose::dpop::{verify_proof, JtiCache, Nonces, ProofKeys, ProofPolicy, ProofRequest};
 use portcullis_jose::{jwt, Algorithm, Error as JoseError, KeySet, Policy, AT_JWT};
 use portcullis_revocation::{RevocationSet, TokenFacts};
 
@@ -24,6 +24,8 @@ const VERIFY_CACHE: &str = "portcullis_guard_verify_cache_total";
 pub const DPOP_ALGS: &str = "ES256 ES384 ES512 EdDSA PS256 PS384 PS512 RS256 RS384 RS512 ML-DSA-44 ML-DSA-65 ML-DSA-87";
 /// Live proof `jti`s remembered for replay refusal: the peak proof rate times the window (65 s) it allows.
 const MAX_PROOF_JTIS: usize = 1_000_000;
+/// Parsed DPoP proof keys kept for reuse (one per active client).
+const MAX_PROOF_KEYS: usize = 10_000;
 
 /// Who a verified token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -380,7 +382,11 @@ impl Guard {
             clock,
             cache_hits: metrics::counter!(VERIFY_CACHE, "result" => "hit"),
             cache_misses: metrics::counter!(VERIFY_CACHE, "result" => "miss"),
-            proof_policy: ProofPolicy::default(),
+            // Clients sign every proof with one key: parse each client's key once.
+            proof_policy: ProofPolicy {
+                keys: Some(Arc::new(ProofKeys::new(MAX_PROOF_KEYS))),
+                ..ProofPolicy::default()
+            },
             proof_jtis: std::sync::Mutex::new(JtiCache::new(MAX_PROOF_JTIS)),
         };
         Ok(Guard { inner: Arc::new(inner) })

@@ -14,6 +14,9 @@
 //! What needs state is the caller's: refusing a replayed `jti` (record it only after the proof passed, so that a
 //! failed proof cannot burn it), and comparing [`Proof::jkt`] with the access token's `cnf.jkt`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use aws_lc_rs::{constant_time, digest, hmac};
 
 use crate::error::Part;
@@ -77,6 +80,8 @@ pub struct ProofPolicy {
     pub max_skew: i64,
     /// The largest proof accepted, in bytes.
     pub max_bytes: usize,
+    /// Parsed proof keys to reuse across requests (see [`ProofKeys`]); `None` parses each proof's key.
+    pub keys: Option<Arc<ProofKeys>>,
 }
 
 impl Default for ProofPolicy {
@@ -86,6 +91,7 @@ impl Default for ProofPolicy {
             max_age: 60,
             max_skew: 5,
             max_bytes: 8 * 1024,
+            keys: None,
         }
     }
 }
@@ -114,7 +120,47 @@ pub struct Proof {
     /// The proof's `nonce`, for a server whose nonces are not one fixed value (it checks them itself).
     pub nonce: Option<String>,
     /// The proof's public key.
-    pub key: VerifyingKey,
+    pub key: Arc<VerifyingKey>,
+}
+
+/// The public keys of recent proofs, by the exact text of their `jwk` header, with their thumbprints. A client
+/// signs all its proofs with one key, so a resource server that keeps this next to its policy parses each
+/// client's key once, not on every request. Bounded: when full it starts over, so a flood of new keys costs no
+/// more than parsing each. Entries are only ever the result of parsing their own text, so a cache hit is exactly
+/// what a miss would have computed.
+#[derive(Debug)]
+pub struct ProofKeys {
+    capacity: usize,
+    keys: Mutex<HashMap<Box<str>, ProofKey>>,
+}
+
+/// A parsed proof key and its RFC 7638 thumbprint.
+type ProofKey = (Arc<VerifyingKey>, Arc<str>);
+
+impl ProofKeys {
+    pub fn new(capacity: usize) -> Self {
+        ProofKeys { capacity: capacity.max(1), keys: Mutex::new(HashMap::new()) }
+    }
+
+    fn get_or_parse(&self, jwk_text: &str, alg: Algorithm) -> Result<ProofKey, Error> {
+        if let Some(hit) = self.keys.lock().unwrap_or_else(|p| p.into_inner()).get(jwk_text) {
+            return Ok(hit.clone());
+        }
+        let parsed = parse_proof_key(jwk_text, alg)?;
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if keys.len() >= self.capacity {
+            keys.clear();
+        }
+        keys.insert(jwk_text.into(), parsed.clone());
+        Ok(parsed)
+    }
+}
+
+/// A proof's `jwk`, which must be public, bound to `alg`, with its thumbprint.
+fn parse_proof_key(jwk_text: &str, alg: Algorithm) -> Result<ProofKey, Error> {
+    let key = jwk::public_key_for(jwk_text, alg)?.ok_or(Error::Dpop(DpopError::PrivateKey))?;
+    let jkt: Arc<str> = key.thumbprint().into();
+    Ok((Arc::new(key), jkt))
 }
 
 /// Checks a DPoP proof (the value of one `DPoP` header) for `request` at `now`.
@@ -138,12 +184,13 @@ pub fn verify_proof(
         return Err(Error::AlgorithmNotAllowed(alg.name()));
     }
     let jwk_value = json::find(&members, "jwk").ok_or(Error::Dpop(DpopError::MissingKey))?;
-    let jwk_members = json::parse_object(jwk_value.text(), json::DEFAULT_MAX_DEPTH)
-        .map_err(|_| Error::Dpop(DpopError::MissingKey))?;
-    if jwk::is_private_members(&jwk_members) {
-        return Err(Error::Dpop(DpopError::PrivateKey));
+    if !matches!(jwk_value.kind(), json::Kind::Object) {
+        return Err(Error::Dpop(DpopError::MissingKey));
     }
-    let key = jwk::verifying_key_from_jwk(jwk_value.text(), &[alg])?;
+    let (key, jkt) = match &policy.keys {
+        Some(cache) => cache.get_or_parse(jwk_value.text(), alg)?,
+        None => parse_proof_key(jwk_value.text(), alg)?,
+    };
     if key.algorithm() != alg {
         return Err(Error::AlgorithmKeyMismatch { token: alg.name(), key: key.algorithm().name() });
     }
@@ -155,9 +202,10 @@ pub fn verify_proof(
 
     let payload = b64::decode(seg.payload.as_bytes()).ok_or(Error::Base64(Part::Payload))?;
     let claims = json::parse_object_bytes(&payload, json::DEFAULT_MAX_DEPTH).map_err(Error::json(Part::Payload))?;
-    let text = |name: &'static str| -> Result<String, Error> {
+    // String claims, borrowed from the payload unless they have escapes.
+    let text = |name: &'static str| {
         let value = json::find(&claims, name).ok_or_else(|| Error::MissingClaim(name.into()))?;
-        Ok(value.as_str().ok_or(Error::ClaimType(name))?.to_cow().into_owned())
+        Ok::<_, Error>(value.as_str().ok_or(Error::ClaimType(name))?.to_cow())
     };
     let jti = text("jti")?;
     if jti.is_empty() {
@@ -166,10 +214,10 @@ pub fn verify_proof(
     if text("htm")? != request.method {
         return Err(Error::Dpop(DpopError::WrongMethod));
     }
-    match (normalize_url(&text("htu")?), normalize_url(request.url)) {
-        (Some(claimed), Some(actual)) if claimed == actual => {}
-        _ => return Err(Error::Dpop(DpopError::WrongUrl)),
+    if !same_url(&text("htu")?, request.url) {
+        return Err(Error::Dpop(DpopError::WrongUrl));
     }
+    let jti = jti.into_owned();
     let iat = json::find(&claims, "iat").ok_or_else(|| Error::MissingClaim("iat".into()))?;
     let iat = iat.as_i64().ok_or(Error::ClaimType("iat"))?;
     if iat > now.as_secs().saturating_add(policy.max_skew) {
@@ -179,10 +227,11 @@ pub fn verify_proof(
         return Err(Error::Dpop(DpopError::Stale));
     }
     if let Some(token) = request.access_token {
-        let expected = access_token_hash(token);
         match json::find(&claims, "ath").and_then(|v| v.as_str()) {
             None => return Err(Error::Dpop(DpopError::MissingAccessTokenHash)),
-            Some(ath) if ath.to_cow() != expected => return Err(Error::Dpop(DpopError::WrongAccessTokenHash)),
+            Some(ath) if !ath_matches(&ath.to_cow(), token) => {
+                return Err(Error::Dpop(DpopError::WrongAccessTokenHash))
+            }
             Some(_) => {}
         }
     }
@@ -195,7 +244,7 @@ pub fn verify_proof(
             return Err(Error::Dpop(DpopError::WrongNonce));
         }
     }
-    Ok(Proof { jkt: key.thumbprint(), jti, iat, nonce: proof_nonce, key })
+    Ok(Proof { jkt: jkt.as_ref().to_owned(), jti, iat, nonce: proof_nonce, key })
 }
 
 /// The `jti`s of proofs already accepted, each kept until its proof could no longer pass the `iat` window
@@ -297,6 +346,12 @@ impl Nonces {
     }
 }
 
+/// Whether `ath` is the hash of `access_token`, compared as bytes (the canonical encoding is unique).
+fn ath_matches(ath: &str, access_token: &str) -> bool {
+    b64::decode_fixed::<32>(ath.as_bytes())
+        .is_some_and(|h| h[..] == *digest::digest(&digest::SHA256, access_token.as_bytes()).as_ref())
+}
+
 /// The `ath` of a proof sent with `access_token`: base64url of its SHA-256 (RFC 9449 §4.2).
 pub fn access_token_hash(access_token: &str) -> String {
     b64::encode(digest::digest(&digest::SHA256, access_token.as_bytes()).as_ref())
@@ -308,6 +363,17 @@ pub fn sign_proof(key: &SigningKey, claims: &str) -> Result<String, Error> {
     let public = key.verifying_key().to_jwk()?;
     let params = HeaderParams { typ: Some(DPOP_JWT), cty: None, extra: &[("jwk", public.as_str())] };
     crate::jws::sign(key, &params, claims.as_bytes())
+}
+
+/// Whether `htu` names the request URL (RFC 9449 §4.3, step 9). Identical text (query and fragment aside) needs no
+/// normalisation: the normal form of equal strings is equal.
+fn same_url(htu: &str, url: &str) -> bool {
+    let base = |u: &str| -> usize { u.find(['?', '#']).unwrap_or(u.len()) };
+    let (a, b) = (&htu[..base(htu)], &url[..base(url)]);
+    if a == b {
+        return a.starts_with("https://") || a.starts_with("http://") || normalize_url(a).is_some();
+    }
+    matches!((normalize_url(a), normalize_url(b)), (Some(x), Some(y)) if x == y)
 }
 
 /// The form in which `htu` and the request URL are compared (RFC 9449 §4.3, step 9): scheme and host in lower
@@ -405,6 +471,32 @@ mod tests {
 
     fn check(p: &str, r: &ProofRequest<'_>) -> Result<Proof, Error> {
         verify_proof(p, r, &ProofPolicy::default(), UnixTime::from_secs(NOW))
+    }
+
+    #[test]
+    fn cached_proof_keys_give_the_same_answers() {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let cache = Arc::new(ProofKeys::new(2));
+        let policy = ProofPolicy { keys: Some(Arc::clone(&cache)), ..ProofPolicy::default() };
+        let claims = |jti: &str| format!(r#"{{"jti":"{jti}","htm":"GET","htu":"{URL}","iat":{NOW}}}"#);
+        let at = UnixTime::from_secs(NOW);
+        let first = verify_proof(&proof(&key, &claims("a")), &request(None, None), &policy, at).unwrap();
+        let second = verify_proof(&proof(&key, &claims("b")), &request(None, None), &policy, at).unwrap();
+        assert_eq!(first.jkt, key.verifying_key().thumbprint());
+        assert!(Arc::ptr_eq(&first.key, &second.key), "the second proof reused the parsed key");
+        // A forged signature still fails with a cached key; a private jwk is never cached.
+        let other = SigningKey::generate(Algorithm::ES256).unwrap();
+        let good = proof(&key, &claims("c"));
+        let (input, _) = good.rsplit_once('.').unwrap();
+        let forged = format!("{input}.{}", b64::encode(&other.sign(input.as_bytes()).unwrap()));
+        assert_eq!(verify_proof(&forged, &request(None, None), &policy, at).unwrap_err(), Error::BadSignature);
+        // Full: it starts over, and still answers right.
+        for k in 0..3 {
+            let key = SigningKey::generate(Algorithm::EdDSA).unwrap();
+            let p = verify_proof(&proof(&key, &claims(&format!("k{k}"))), &request(None, None), &policy, at).unwrap();
+            assert_eq!(p.jkt, key.verifying_key().thumbprint());
+        }
+        assert!(cache.keys.lock().unwrap().len() <= 2);
     }
 
     #[test]

@@ -217,6 +217,21 @@ pub(crate) fn is_private_members(members: &[Member<'_>]) -> bool {
     ["d", "priv", "k"].iter().any(|m| find(members, m).is_some())
 }
 
+/// The members that only a private (or symmetric) JWK has.
+const PRIVATE_MEMBERS: [&str; 9] = ["d", "p", "q", "dp", "dq", "qi", "oth", "priv", "k"];
+
+/// Imports a JWK that must be public (a DPoP proof's `jwk` header), bound to `alg`, parsing it once. `Ok(None)`
+/// when it carries any private member.
+pub(crate) fn public_key_for(text: &str, alg: Algorithm) -> Result<Option<VerifyingKey>, Error> {
+    let fields = Fields::parse(text)?;
+    if PRIVATE_MEMBERS.iter().any(|m| fields.has(m)) {
+        return Ok(None);
+    }
+    fields.check_usage(Op::Verify)?;
+    let alg = fields.algorithm(&[alg])?;
+    fields.verifying_key(alg).map(Some)
+}
+
 /// JWK members as (name, value) pairs, values already base64url-encoded where they are bytes.
 fn public_members(key: &VerifyingKey) -> Result<Vec<(&'static str, String)>, Error> {
     let alg = key.algorithm();
