@@ -210,10 +210,14 @@ async fn a_user_signs_in_consents_and_the_client_gets_tokens_and_an_id_token() {
     assert_eq!(id.string("at_hash").as_deref(), Some(at_hash.as_str()));
     assert!(id.get("auth_time").and_then(|t| t.as_i64()).is_some());
 
-    // The ID token is no access token: introspection calls it inactive.
+    // The ID token is no access token: introspection calls it inactive, and the guard refuses it (its typ).
     let rs = srv.service_client("rs", &["read"]).await;
     let (_, intro) = srv.form("/oauth2/introspect", Some(("rs", &rs)), &[("token", &s(&tokens, "id_token"))]).await;
     assert_eq!(intro["active"], false);
+    let guard = portcullis_guard::Guard::start(portcullis_guard::GuardConfig::new(&srv.base, "spa")).await.unwrap();
+    assert!(guard.verify(&s(&tokens, "id_token")).is_err(), "an ID token (aud = the client) is refused by the guard");
+    let api_guard = portcullis_guard::Guard::start(portcullis_guard::GuardConfig::new(&srv.base, "api")).await.unwrap();
+    assert!(api_guard.verify(&s(&tokens, "access_token")).is_ok(), "while the access token passes");
 
     // The refresh token works; then presenting the code again revokes everything it produced.
     let refresh =
