@@ -60,7 +60,7 @@ try {
   await page.screenshot({ path: `${artifacts}/consent-desktop.png` });
   check('the consent page names the scopes', await page.isVisible('text=Read your data'));
   await Promise.all([page.waitForURL(`${redirectUri}**`), page.click('button[value=approve]')]);
-  const back = arrived.at(-1);
+  const back = arrived.filter((u) => u.pathname === '/callback').at(-1); // the browser may also ask for /favicon.ico
   check('the callback gets a code, the state and the issuer', back?.searchParams.get('state') === 'st-1'
     && back?.searchParams.get('iss') === issuer && !!back?.searchParams.get('code'), back?.href);
   const response = await fetch(`${issuer}/oauth2/token`, {

@@ -132,7 +132,9 @@ mod tests {
         let c = ResourceError::InsufficientScope.challenge(false, "openid").unwrap();
         assert_eq!(c, "Bearer realm=\"portcullis\", error=\"insufficient_scope\", scope=\"openid\"");
         let c = ResourceError::InvalidProof("replayed").challenge(true, "openid").unwrap();
-        assert!(c.starts_with("DPoP realm=\"portcullis\", error=\"invalid_dpop_proof\"") && c.contains("algs=\"ES256"));
+        assert!(c.starts_with("DPoP realm=\"portcullis\", error=\"invalid_dpop_proof\""), "{c}");
+        let algs = c.split("algs=\"").nth(1).unwrap_or_default();
+        assert!(algs.contains("ES256") && algs.contains("EdDSA") && !algs.contains("HS256"), "{c}");
         assert_eq!(ResourceError::Unavailable.challenge(false, "x"), None);
     }
 }
