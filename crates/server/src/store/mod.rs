@@ -191,8 +191,27 @@ impl Default for PoolOptions {
     }
 }
 
+/// The authorization code flow's part of the store: codes, browser sessions, consents. Its statements are the
+/// same on both backends, so one macro (`rows::code_flow_store!`) implements it for both.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait CodeFlowStore: Send + Sync {
+    async fn insert_code(&self, digest: &SecretDigest, code: &AuthorizationCode) -> StoreResult<()>;
+    /// Spends a code in one atomic step: `Fresh` for the first presentation, `Reused` for any later one.
+    async fn redeem_code(&self, digest: &SecretDigest, now: i64) -> StoreResult<Redeemed>;
+    async fn insert_browser_session(&self, digest: &SecretDigest, session: &BrowserSession) -> StoreResult<()>;
+    /// A browser session that has not expired at `now`.
+    async fn find_browser_session(&self, digest: &SecretDigest, now: i64) -> StoreResult<Option<BrowserSession>>;
+    async fn end_browser_session(&self, digest: &SecretDigest) -> StoreResult<()>;
+    /// Ends every browser session of a user (disabled, password changed, "log out everywhere").
+    async fn end_user_browser_sessions(&self, user_id: &str) -> StoreResult<u64>;
+    /// Records that a user consented to `scope` for a client (replacing an earlier consent).
+    async fn grant_consent(&self, user_id: &str, client_id: &str, scope: &str, now: i64) -> StoreResult<()>;
+    /// The scopes a user has consented to for a client, if any.
+    async fn consent(&self, user_id: &str, client_id: &str) -> StoreResult<Option<String>>;
+}
+
+#[async_trait]
+pub trait Store: CodeFlowStore + Send + Sync + std::fmt::Debug {
     /// Cheap liveness check of the database (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
 
@@ -247,21 +266,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn revoke_family(&self, family_id: &str, reason: &str, now: i64) -> StoreResult<bool>;
     /// Revokes every live family of a user; returns how many.
     async fn revoke_user_families(&self, user_id: &str, reason: &str, now: i64) -> StoreResult<u64>;
-
-    // The authorization code flow.
-    async fn insert_code(&self, digest: &SecretDigest, code: &AuthorizationCode) -> StoreResult<()>;
-    /// Spends a code in one atomic step: `Fresh` for the first presentation, `Reused` for any later one.
-    async fn redeem_code(&self, digest: &SecretDigest, now: i64) -> StoreResult<Redeemed>;
-    async fn insert_browser_session(&self, digest: &SecretDigest, session: &BrowserSession) -> StoreResult<()>;
-    /// A browser session that has not expired at `now`.
-    async fn find_browser_session(&self, digest: &SecretDigest, now: i64) -> StoreResult<Option<BrowserSession>>;
-    async fn end_browser_session(&self, digest: &SecretDigest) -> StoreResult<()>;
-    /// Ends every browser session of a user (disabled, password changed, "log out everywhere").
-    async fn end_user_browser_sessions(&self, user_id: &str) -> StoreResult<u64>;
-    /// Records that a user consented to `scope` for a client (replacing an earlier consent).
-    async fn grant_consent(&self, user_id: &str, client_id: &str, scope: &str, now: i64) -> StoreResult<()>;
-    /// The scopes a user has consented to for a client, if any.
-    async fn consent(&self, user_id: &str, client_id: &str) -> StoreResult<Option<String>>;
 
     // Access-token revocations and the event feed.
     async fn add_revocation(&self, revocation: &Revocation) -> StoreResult<i64>;

@@ -270,6 +270,77 @@ macro_rules! code_insert {
 }
 pub(super) use code_insert;
 
+/// Implements [`CodeFlowStore`] for a backend whose pools are the fields `$write` and `$read`: the statements and
+/// the decoding are the same for both backends.
+macro_rules! code_flow_store {
+    ($store:ty, $write:ident, $read:ident) => {
+        #[async_trait::async_trait]
+        impl CodeFlowStore for $store {
+            async fn insert_code(&self, digest: &SecretDigest, code: &AuthorizationCode) -> StoreResult<()> {
+                code_insert!(digest, code).execute(&self.$write).await.map_err(conflict("authorization code"))?;
+                Ok(())
+            }
+
+            async fn redeem_code(&self, digest: &SecretDigest, now: i64) -> StoreResult<Redeemed> {
+                let digest = digest.as_bytes().as_slice();
+                let spent = sqlx::query(CODE_REDEEM).bind(now).bind(digest).fetch_optional(&self.$write).await;
+                if let Some(row) = spent.map_err(db_error)? {
+                    return Ok(Redeemed::Fresh(code_of(&row)?));
+                }
+                let row = sqlx::query(CODE_SELECT).bind(digest).fetch_optional(&self.$write).await.map_err(db_error)?;
+                row.map_or(Ok(Redeemed::Unknown), |r| Ok(Redeemed::Reused(code_of(&r)?)))
+            }
+
+            async fn insert_browser_session(&self, digest: &SecretDigest, session: &BrowserSession) -> StoreResult<()> {
+                sqlx::query(SESSION_INSERT)
+                    .bind(digest.as_bytes().as_slice())
+                    .bind(&session.user_id)
+                    .bind(session.auth_time)
+                    .bind(session.expires_at)
+                    .execute(&self.$write)
+                    .await
+                    .map_err(conflict("browser session"))?;
+                Ok(())
+            }
+
+            async fn find_browser_session(
+                &self,
+                digest: &SecretDigest,
+                now: i64,
+            ) -> StoreResult<Option<BrowserSession>> {
+                let query = sqlx::query(SESSION_SELECT).bind(digest.as_bytes().as_slice()).bind(now);
+                let row = query.fetch_optional(&self.$read).await.map_err(db_error)?;
+                row.as_ref().map(browser_session_of).transpose()
+            }
+
+            async fn end_browser_session(&self, digest: &SecretDigest) -> StoreResult<()> {
+                let query = sqlx::query(SESSION_DELETE).bind(digest.as_bytes().as_slice());
+                query.execute(&self.$write).await.map_err(db_error)?;
+                Ok(())
+            }
+
+            async fn end_user_browser_sessions(&self, user_id: &str) -> StoreResult<u64> {
+                let done =
+                    sqlx::query(USER_SESSIONS_DELETE).bind(user_id).execute(&self.$write).await.map_err(db_error)?;
+                Ok(done.rows_affected())
+            }
+
+            async fn grant_consent(&self, user_id: &str, client_id: &str, scope: &str, now: i64) -> StoreResult<()> {
+                let query = sqlx::query(CONSENT_UPSERT).bind(user_id).bind(client_id).bind(scope).bind(now);
+                query.execute(&self.$write).await.map_err(db_error)?;
+                Ok(())
+            }
+
+            async fn consent(&self, user_id: &str, client_id: &str) -> StoreResult<Option<String>> {
+                let query = sqlx::query(CONSENT_SELECT).bind(user_id).bind(client_id);
+                let row = query.fetch_optional(&self.$read).await.map_err(db_error)?;
+                row.map(|r| r.text("scope")).transpose()
+            }
+        }
+    };
+}
+pub(super) use code_flow_store;
+
 pub(super) fn code_of(row: &impl Cols) -> StoreResult<AuthorizationCode> {
     Ok(AuthorizationCode {
         client_id: row.text("client_id")?,
