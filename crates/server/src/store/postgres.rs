@@ -382,25 +382,7 @@ impl Store for PgStore {
     }
 
     async fn add_client(&self, client: &Client) -> StoreResult<()> {
-        let (method, digest, jwks) = credential_columns(&client.credential);
-        let grants: Vec<&str> = client.grants.iter().map(|g| g.as_str()).collect();
-        sqlx::query(CLIENT_INSERT)
-            .bind(&client.id)
-            .bind(method)
-            .bind(digest)
-            .bind(jwks)
-            .bind(grants.join(" "))
-            .bind(client.scopes.to_string())
-            .bind(client.redirect_uris.join(" "))
-            .bind(client.audiences.join(" "))
-            .bind(client.first_party)
-            .bind(client.token_delivery.as_str())
-            .bind(client.dpop_bound)
-            .bind(client.disabled)
-            .bind(client.created_at)
-            .execute(&self.pool)
-            .await
-            .map_err(conflict(&format!("client {}", client.id)))?;
+        client_insert!(client).execute(&self.pool).await.map_err(conflict(&format!("client {}", client.id)))?;
         Ok(())
     }
 
@@ -490,17 +472,7 @@ impl Store for PgStore {
 
     async fn start_family(&self, family: &RefreshFamily, first: &SecretDigest) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        sqlx::query(FAMILY_INSERT)
-            .bind(&family.id)
-            .bind(&family.user_id)
-            .bind(&family.client_id)
-            .bind(&family.scope)
-            .bind(&family.audience)
-            .bind(family.created_at)
-            .bind(&family.dpop_jkt)
-            .execute(&mut *tx)
-            .await
-            .map_err(conflict("refresh family"))?;
+        family_insert!(family).execute(&mut *tx).await.map_err(conflict("refresh family"))?;
         sqlx::query("INSERT INTO refresh_tokens (digest, family_id, issued_at) VALUES ($1, $2, $3)")
             .bind(first.as_bytes().as_slice())
             .bind(&family.id)

@@ -164,9 +164,48 @@ pub(super) const CLIENT_INSERT: &str = "INSERT INTO clients (id, auth_method, se
      redirect_uris, audiences, first_party, token_delivery, dpop_bound, disabled, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
+/// [`CLIENT_INSERT`] with a client's columns bound, for either backend.
+macro_rules! client_insert {
+    ($client:expr) => {{
+        let client = $client;
+        let (method, digest, jwks) = credential_columns(&client.credential);
+        let grants: Vec<&str> = client.grants.iter().map(|g| g.as_str()).collect();
+        sqlx::query(CLIENT_INSERT)
+            .bind(&client.id)
+            .bind(method)
+            .bind(digest)
+            .bind(jwks)
+            .bind(grants.join(" "))
+            .bind(client.scopes.to_string())
+            .bind(client.redirect_uris.join(" "))
+            .bind(client.audiences.join(" "))
+            .bind(client.first_party)
+            .bind(client.token_delivery.as_str())
+            .bind(client.dpop_bound)
+            .bind(client.disabled)
+            .bind(client.created_at)
+    }};
+}
+pub(super) use client_insert;
+
 /// The `INSERT` of a refresh family, in [`RefreshFamily`] field order.
 pub(super) const FAMILY_INSERT: &str = "INSERT INTO refresh_families \
      (id, user_id, client_id, scope, audience, created_at, dpop_jkt) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// [`FAMILY_INSERT`] with a family's columns bound, for either backend.
+macro_rules! family_insert {
+    ($family:expr) => {
+        sqlx::query(FAMILY_INSERT)
+            .bind(&$family.id)
+            .bind(&$family.user_id)
+            .bind(&$family.client_id)
+            .bind(&$family.scope)
+            .bind(&$family.audience)
+            .bind($family.created_at)
+            .bind(&$family.dpop_jkt)
+    };
+}
+pub(super) use family_insert;
 
 /// The columns [`refresh_of`] reads; `WHERE t.digest = ...` follows.
 pub(super) const REFRESH_SELECT: &str = "SELECT f.id, f.user_id, f.client_id, f.scope, f.audience, f.created_at, \

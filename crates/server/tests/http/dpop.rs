@@ -161,15 +161,7 @@ async fn a_proof_binds_the_token_and_every_bad_proof_is_refused() {
     assert_eq!(status, 401);
 
     // Discovery names the proof algorithms.
-    let meta: Value = srv
-        .http
-        .get(format!("{}/.well-known/oauth-authorization-server", srv.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta = srv.get_json("/.well-known/oauth-authorization-server").await;
     let algs: Vec<&str> =
         meta["dpop_signing_alg_values_supported"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     assert!(algs.contains(&"ES256") && algs.contains(&"EdDSA") && !algs.contains(&"HS256"), "{algs:?}");

@@ -103,6 +103,11 @@ impl Server {
         (status, resp.json().await.unwrap_or(Value::Null), cookies)
     }
 
+    /// A JSON document served at `path` (discovery, say).
+    async fn get_json(&self, path: &str) -> Value {
+        self.http.get(format!("{}{path}", self.base)).send().await.unwrap().json().await.unwrap()
+    }
+
     async fn jwks(&self) -> KeySet {
         let text = self.http.get(format!("{}/jwks.json", self.base)).send().await.unwrap().text().await.unwrap();
         KeySet::from_jwks(&text, &[]).unwrap()
@@ -572,27 +577,11 @@ async fn cookie_clients_get_httponly_cookies_and_logout_clears_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_health_and_metrics() {
     let srv = start("ops").await;
-    let meta: Value = srv
-        .http
-        .get(format!("{}/.well-known/openid-configuration", srv.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta = srv.get_json("/.well-known/openid-configuration").await;
     assert_eq!(meta["issuer"], srv.base.as_str());
     assert_eq!(meta["token_endpoint"], format!("{}/oauth2/token", srv.base));
     assert_eq!(meta["jwks_uri"], format!("{}/jwks.json", srv.base));
-    let rfc8414: Value = srv
-        .http
-        .get(format!("{}/.well-known/oauth-authorization-server", srv.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rfc8414 = srv.get_json("/.well-known/oauth-authorization-server").await;
     assert_eq!(rfc8414, meta);
     assert_eq!(srv.http.get(format!("{}/healthz", srv.base)).send().await.unwrap().status().as_u16(), 200);
     let ready = srv.http.get(format!("{}/readyz", srv.base)).send().await.unwrap();
