@@ -54,6 +54,32 @@ pub struct Admin {
     clock: Arc<dyn Clock>,
 }
 
+/// A redirect URI the authorization endpoint may send codes to (RFC 9700 §4.1.3, RFC 8252 §7.3): `https`, or
+/// `http` whose host is exactly a loopback name; no fragment (RFC 6749 §3.1.2), no whitespace (URIs are stored
+/// space-separated), no user info.
+fn acceptable_redirect_uri(uri: &str) -> bool {
+    if uri.contains('#') || uri.contains(char::is_whitespace) || uri.len() > 2048 {
+        return false;
+    }
+    let (scheme, rest) = match uri.split_once("://") {
+        Some(parts) => parts,
+        None => return false,
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') {
+        return false;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().map(|h| format!("[{h}]")).unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default().to_owned(),
+    };
+    match scheme {
+        "https" => !host.is_empty(),
+        "http" => ["127.0.0.1", "[::1]", "localhost"].contains(&host.as_str()),
+        _ => false,
+    }
+}
+
 fn valid_name(kind: &str, name: &str) -> Result<(), AdminError> {
     let ok = !name.is_empty()
         && name.len() <= 128
@@ -186,15 +212,15 @@ impl Admin {
             return Err(AdminError::Invalid("the password grant is for --first-party clients only".into()));
         }
         for uri in &new.redirect_uris {
-            if !(uri.starts_with("https://")
-                || uri.starts_with("http://127.0.0.1")
-                || uri.starts_with("http://localhost"))
-                || uri.contains('#')
-            {
+            if !acceptable_redirect_uri(uri) {
                 return Err(AdminError::Invalid(format!(
-                    "redirect URI {uri:?}: https, or http on loopback; no fragment"
+                    "redirect URI {uri:?}: an absolute https URI, or http on a loopback host (127.0.0.1, [::1], \
+                     localhost); no fragment, no spaces"
                 )));
             }
+        }
+        if new.grants.contains(&GrantType::AuthorizationCode) && new.redirect_uris.is_empty() {
+            return Err(AdminError::Invalid("the authorization code flow needs at least one --redirect-uri".into()));
         }
         let (credential, secret) = match &new.credential {
             ClientKind::Public => (ClientCredential::None, None),
@@ -264,4 +290,35 @@ async fn hash_blocking(password: Zeroizing<String>) -> Result<String, AdminError
         .await
         .map_err(|e| AdminError::Invalid(e.to_string()))?
         .map_err(|e| AdminError::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uris_must_be_https_or_loopback_http() {
+        for ok in [
+            "https://app.example/cb",
+            "https://app.example:8443/cb?x=1",
+            "http://127.0.0.1:5000/cb",
+            "http://localhost/cb",
+            "http://[::1]:9/cb",
+        ] {
+            assert!(acceptable_redirect_uri(ok), "{ok}");
+        }
+        for bad in [
+            "http://localhost.evil.example/cb",
+            "http://127.0.0.1.evil.example/cb",
+            "http://app.example/cb",
+            "https://app.example/cb#frag",
+            "https://app.example/a b",
+            "https://user@app.example/cb",
+            "javascript:alert(1)",
+            "https:///cb",
+            "/relative",
+        ] {
+            assert!(!acceptable_redirect_uri(bad), "{bad}");
+        }
+    }
 }

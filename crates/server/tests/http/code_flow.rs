@@ -271,7 +271,25 @@ async fn untrusted_requests_stay_on_the_server_and_the_rest_go_back_with_an_erro
     let deny: Vec<(&str, &str)> = deny.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let page = browser.post(&format!("{}/oauth2/authorize", srv.base), &deny).await;
     assert_eq!(query_of(&page.location.unwrap())["error"], "access_denied");
-    // A post from another site is refused even with the right token.
+    // What browsers send on our own pages' posts (Origin = the issuer; the pages' Referrer-Policy is
+    // same-origin so it is never `null`) passes; a post from another site is refused even with the right token.
+    let mut fresh = Browser::new();
+    let pages = fresh.get(&authorize_url(&srv, &pkce, "")).await;
+    assert_eq!(pages.headers["referrer-policy"], "same-origin");
+    let mut own = hidden_fields(&pages.body);
+    own.extend([("username".into(), "alice".into()), ("password".into(), "wrong".into())]);
+    let own: Vec<(&str, &str)> = own.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let resp = srv
+        .http
+        .post(format!("{}/oauth2/authorize", srv.base))
+        .header("cookie", fresh.cookie_header())
+        .header("origin", &srv.base)
+        .form(&own)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "a same-origin post reaches the password check");
+    assert!(resp.text().await.unwrap().contains("Wrong username or password."));
     let resp = srv
         .http
         .post(format!("{}/oauth2/authorize", srv.base))
