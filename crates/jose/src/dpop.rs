@@ -54,7 +54,14 @@ pub enum DpopError {
 
 impl std::fmt::Display for DpopError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        f.write_str(self.as_str())
+    }
+}
+
+impl DpopError {
+    /// What failed, in words safe to send back (nothing of the proof itself).
+    pub const fn as_str(&self) -> &'static str {
+        match self {
             DpopError::MissingKey => "the proof's header has no public jwk",
             DpopError::PrivateKey => "the proof's jwk contains a private key",
             DpopError::WrongMethod => "htm does not match the request method",
@@ -65,7 +72,7 @@ impl std::fmt::Display for DpopError {
             DpopError::WrongAccessTokenHash => "ath does not match the access token",
             DpopError::WrongNonce => "the proof does not carry the expected nonce",
             DpopError::Replayed => "the proof was already used",
-        })
+        }
     }
 }
 

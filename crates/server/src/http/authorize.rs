@@ -196,8 +196,7 @@ async fn issue(
 
 pub async fn authorize_get(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let query = query.unwrap_or_default();
-    let pairs = form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k, v.into_owned()));
-    let pairs: Vec<(String, String)> = pairs.map(|(k, v)| (k.into_owned(), v)).collect();
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
     let Some(params) = AuthorizeParams::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.clone()))) else {
         return error_page(StatusCode::BAD_REQUEST, "The request repeats a parameter.");
     };

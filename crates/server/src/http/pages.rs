@@ -7,7 +7,6 @@ use aws_lc_rs::digest;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
-use portcullis_jose::b64;
 
 /// One stylesheet for every page: readable on a phone and on a desktop, light and dark.
 const CSS: &str = "\
@@ -41,23 +40,8 @@ static CSS_HASH: LazyLock<String> =
 
 /// CSP hashes are in standard base64 with padding.
 fn b64_std(bytes: &[u8]) -> String {
-    let url = b64::encode(bytes);
-    let mut std: String = url
-        .chars()
-        .map(|c| {
-            if c == '-' {
-                '+'
-            } else if c == '_' {
-                '/'
-            } else {
-                c
-            }
-        })
-        .collect();
-    while std.len() % 4 != 0 {
-        std.push('=');
-    }
-    std
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 fn layout(title: &str, body: Markup) -> Markup {

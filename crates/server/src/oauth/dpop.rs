@@ -66,13 +66,7 @@ pub fn proof_error(error: &JoseError) -> OAuthError {
         JoseError::Dpop(DpopError::WrongNonce) => {
             return OAuthError::new(ErrorCode::UseDpopNonce, "a DPoP nonce from this server is required")
         }
-        JoseError::Dpop(DpopError::WrongMethod) => "htm does not match the request method",
-        JoseError::Dpop(DpopError::WrongUrl) => "htu does not match the token endpoint",
-        JoseError::Dpop(DpopError::Stale) => "the proof is too old",
-        JoseError::Dpop(DpopError::Future) => "the proof is issued in the future",
-        JoseError::Dpop(DpopError::Replayed) => "the proof was already used",
-        JoseError::Dpop(DpopError::PrivateKey) => "the proof's jwk contains a private key",
-        JoseError::Dpop(DpopError::MissingKey) => "the proof has no public jwk",
+        JoseError::Dpop(other) => other.as_str(),
         JoseError::WrongType => "the proof's typ is not dpop+jwt",
         JoseError::AlgorithmNotAllowed(_) | JoseError::AlgNone | JoseError::UnknownAlgorithm => {
             "the proof's algorithm is not accepted"
