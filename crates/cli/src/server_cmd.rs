@@ -243,7 +243,7 @@ pub fn run_roles(common: &Common, cmd: RolesCommand) -> Result<(), String> {
                 print(common, json!({ "name": role.name, "scopes": scopes }), format!("role {name} added ({scopes})"));
             }
             RolesCommand::List => {
-                let roles = admin.store().list_roles().await.map_err(|e| e.to_string())?;
+                let roles = admin.all_roles().await.map_err(|e| e.to_string())?;
                 let rows: Vec<_> =
                     roles.iter().map(|r| json!({ "name": r.name, "scopes": r.scopes.to_string() })).collect();
                 let text: Vec<String> = roles.iter().map(|r| format!("{:<24} {}", r.name, r.scopes)).collect();
@@ -278,7 +278,7 @@ pub fn run_users(common: &Common, cmd: UsersCommand) -> Result<(), String> {
                 );
             }
             UsersCommand::List => {
-                let users = admin.store().list_users().await.map_err(|e| e.to_string())?;
+                let users = admin.all_users().await.map_err(|e| e.to_string())?;
                 let rows: Vec<_> = users
                     .iter()
                     .map(|u| {
@@ -327,7 +327,7 @@ pub fn run_clients(common: &Common, cmd: ClientsCommand) -> Result<(), String> {
         match cmd {
             ClientsCommand::Add(add) => add_client(common, &admin, add).await?,
             ClientsCommand::List => {
-                let clients = admin.store().list_clients().await.map_err(|e| e.to_string())?;
+                let clients = admin.all_clients().await.map_err(|e| e.to_string())?;
                 let method = |c: &ClientCredential| match c {
                     ClientCredential::None => "none",
                     ClientCredential::Secret(_) => "client_secret",

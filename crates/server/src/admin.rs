@@ -12,7 +12,7 @@ use crate::clock::Clock;
 use crate::model::{Client, ClientCredential, GrantType, Role, TokenDelivery, User};
 use crate::oauth::scope::Scopes;
 use crate::secrets::{hash_password, BearerSecret, PasswordCost};
-use crate::store::{Store, StoreError};
+use crate::store::{all_pages, Store, StoreError, ALL_PAGES_LIMIT};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -103,6 +103,22 @@ impl Admin {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Every role, user or client, by name or id (the CLI's listings).
+    pub async fn all_roles(&self) -> Result<Vec<Role>, AdminError> {
+        Ok(all_pages(|after| async move { self.store.list_roles(&after, ALL_PAGES_LIMIT).await }, |r| r.name.clone())
+            .await?)
+    }
+
+    pub async fn all_users(&self) -> Result<Vec<User>, AdminError> {
+        Ok(all_pages(|after| async move { self.store.list_users(&after, ALL_PAGES_LIMIT).await }, |u| u.name.clone())
+            .await?)
+    }
+
+    pub async fn all_clients(&self) -> Result<Vec<Client>, AdminError> {
+        Ok(all_pages(|after| async move { self.store.list_clients(&after, ALL_PAGES_LIMIT).await }, |c| c.id.clone())
+            .await?)
     }
 
     fn now(&self) -> i64 {

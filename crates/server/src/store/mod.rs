@@ -210,21 +210,63 @@ pub trait CodeFlowStore: Send + Sync {
     async fn consent(&self, user_id: &str, client_id: &str) -> StoreResult<Option<String>>;
 }
 
+/// Which refresh families [`ListStore::list_sessions`] returns: live ones (not revoked, created after
+/// `created_after`), of one user or (`user_id` empty) of all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionFilter {
+    pub user_id: String,
+    pub created_after: i64,
+}
+
+/// Paged listings for the admin API and the CLI: each returns at most `limit` rows whose key (name, id) sorts
+/// after `after` (empty: from the start), in key order, so a page is one indexed range scan however large the
+/// table. The statements are the same on both backends (`rows::list_store!`).
 #[async_trait]
-pub trait Store: CodeFlowStore + Send + Sync + std::fmt::Debug {
+pub trait ListStore: Send + Sync {
+    async fn list_roles(&self, after: &str, limit: u32) -> StoreResult<Vec<Role>>;
+    async fn list_users(&self, after: &str, limit: u32) -> StoreResult<Vec<User>>;
+    async fn list_clients(&self, after: &str, limit: u32) -> StoreResult<Vec<Client>>;
+    /// Live refresh families (sessions) by id.
+    async fn list_sessions(&self, filter: &SessionFilter, after: &str, limit: u32) -> StoreResult<Vec<RefreshFamily>>;
+    /// One live refresh family.
+    async fn find_session(&self, filter: &SessionFilter, id: &str) -> StoreResult<Option<RefreshFamily>>;
+}
+
+/// Every row of a paged listing, page by page (`key` gives a row's cursor); `page` must ask for
+/// [`ALL_PAGES_LIMIT`] rows. For the CLI, which prints all.
+pub async fn all_pages<T, F, Fut>(mut page: F, key: impl Fn(&T) -> String) -> StoreResult<Vec<T>>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = StoreResult<Vec<T>>>,
+{
+    let mut all: Vec<T> = Vec::new();
+    loop {
+        let after = all.last().map(&key).unwrap_or_default();
+        let rows = page(after).await?;
+        let full = rows.len() == ALL_PAGES_LIMIT as usize;
+        all.extend(rows);
+        if !full {
+            return Ok(all);
+        }
+    }
+}
+
+/// The page size [`all_pages`] asks for.
+pub const ALL_PAGES_LIMIT: u32 = 500;
+
+#[async_trait]
+pub trait Store: CodeFlowStore + ListStore + Send + Sync + std::fmt::Debug {
     /// Cheap liveness check of the database (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
 
     // Roles.
     async fn add_role(&self, role: &Role, now: i64) -> StoreResult<()>;
-    async fn list_roles(&self) -> StoreResult<Vec<Role>>;
     async fn remove_role(&self, name: &str) -> StoreResult<()>;
 
     // Users.
     async fn add_user(&self, user: &User) -> StoreResult<()>;
     async fn find_user_by_name(&self, name: &str) -> StoreResult<Option<User>>;
     async fn find_user(&self, id: &str) -> StoreResult<Option<User>>;
-    async fn list_users(&self) -> StoreResult<Vec<User>>;
     async fn remove_user(&self, name: &str) -> StoreResult<()>;
     async fn set_user_disabled(&self, name: &str, disabled: bool) -> StoreResult<()>;
     async fn set_user_password(&self, name: &str, password_hash: &str) -> StoreResult<()>;
@@ -235,7 +277,6 @@ pub trait Store: CodeFlowStore + Send + Sync + std::fmt::Debug {
     // Clients.
     async fn add_client(&self, client: &Client) -> StoreResult<()>;
     async fn find_client(&self, id: &str) -> StoreResult<Option<Client>>;
-    async fn list_clients(&self) -> StoreResult<Vec<Client>>;
     async fn remove_client(&self, id: &str) -> StoreResult<()>;
     async fn set_client_disabled(&self, id: &str, disabled: bool) -> StoreResult<()>;
     /// Records a client assertion's `jti` until it expires; false if it was already used (replay).

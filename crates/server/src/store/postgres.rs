@@ -262,6 +262,7 @@ async fn rotate(
 }
 
 code_flow_store!(PgStore, pool, pool);
+list_store!(PgStore, pool, USER_COLUMNS);
 
 #[async_trait]
 impl Store for PgStore {
@@ -276,14 +277,6 @@ impl Store for PgStore {
         let what = format!("role {}", role.name);
         self.exec("INSERT INTO roles (name, scopes, created_at) VALUES ($1, $2, $3)", &what, &binds).await?;
         Ok(())
-    }
-
-    async fn list_roles(&self) -> StoreResult<Vec<Role>> {
-        let rows = sqlx::query("SELECT name, scopes FROM roles ORDER BY name")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?;
-        rows.iter().map(role_of).collect()
     }
 
     async fn remove_role(&self, name: &str) -> StoreResult<()> {
@@ -331,12 +324,6 @@ impl Store for PgStore {
         let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1");
         let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await.map_err(db_error)?;
         row.as_ref().map(user_of).transpose()
-    }
-
-    async fn list_users(&self) -> StoreResult<Vec<User>> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users u ORDER BY u.name");
-        let rows = sqlx::query(&sql).fetch_all(&self.pool).await.map_err(db_error)?;
-        rows.iter().map(user_of).collect()
     }
 
     async fn remove_user(&self, name: &str) -> StoreResult<()> {
@@ -393,11 +380,6 @@ impl Store for PgStore {
             .await
             .map_err(db_error)?;
         row.as_ref().map(client_of).transpose()
-    }
-
-    async fn list_clients(&self) -> StoreResult<Vec<Client>> {
-        let rows = sqlx::query("SELECT * FROM clients ORDER BY id").fetch_all(&self.pool).await.map_err(db_error)?;
-        rows.iter().map(client_of).collect()
     }
 
     async fn remove_client(&self, id: &str) -> StoreResult<()> {

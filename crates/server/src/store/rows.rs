@@ -380,6 +380,68 @@ macro_rules! code_flow_store {
 }
 pub(super) use code_flow_store;
 
+pub(super) const ROLES_PAGE: &str = "SELECT name, scopes FROM roles WHERE name > $1 ORDER BY name LIMIT $2";
+pub(super) const CLIENTS_PAGE: &str = "SELECT * FROM clients WHERE id > $1 ORDER BY id LIMIT $2";
+const LIVE_FAMILY: &str = "revoked_at IS NULL AND created_at > $1 AND ($2 = '' OR user_id = $2)";
+pub(super) fn sessions_page() -> String {
+    format!("SELECT * FROM refresh_families WHERE {LIVE_FAMILY} AND id > $3 ORDER BY id LIMIT $4")
+}
+pub(super) fn session_select() -> String {
+    format!("SELECT * FROM refresh_families WHERE {LIVE_FAMILY} AND id = $3")
+}
+
+/// Implements [`ListStore`] for a backend whose read pool is the field `$read`; `$user_columns` is the
+/// backend's select list for a user with its roles (the aggregate function differs).
+macro_rules! list_store {
+    ($store:ty, $read:ident, $user_columns:expr) => {
+        #[async_trait::async_trait]
+        impl ListStore for $store {
+            async fn list_roles(&self, after: &str, limit: u32) -> StoreResult<Vec<Role>> {
+                let query = sqlx::query(ROLES_PAGE).bind(after).bind(i64::from(limit));
+                let rows = query.fetch_all(&self.$read).await.map_err(db_error)?;
+                rows.iter().map(role_of).collect()
+            }
+
+            async fn list_users(&self, after: &str, limit: u32) -> StoreResult<Vec<User>> {
+                let sql = format!("SELECT {} FROM users u WHERE u.name > $1 ORDER BY u.name LIMIT $2", $user_columns);
+                let rows = sqlx::query(&sql)
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.$read)
+                    .await
+                    .map_err(db_error)?;
+                rows.iter().map(user_of).collect()
+            }
+
+            async fn list_clients(&self, after: &str, limit: u32) -> StoreResult<Vec<Client>> {
+                let query = sqlx::query(CLIENTS_PAGE).bind(after).bind(i64::from(limit));
+                let rows = query.fetch_all(&self.$read).await.map_err(db_error)?;
+                rows.iter().map(client_of).collect()
+            }
+
+            async fn list_sessions(
+                &self,
+                filter: &SessionFilter,
+                after: &str,
+                limit: u32,
+            ) -> StoreResult<Vec<RefreshFamily>> {
+                let sql = sessions_page();
+                let query = sqlx::query(&sql).bind(filter.created_after).bind(&filter.user_id);
+                let rows = query.bind(after).bind(i64::from(limit)).fetch_all(&self.$read).await.map_err(db_error)?;
+                rows.iter().map(family_of).collect()
+            }
+
+            async fn find_session(&self, filter: &SessionFilter, id: &str) -> StoreResult<Option<RefreshFamily>> {
+                let sql = session_select();
+                let query = sqlx::query(&sql).bind(filter.created_after).bind(&filter.user_id).bind(id);
+                let row = query.fetch_optional(&self.$read).await.map_err(db_error)?;
+                row.as_ref().map(family_of).transpose()
+            }
+        }
+    };
+}
+pub(super) use list_store;
+
 pub(super) fn code_of(row: &impl Cols) -> StoreResult<AuthorizationCode> {
     Ok(AuthorizationCode {
         client_id: row.text("client_id")?,

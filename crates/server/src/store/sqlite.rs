@@ -181,6 +181,7 @@ const USER_COLUMNS: &str = "u.id, u.name, u.password_hash, u.disabled, u.failure
       WHERE ur.user_id = u.id) AS scopes";
 
 code_flow_store!(SqliteStore, write, read);
+list_store!(SqliteStore, read, USER_COLUMNS);
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -195,14 +196,6 @@ impl Store for SqliteStore {
         let what = format!("role {}", role.name);
         self.exec("INSERT INTO roles (name, scopes, created_at) VALUES (?, ?, ?)", &what, &binds).await?;
         Ok(())
-    }
-
-    async fn list_roles(&self) -> StoreResult<Vec<Role>> {
-        let rows = sqlx::query("SELECT name, scopes FROM roles ORDER BY name")
-            .fetch_all(&self.read)
-            .await
-            .map_err(db_error)?;
-        rows.iter().map(role_of).collect()
     }
 
     async fn remove_role(&self, name: &str) -> StoreResult<()> {
@@ -250,12 +243,6 @@ impl Store for SqliteStore {
         let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?");
         let row = sqlx::query(&sql).bind(id).fetch_optional(&self.read).await.map_err(db_error)?;
         row.as_ref().map(user_of).transpose()
-    }
-
-    async fn list_users(&self) -> StoreResult<Vec<User>> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users u ORDER BY u.name");
-        let rows = sqlx::query(&sql).fetch_all(&self.read).await.map_err(db_error)?;
-        rows.iter().map(user_of).collect()
     }
 
     async fn remove_user(&self, name: &str) -> StoreResult<()> {
@@ -308,11 +295,6 @@ impl Store for SqliteStore {
             .await
             .map_err(db_error)?;
         row.as_ref().map(client_of).transpose()
-    }
-
-    async fn list_clients(&self) -> StoreResult<Vec<Client>> {
-        let rows = sqlx::query("SELECT * FROM clients ORDER BY id").fetch_all(&self.read).await.map_err(db_error)?;
-        rows.iter().map(client_of).collect()
     }
 
     async fn remove_client(&self, id: &str) -> StoreResult<()> {

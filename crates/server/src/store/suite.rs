@@ -54,6 +54,12 @@ pub async fn accounts_and_clients(store: Arc<dyn Store>) {
     store.set_user_disabled("alice", true).await.unwrap();
     assert!(store.find_user("u_alice").await.unwrap().unwrap().disabled);
     assert!(matches!(store.set_user_disabled("nobody", true).await, Err(StoreError::NotFound(_))));
+    let roles = store.list_roles("", 10).await.unwrap();
+    assert_eq!(roles.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["ops", "staff"]);
+    assert_eq!(store.list_roles("ops", 10).await.unwrap().len(), 1);
+    let users = store.list_users("", 1).await.unwrap();
+    assert_eq!((users.len(), users[0].roles.clone()), (1, vec!["ops".to_owned(), "staff".to_owned()]));
+    assert!(store.list_users("alice", 1).await.unwrap().is_empty());
     store.remove_role("ops").await.unwrap();
     assert_eq!(store.find_user("u_alice").await.unwrap().unwrap().roles, vec!["staff"]);
 
@@ -63,7 +69,12 @@ pub async fn accounts_and_clients(store: Arc<dyn Store>) {
     let mut public = client("spa");
     public.credential = ClientCredential::None;
     store.add_client(&public).await.unwrap();
-    assert_eq!(store.list_clients().await.unwrap().len(), 2);
+    assert_eq!(store.list_clients("", 10).await.unwrap().len(), 2);
+    let first = store.list_clients("", 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    let rest = store.list_clients(&first[0].id, 10).await.unwrap();
+    assert_eq!(rest.len(), 1, "the page after the first starts past its last key");
+    assert!(rest[0].id > first[0].id);
     store.set_client_disabled("spa", true).await.unwrap();
     assert!(store.find_client("spa").await.unwrap().unwrap().disabled);
     store.remove_client("spa").await.unwrap();
@@ -140,6 +151,18 @@ pub async fn refresh_rotation(store: Arc<dyn Store>) {
     store.start_family(&f2, &SecretDigest::of("u0")).await.unwrap();
     let (found, _) = store.find_refresh(&SecretDigest::of("u0")).await.unwrap().unwrap();
     assert_eq!(found, f2, "an unbound family reads back unbound");
+    // Sessions: only live families, of the user asked for, past the cut-off, in id order.
+    let f3 = RefreshFamily { id: "f3".into(), user_id: "u2".into(), ..f2.clone() };
+    store.start_family(&f3, &SecretDigest::of("v0")).await.unwrap();
+    let live = |user: &str, after: i64| SessionFilter { user_id: user.into(), created_after: after };
+    let ids = |v: Vec<RefreshFamily>| v.into_iter().map(|f| f.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.list_sessions(&live("", 0), "", 10).await.unwrap()), ["f2", "f3"], "f1 was revoked");
+    assert_eq!(ids(store.list_sessions(&live("", 0), "f2", 10).await.unwrap()), ["f3"]);
+    assert_eq!(ids(store.list_sessions(&live("u1", 0), "", 10).await.unwrap()), ["f2"]);
+    assert!(store.list_sessions(&live("", 100), "", 10).await.unwrap().is_empty(), "created at 100: too old");
+    assert_eq!(store.find_session(&live("", 0), "f3").await.unwrap(), Some(f3));
+    assert_eq!(store.find_session(&live("", 0), "f1").await.unwrap(), None);
+    assert_eq!(store.find_session(&live("u1", 0), "f3").await.unwrap(), None);
     assert_eq!(store.revoke_user_families("u1", "test", 300).await.unwrap(), 1, "f1 was already revoked");
     assert!(!store.revoke_family("f2", "again", 301).await.unwrap());
 }
