@@ -438,12 +438,13 @@ pub fn run_keys(common: &Common, cmd: KeysCommand) -> Result<(), String> {
             }
             KeysCommand::Rotate | KeysCommand::Revoke { .. } => {
                 let (master, _) = load_master_key(&settings.master_key).map_err(|e| e.to_string())?;
+                let admin = Admin::new(Arc::clone(&store), Arc::new(SystemClock));
                 let keys = KeyManager::new(store, master, settings.key_rules, settings.signing_alg);
                 if let KeysCommand::Revoke { kid } = cmd {
-                    keys.revoke(&kid, now).await.map_err(|e| e.to_string())?;
+                    admin.revoke_key(&keys, &kid).await.map_err(|e| e.to_string())?;
                     print(common, json!({ "revoked": kid }), format!("key {kid} revoked"));
                 } else {
-                    let kid = keys.rotate(now).await.map_err(|e| e.to_string())?;
+                    let kid = admin.rotate_key(&keys).await.map_err(|e| e.to_string())?;
                     let at = now + settings.key_rules.jwks_max_age;
                     print(
                         common,

@@ -12,6 +12,7 @@ use crate::clock::Clock;
 use crate::model::{Client, ClientCredential, GrantType, Role, TokenDelivery, User};
 use crate::oauth::scope::Scopes;
 use crate::secrets::{hash_password, BearerSecret, PasswordCost};
+use crate::signing::{KeyError, KeyManager};
 use crate::store::{all_pages, Store, StoreError, ALL_PAGES_LIMIT};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +22,9 @@ pub enum AdminError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Invalid(String),
+    /// Something on our side failed (a key could not be made); nothing the caller can fix.
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// A client to register.
@@ -48,10 +52,30 @@ pub enum ClientKind {
     Jwks(String),
 }
 
+/// Who makes a change, as the audit log records it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Actor {
+    /// The `portcullis` command on the server's machine.
+    #[default]
+    Cli,
+    /// A caller of the admin API: the client and subject of its access token.
+    Api { client_id: String, sub: String },
+}
+
+impl Actor {
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Actor::Cli => serde_json::json!("cli"),
+            Actor::Api { client_id, sub } => serde_json::json!({ "client_id": client_id, "sub": sub }),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Admin {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    actor: Actor,
 }
 
 /// A redirect URI the authorization endpoint may send codes to (RFC 9700 §4.1.3, RFC 8252 §7.3): `https`, or
@@ -98,7 +122,13 @@ fn scopes_from(words: &[String]) -> Result<Scopes, AdminError> {
 
 impl Admin {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Admin {
-        Admin { store, clock }
+        Admin { store, clock, actor: Actor::Cli }
+    }
+
+    /// The same, recording `actor` as the author of every change.
+    pub fn acting_as(mut self, actor: Actor) -> Admin {
+        self.actor = actor;
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -128,7 +158,7 @@ impl Admin {
     async fn audit(&self, kind: &'static str, subject: &str, detail: serde_json::Value) -> Result<(), AdminError> {
         let mut event = audit::event(self.now(), kind);
         event.subject = Some(subject.to_owned());
-        event.detail = serde_json::json!({ "by": "cli", "detail": detail }).to_string();
+        event.detail = serde_json::json!({ "by": self.actor.to_json(), "detail": detail }).to_string();
         Ok(self.store.append_audit(&[event]).await?)
     }
 
@@ -145,7 +175,7 @@ impl Admin {
         self.audit("role_removed", name, serde_json::Value::Null).await
     }
 
-    /// Adds a user; the password is hashed with Argon2id on a blocking thread.
+    /// Adds a user and returns it as stored; the password is hashed with Argon2id on a blocking thread.
     pub async fn add_user(
         &self,
         name: &str,
@@ -170,9 +200,13 @@ impl Admin {
             last_failure_at: 0,
             created_at: self.now(),
         };
-        self.store.add_user(&user).await?;
+        self.store.add_user(&user).await.map_err(|e| match e {
+            StoreError::NotFound(what) => AdminError::Invalid(format!("{what} does not exist")),
+            other => other.into(),
+        })?;
         self.audit("user_added", &user.id, serde_json::json!({ "name": name, "roles": user.roles })).await?;
-        Ok(user)
+        // As stored: with the scopes its roles give.
+        self.user(name).await
     }
 
     /// Sets a new password and revokes every token of the user.
@@ -281,6 +315,19 @@ impl Admin {
         Ok((client, secret))
     }
 
+    /// Starts a signing-key rotation (see [`KeyManager::rotate`]); returns the new key's id.
+    pub async fn rotate_key(&self, keys: &KeyManager) -> Result<String, AdminError> {
+        let kid = keys.rotate(self.now()).await.map_err(key_error)?;
+        self.audit("key_rotation_requested", &kid, serde_json::Value::Null).await?;
+        Ok(kid)
+    }
+
+    /// Revokes a signing key at once (see [`KeyManager::revoke`]).
+    pub async fn revoke_key(&self, keys: &KeyManager, kid: &str) -> Result<(), AdminError> {
+        keys.revoke(kid, self.now()).await.map_err(key_error)?;
+        self.audit("key_revocation_requested", kid, serde_json::Value::Null).await
+    }
+
     pub async fn remove_client(&self, id: &str) -> Result<(), AdminError> {
         self.store.remove_client(id).await?;
         self.audit("client_removed", id, serde_json::Value::Null).await
@@ -290,6 +337,16 @@ impl Admin {
         self.store.set_client_disabled(id, disabled).await?;
         let kind = if disabled { "client_disabled" } else { "client_enabled" };
         self.audit(kind, id, serde_json::Value::Null).await
+    }
+}
+
+fn key_error(e: KeyError) -> AdminError {
+    match e {
+        KeyError::Store(e) => AdminError::Store(e),
+        KeyError::Unknown(kid) => AdminError::Store(StoreError::NotFound(format!("key {kid}"))),
+        KeyError::RotationPending(kid) => AdminError::Store(StoreError::Conflict(format!("a pending key ({kid})"))),
+        KeyError::Busy => AdminError::Store(StoreError::Unavailable(e.to_string())),
+        KeyError::Key(..) => AdminError::Failed(e.to_string()),
     }
 }
 

@@ -221,15 +221,54 @@ impl Authority {
     }
 
     /// Stores a revocation, applies it here at once, and counts it.
-    async fn add_revocation(&self, mut r: Revocation) -> Result<(), OAuthError> {
+    async fn add_revocation(&self, mut r: Revocation) -> Result<Revocation, OAuthError> {
         r.seq = self.store.add_revocation(&r).await.map_err(unavailable)?;
         self.revocations.apply_own(&r, self.store.as_ref(), r.created_at).await;
         metrics::counter!("portcullis_revocations_total", "kind" => r.kind.as_str()).increment(1);
-        Ok(())
+        Ok(r)
+    }
+
+    /// An administrator's revocation: one access token by `jti`; a session by `sid` (its refresh family too);
+    /// or everything of a subject (see [`revoke_user`]). Applied here at once; other instances and guards see
+    /// it through the store and the `/events` feed. Audited with `by`, the administrator.
+    pub async fn revoke_by_admin(
+        &self,
+        kind: RevocationKind,
+        value: &str,
+        reason: &str,
+        by: serde_json::Value,
+    ) -> Result<Revocation, OAuthError> {
+        let now = self.now().as_secs();
+        let revocation = match kind {
+            RevocationKind::Subject => {
+                let r = revoke_user(self.store.as_ref(), value, reason, now).await.map_err(unavailable)?;
+                self.revocations.apply_own(&r, self.store.as_ref(), now).await;
+                metrics::counter!("portcullis_revocations_total", "kind" => r.kind.as_str()).increment(1);
+                r
+            }
+            RevocationKind::Session => self.revoke_session(value, reason, now).await?,
+            RevocationKind::Token => {
+                self.add_revocation(Revocation {
+                    seq: 0,
+                    kind,
+                    value: value.to_owned(),
+                    issued_before: now,
+                    expires_at: now.saturating_add(MAX_ACCESS_TOKEN_TTL as i64 + 60),
+                    created_at: now,
+                    reason: reason.to_owned(),
+                })
+                .await?
+            }
+        };
+        let mut event = audit::event(now, "revoked_by_admin");
+        event.detail =
+            serde_json::json!({ "kind": kind.as_str(), "value": value, "reason": reason, "by": by }).to_string();
+        self.audit(event).await?;
+        Ok(revocation)
     }
 
     /// Ends a session: its refresh family, and every access token that carries its `sid`.
-    pub async fn revoke_session(&self, family_id: &str, reason: &str, now: i64) -> Result<(), OAuthError> {
+    pub async fn revoke_session(&self, family_id: &str, reason: &str, now: i64) -> Result<Revocation, OAuthError> {
         self.store.revoke_family(family_id, reason, now).await.map_err(unavailable)?;
         self.add_revocation(Revocation {
             seq: 0,
@@ -275,7 +314,8 @@ impl Authority {
     }
 }
 
-/// Revokes everything of a user: every refresh family, and every access token issued until now. Used on
+/// Revokes everything of a user: every refresh family, every browser session at the server (so the next
+/// authorization request asks for the password again), and every access token issued until now. Used on
 /// "log out everywhere", password change and account disable, by the server and the CLI alike.
 pub async fn revoke_user(
     store: &dyn crate::store::Store,
@@ -284,6 +324,7 @@ pub async fn revoke_user(
     now: i64,
 ) -> crate::store::StoreResult<Revocation> {
     store.revoke_user_families(user_id, reason, now).await?;
+    store.end_user_browser_sessions(user_id).await?;
     let mut r = Revocation {
         seq: 0,
         kind: RevocationKind::Subject,

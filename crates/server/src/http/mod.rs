@@ -1,6 +1,7 @@
 //! The HTTP layer: thin axum handlers around the [`Authority`]. Each endpoint parses its input strictly,
 //! calls one authority method and maps the answer; [`ApiError`] is the one place errors become responses.
 
+pub mod admin;
 mod authorize;
 mod discovery;
 mod events;
@@ -106,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .route("/events", post(events::poll))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, events::MAX_WAIT + REQUEST_TIMEOUT));
     api.merge(feed)
+        .merge(admin::router(state.clone()))
         .fallback(not_found)
         .layer(middleware::from_fn(observe))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
@@ -197,8 +199,59 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The access token of a request to one of our resources (`/events`, `/userinfo`), or the RFC 6750 / RFC 9449
-/// refusal: 401/403 with `WWW-Authenticate` under the scheme the request used, a JSON body, `no-store`.
+/// Why a request to one of our resources was refused, and under which scheme it came.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub error: ResourceError,
+    pub dpop: bool,
+}
+
+impl Refused {
+    pub(crate) fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.error.status()).unwrap_or(StatusCode::UNAUTHORIZED)
+    }
+
+    /// The RFC 6750 / RFC 9449 error code.
+    pub(crate) fn code(&self) -> &'static str {
+        match &self.error {
+            ResourceError::Missing | ResourceError::Invalid(_) => "invalid_token",
+            ResourceError::Malformed => "invalid_request",
+            ResourceError::InvalidProof(_) => "invalid_dpop_proof",
+            ResourceError::InsufficientScope => "insufficient_scope",
+            ResourceError::Unavailable => "temporarily_unavailable",
+        }
+    }
+
+    /// Adds the `WWW-Authenticate` challenge (and `Retry-After` when the store is down) to a response.
+    pub(crate) fn add_headers(&self, response: &mut Response, scope: &str) {
+        if let Some(challenge) = self.error.challenge(self.dpop, scope).and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if self.error == ResourceError::Unavailable {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+    }
+}
+
+/// Checks the access token of a request to one of our resources (`/events`, `/userinfo`, `/admin/v1`).
+pub(crate) async fn check_resource_token(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: &str,
+    url: &str,
+    scope: &str,
+) -> Result<std::sync::Arc<crate::authority::AccessFacts>, Refused> {
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("\u{0}"));
+    let proofs: Vec<&str> = headers.get_all("dpop").iter().map(|v| v.to_str().unwrap_or("\u{0}")).collect();
+    let request = ResourceRequest { authorization, dpop: &proofs, method, url };
+    state.authority.resource_token(&request, scope).await.map_err(|error| {
+        let dpop = authorization.and_then(parse_authorization).is_some_and(|(dpop, _)| dpop);
+        Refused { error, dpop }
+    })
+}
+
+/// The access token of a request to one of our resources, or the RFC 6750 / RFC 9449 refusal: 401/403 with
+/// `WWW-Authenticate` under the scheme the request used, a JSON body, `no-store`.
 pub(crate) async fn resource_token(
     state: &AppState,
     headers: &HeaderMap,
@@ -206,29 +259,12 @@ pub(crate) async fn resource_token(
     url: &str,
     scope: &str,
 ) -> Result<std::sync::Arc<crate::authority::AccessFacts>, Response> {
-    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or("\u{0}"));
-    let proofs: Vec<&str> = headers.get_all("dpop").iter().map(|v| v.to_str().unwrap_or("\u{0}")).collect();
-    let request = ResourceRequest { authorization, dpop: &proofs, method, url };
-    state.authority.resource_token(&request, scope).await.map_err(|refused| {
-        let dpop = authorization.and_then(parse_authorization).is_some_and(|(dpop, _)| dpop);
-        let status = StatusCode::from_u16(refused.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-        let error = match &refused {
-            ResourceError::Missing | ResourceError::Invalid(_) => "invalid_token",
-            ResourceError::Malformed => "invalid_request",
-            ResourceError::InvalidProof(_) => "invalid_dpop_proof",
-            ResourceError::InsufficientScope => "insufficient_scope",
-            ResourceError::Unavailable => "temporarily_unavailable",
-        };
-        let body = serde_json::json!({ "error": error }).to_string();
+    check_resource_token(state, headers, method, url, scope).await.map_err(|refused| {
+        let body = serde_json::json!({ "error": refused.code() }).to_string();
         let mut response =
-            (status, [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body)
+            (refused.status(), [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body)
                 .into_response();
-        if let Some(challenge) = refused.challenge(dpop, scope).and_then(|c| HeaderValue::from_str(&c).ok()) {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
-        }
-        if refused == ResourceError::Unavailable {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
+        refused.add_headers(&mut response, scope);
         response
     })
 }

@@ -745,6 +745,7 @@ async fn private_key_jwt_clients_and_resource_indicators() {
     srv.stop().await;
 }
 
+mod admin_api;
 mod cluster;
 mod code_flow;
 mod dpop;
