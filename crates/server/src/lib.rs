@@ -1,8 +1,9 @@
 //! # portcullis-server
 //!
-//! The Portcullis authorization server. This crate is being built issue by issue; today it holds the
-//! token-issuance defaults, the validated configuration, the handling of secrets (client secrets, refresh tokens, passwords) and the
-//! sealing of private keys at rest, which the storage, grant and HTTP layers will build on.
+//! The Portcullis authorization server: accounts, clients, roles, grants and token issuance (`authority`,
+//! `oauth`), signing keys and their lifecycle (`signing`, `keys`, `vault`), revocation and audit, storage on
+//! SQLite or PostgreSQL (`store`), and HTTP (`http`: the OAuth and OpenID Connect endpoints, the pages, the
+//! first-party API and the admin API).
 //!
 //! Non-goals: it never verifies tokens for APIs (that is `portcullis-guard`), and never signs with HMAC.
 
