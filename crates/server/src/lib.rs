@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod keys;
+pub mod ledger;
 pub mod model;
 pub mod oauth;
 pub mod revocation;
