@@ -37,6 +37,9 @@ pub use portcullis_revocation::SET_TYP;
 /// The `typ` of ID tokens: plain `JWT`, unlike access tokens (`at+jwt`), so neither passes for the other.
 pub const ID_TOKEN_TYP: &str = "JWT";
 
+/// The `typ` of the audit ledger's signed tree heads.
+pub const TREE_HEAD_TYP: &str = "tree-head+jwt";
+
 /// What the server signs and publishes with right now.
 #[derive(Debug)]
 pub struct KeyMaterial {
@@ -47,6 +50,8 @@ pub struct KeyMaterial {
     /// The same key, for OpenID Connect ID tokens (`typ: JWT`, so that no verifier takes one for an access
     /// token).
     pub id_signer: Option<Arc<jwt::Signer>>,
+    /// The same key, for the audit ledger's signed tree heads (`typ: tree-head+jwt`).
+    pub head_signer: Option<Arc<jwt::Signer>>,
     /// Every published key (pending, active, retired): what introspection verifies against.
     pub published: KeySet,
     /// The JWKS document served at `/jwks.json`.
@@ -61,6 +66,7 @@ impl KeyMaterial {
             signer: None,
             event_signer: None,
             id_signer: None,
+            head_signer: None,
             published: KeySet::default(),
             jwks: r#"{"keys":[]}"#.into(),
             records: vec![],
@@ -346,13 +352,14 @@ impl KeyManager {
         }
         let active =
             published.iter().filter(|k| k.record.state == KeyState::Active).max_by_key(|k| k.record.activated_at);
-        let (signer, event_signer, id_signer) = match active {
+        let (signer, event_signer, id_signer, head_signer) = match active {
             Some(key) => (
                 Some(Arc::new(self.unseal(key, AT_JWT)?)),
                 Some(Arc::new(self.unseal(key, SET_TYP)?)),
                 Some(Arc::new(self.unseal(key, ID_TOKEN_TYP)?)),
+                Some(Arc::new(self.unseal(key, TREE_HEAD_TYP)?)),
             ),
-            None => (None, None, None),
+            None => (None, None, None, None),
         };
         let published = KeySet::new(verifying).map_err(|e| KeyError::Key("set".into(), e.to_string()))?;
         let jwks = published.to_public_jwks();
@@ -360,6 +367,7 @@ impl KeyManager {
             signer,
             event_signer,
             id_signer,
+            head_signer,
             published,
             jwks,
             records: keys.iter().map(|k| k.record.clone()).collect(),

@@ -1,3 +1,407 @@
-//! The tamper-evident audit ledger: every audit event is a leaf of an RFC 9162 Merkle tree.
+//! The tamper-evident audit ledger, in the manner of Certificate Transparency (RFC 9162): every audit event,
+//! in `seq` order, is a leaf of one Merkle tree. The server grows the tree as events commit ([`extend`], batched,
+//! off the request path), signs tree heads with its key ([`sign_head`]), and serves inclusion and consistency
+//! proofs from the stored nodes. Anyone holding an earlier signed head can check that today's log extends it;
+//! [`Verifier`] checks a whole log against the signed heads and names the first bad entry.
 
 pub mod merkle;
+
+use std::collections::BTreeMap;
+
+use portcullis_jose::{b64, jwt, Algorithm, KeySet, Policy, UnixTime};
+use serde::{Deserialize, Serialize};
+
+use crate::signing::{KeyMaterial, TREE_HEAD_TYP};
+use crate::store::{Store, StoreError, StoredAuditEvent, TreeHead};
+use merkle::{Frontier, Hash, ProofPlan};
+
+/// How many events one growth step reads and one transaction stores.
+const BATCH: u32 = 2000;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The stored tree lacks a node it should have: the ledger tables were damaged.
+    #[error("the ledger's stored tree is incomplete at size {0}")]
+    MissingNodes(u64),
+    /// The audit log has a hole where the next leaf should be: an event was deleted before it was logged.
+    #[error("the audit log has no event {expected} (found {found} next)")]
+    Gap { expected: u64, found: i64 },
+    #[error("no active signing key to sign the tree head")]
+    NoKey,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// An audit event's `detail` as it enters the leaf: the stored JSON, or (if it is not JSON) the raw text.
+pub fn detail_value(raw: &str) -> serde_json::Value {
+    serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_owned()))
+}
+
+/// The leaf of an audit event: canonical JSON (keys sorted, no spaces) of its fields. The admin API serves the
+/// same fields, so anyone can recompute it.
+pub fn leaf_data(e: &StoredAuditEvent) -> Vec<u8> {
+    leaf_data_of(
+        e.seq,
+        e.at,
+        &e.kind,
+        e.subject.as_deref(),
+        e.client_id.as_deref(),
+        e.jti.as_deref(),
+        detail_value(&e.detail),
+    )
+}
+
+/// [`leaf_data`] from the fields.
+pub fn leaf_data_of(
+    seq: i64,
+    at: i64,
+    kind: &str,
+    subject: Option<&str>,
+    client_id: Option<&str>,
+    jti: Option<&str>,
+    detail: serde_json::Value,
+) -> Vec<u8> {
+    let value = serde_json::json!({
+        "seq": seq, "at": at, "kind": kind, "subject": subject, "client_id": client_id, "jti": jti, "detail": detail,
+    });
+    let mut out = String::new();
+    canonical(&value, &mut out);
+    out.into_bytes()
+}
+
+/// JSON with object keys sorted (by bytes) and no whitespace: one text for one value, whatever map order the
+/// JSON library keeps.
+pub fn canonical(value: &serde_json::Value, out: &mut String) {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::Value::String(key.clone()).to_string());
+                out.push(':');
+                canonical(&map[key], out);
+            }
+            out.push('}');
+        }
+        serde_json::Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// Adds every audit event not yet in the tree, in `seq` order, a batch per transaction; returns the tree's
+/// size. Safe to run on several instances at once: a batch is stored only if the tree has not grown meanwhile.
+pub async fn extend(store: &dyn Store) -> Result<u64, LedgerError> {
+    loop {
+        let size = store.ledger_size().await?;
+        let nodes = store.ledger_nodes(&Frontier::nodes_at(size)).await?;
+        let mut frontier = Frontier::at(size, &nodes).ok_or(LedgerError::MissingNodes(size))?;
+        let after = i64::try_from(size).map_err(|_| LedgerError::MissingNodes(size))?;
+        let events = store.audit_since(after, BATCH).await?;
+        if events.is_empty() {
+            return Ok(size);
+        }
+        let mut completed = Vec::with_capacity(events.len() * 2);
+        for e in &events {
+            let expected = frontier.size() + 1;
+            if u64::try_from(e.seq).ok() != Some(expected) {
+                return Err(LedgerError::Gap { expected, found: e.seq });
+            }
+            completed.extend(frontier.push(merkle::leaf_hash(&leaf_data(e))));
+        }
+        let grown = store.ledger_extend(size, frontier.size(), &completed).await?;
+        metrics::gauge!("portcullis_ledger_size").set(frontier.size() as f64);
+        if grown && events.len() < BATCH as usize {
+            return Ok(frontier.size());
+        }
+    }
+}
+
+/// The root of the stored tree of `size` leaves.
+pub async fn root_at(store: &dyn Store, size: u64) -> Result<Hash, LedgerError> {
+    let nodes = store.ledger_nodes(&merkle::root_nodes(size)).await?;
+    merkle::root_from(size, &nodes).ok_or(LedgerError::MissingNodes(size))
+}
+
+/// What a signed tree head says (the JWS payload).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadClaims {
+    pub iss: String,
+    pub iat: i64,
+    pub tree_size: u64,
+    /// base64url of the root hash.
+    pub root_hash: String,
+}
+
+/// Signs a head for the tree as stored now, unless the latest head already covers that size (then returns it).
+pub async fn sign_head(
+    store: &dyn Store,
+    material: &KeyMaterial,
+    issuer: &str,
+    now: UnixTime,
+) -> Result<TreeHead, LedgerError> {
+    let size = store.ledger_size().await?;
+    if let Some(latest) = store.latest_head().await? {
+        if latest.tree_size == size {
+            return Ok(latest);
+        }
+    }
+    let root = root_at(store, size).await?;
+    let signer = material.head_signer.as_ref().ok_or(LedgerError::NoKey)?;
+    let claims =
+        HeadClaims { iss: issuer.to_owned(), iat: now.as_secs(), tree_size: size, root_hash: b64::encode(&root) };
+    let jws = signer.sign(&claims).map_err(|e| LedgerError::Invalid(e.to_string()))?;
+    let head = TreeHead { tree_size: size, root_hash: root, issued_at: now.as_secs(), jws };
+    store.add_head(&head).await?;
+    metrics::gauge!("portcullis_ledger_head_size").set(size as f64);
+    tracing::info!(tree_size = size, "audit ledger: tree head signed");
+    Ok(head)
+}
+
+/// Checks a signed tree head: signature by one of `keys`, `typ: tree-head+jwt`, issuer. Returns its claims and
+/// root. `now` is only for the checks that need a clock; heads do not expire.
+pub fn verify_head(jws: &str, keys: &KeySet, issuer: &str, now: UnixTime) -> Result<(HeadClaims, Hash), String> {
+    let policy = Policy::builder()
+        .issuer(issuer)
+        .danger_accept_any_audience()
+        .typ(TREE_HEAD_TYP)
+        .algorithms(&Algorithm::asymmetric().collect::<Vec<_>>())
+        .danger_allow_no_exp()
+        .leeway(i64::MAX / 4)
+        .require(["iat", "tree_size", "root_hash"])
+        .build()
+        .map_err(|e| e.to_string())?;
+    let verified = jwt::verify(jws, keys, &policy, now).map_err(|e| format!("the tree head does not verify: {e}"))?;
+    let claims: HeadClaims = verified.claims.deserialize().map_err(|e| format!("the tree head is malformed: {e}"))?;
+    let root = b64::decode(claims.root_hash.as_bytes())
+        .and_then(|r| <[u8; 32]>::try_from(r.as_slice()).ok())
+        .ok_or("the tree head's root_hash is not a base64url SHA-256 hash")?;
+    Ok((claims, root))
+}
+
+/// The inclusion proof of event `seq` in the tree of `tree_size` events, with the event's leaf hash.
+pub async fn inclusion(store: &dyn Store, seq: u64, tree_size: u64) -> Result<(Hash, Vec<Hash>), LedgerError> {
+    let size = store.ledger_size().await?;
+    if seq == 0 || tree_size > size {
+        return Err(LedgerError::Invalid(format!("the ledger has {size} entries")));
+    }
+    let plan = ProofPlan::inclusion(seq - 1, tree_size)
+        .ok_or_else(|| LedgerError::Invalid("seq must be at most tree_size".into()))?;
+    let mut ids = plan.nodes();
+    ids.push((0, seq - 1));
+    let nodes = store.ledger_nodes(&ids).await?;
+    let leaf = *nodes.get(&(0, seq - 1)).ok_or(LedgerError::MissingNodes(tree_size))?;
+    Ok((leaf, plan.build(&nodes).ok_or(LedgerError::MissingNodes(tree_size))?))
+}
+
+/// The consistency proof between the trees of `first` and `second` events.
+pub async fn consistency(store: &dyn Store, first: u64, second: u64) -> Result<Vec<Hash>, LedgerError> {
+    let size = store.ledger_size().await?;
+    if second > size {
+        return Err(LedgerError::Invalid(format!("the ledger has {size} entries")));
+    }
+    let plan =
+        ProofPlan::consistency(first, second).ok_or_else(|| LedgerError::Invalid("need 0 < first <= second".into()))?;
+    let nodes = store.ledger_nodes(&plan.nodes()).await?;
+    plan.build(&nodes).ok_or(LedgerError::MissingNodes(second))
+}
+
+/// The first thing wrong with a log, found by [`Verifier`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// No event `seq` where it should be: deleted, or moved later.
+    Missing { seq: u64 },
+    /// Event `seq` where `expected` should be: inserted, duplicated or moved.
+    OutOfPlace { seq: i64, expected: u64 },
+    /// Event `seq` no longer hashes to the leaf the ledger recorded: changed (or swapped with another).
+    Modified { seq: u64 },
+    /// The tree of the first `size` events does not have the root a signed head gave it: an event in
+    /// `from..=size` was changed, and the stored hashes with it.
+    HeadMismatch { size: u64, from: u64 },
+    /// A signed head covers `head_size` events but the log has only `have`: the rest were deleted.
+    Truncated { have: u64, head_size: u64 },
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Finding::Missing { seq } => write!(f, "entry {seq} is missing (deleted, or moved later)"),
+            Finding::OutOfPlace { seq, expected } => {
+                write!(f, "entry {seq} is where entry {expected} should be (inserted, duplicated or reordered)")
+            }
+            Finding::Modified { seq } => {
+                write!(f, "entry {seq} was modified (it no longer hashes to the leaf the ledger recorded)")
+            }
+            Finding::HeadMismatch { size, from } => write!(
+                f,
+                "the log does not match the signed tree head of size {size}: an entry between {from} and {size} \
+                 was modified, and the ledger's stored hashes with it"
+            ),
+            Finding::Truncated { have, head_size } => write!(
+                f,
+                "entries {} to {head_size} are missing: a signed tree head covers {head_size} entries, the log has \
+                 {have}",
+                have + 1
+            ),
+        }
+    }
+}
+
+/// Checks a log, event by event in `seq` order, against the roots of verified signed heads (by tree size) and,
+/// where known, the leaf hashes the ledger recorded. Streams: memory is the heads and a 64-entry frontier.
+#[derive(Debug, Clone, Default)]
+pub struct Verifier {
+    frontier: Frontier,
+    heads: BTreeMap<u64, Hash>,
+    last_matched: u64,
+}
+
+/// What a clean check covered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub entries: u64,
+    /// The largest signed head the log matched (0: none).
+    pub head_size: u64,
+    pub root: Hash,
+}
+
+impl Verifier {
+    pub fn new(heads: BTreeMap<u64, Hash>) -> Verifier {
+        Verifier { heads, ..Verifier::default() }
+    }
+
+    /// The next event, with the leaf hash the ledger recorded for it, if any.
+    pub fn feed(&mut self, seq: i64, leaf_data: &[u8], recorded: Option<&Hash>) -> Result<(), Finding> {
+        let expected = self.frontier.size() + 1;
+        match u64::try_from(seq) {
+            Ok(s) if s == expected => {}
+            Ok(s) if s > expected => return Err(Finding::Missing { seq: expected }),
+            _ => return Err(Finding::OutOfPlace { seq, expected }),
+        }
+        let leaf = merkle::leaf_hash(leaf_data);
+        if recorded.is_some_and(|r| *r != leaf) {
+            return Err(Finding::Modified { seq: expected });
+        }
+        self.frontier.push(leaf);
+        if let Some(root) = self.heads.get(&expected) {
+            if *root != self.frontier.root() {
+                return Err(Finding::HeadMismatch { size: expected, from: self.last_matched + 1 });
+            }
+            self.last_matched = expected;
+        }
+        Ok(())
+    }
+
+    /// After the last event: every signed head must have been reached.
+    pub fn finish(&self) -> Result<Verified, Finding> {
+        let have = self.frontier.size();
+        if let Some((&head_size, _)) = self.heads.last_key_value() {
+            if head_size > have {
+                return Err(Finding::Truncated { have, head_size });
+            }
+        }
+        Ok(Verified { entries: have, head_size: self.last_matched, root: self.frontier.root() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: i64, detail: &str) -> StoredAuditEvent {
+        StoredAuditEvent {
+            seq,
+            at: 1_700_000_000 + seq,
+            kind: "token_issued".into(),
+            subject: Some("u_1".into()),
+            client_id: None,
+            jti: Some(format!("j{seq}")),
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn leaves_are_canonical_json() {
+        let a = leaf_data(&event(3, r#"{"scope":"read","by":{"sub":"x","client_id":"y"}}"#));
+        let b = leaf_data(&event(3, r#"{ "by": {"client_id":"y", "sub":"x"}, "scope": "read" }"#));
+        assert_eq!(a, b, "key order and spaces do not change a leaf");
+        assert_eq!(
+            String::from_utf8(a).unwrap(),
+            r#"{"at":1700000003,"client_id":null,"detail":{"by":{"client_id":"y","sub":"x"},"scope":"read"},"jti":"j3","kind":"token_issued","seq":3,"subject":"u_1"}"#
+        );
+        let raw = leaf_data(&event(3, "not json"));
+        assert!(String::from_utf8(raw).unwrap().contains(r#""detail":"not json""#));
+    }
+
+    fn log(n: i64) -> Vec<StoredAuditEvent> {
+        (1..=n).map(|s| event(s, &format!(r#"{{"n":{s}}}"#))).collect()
+    }
+
+    fn heads_of(events: &[StoredAuditEvent], sizes: &[u64]) -> BTreeMap<u64, Hash> {
+        let leaves: Vec<Hash> = events.iter().map(|e| merkle::leaf_hash(&leaf_data(e))).collect();
+        sizes.iter().map(|&s| (s, merkle::root(&leaves[..s as usize]))).collect()
+    }
+
+    fn check(events: &[StoredAuditEvent], heads: &BTreeMap<u64, Hash>, recorded: &[Hash]) -> Result<Verified, Finding> {
+        let mut v = Verifier::new(heads.clone());
+        for (i, e) in events.iter().enumerate() {
+            v.feed(e.seq, &leaf_data(e), recorded.get(i))?;
+        }
+        v.finish()
+    }
+
+    #[test]
+    fn the_verifier_names_each_kind_of_edit() {
+        let good = log(20);
+        let heads = heads_of(&good, &[5, 12, 20]);
+        let recorded: Vec<Hash> = good.iter().map(|e| merkle::leaf_hash(&leaf_data(e))).collect();
+        let ok = check(&good, &heads, &recorded).unwrap();
+        assert_eq!((ok.entries, ok.head_size), (20, 20));
+
+        let mut modified = good.clone();
+        modified[7].detail = r#"{"n":999}"#.into();
+        assert_eq!(check(&modified, &heads, &recorded), Err(Finding::Modified { seq: 8 }));
+        // The recorded leaf rewritten too: the signed head still catches it, between the heads around it.
+        assert_eq!(check(&modified, &heads, &[]), Err(Finding::HeadMismatch { size: 12, from: 6 }));
+
+        let mut deleted = good.clone();
+        deleted.remove(9);
+        assert_eq!(check(&deleted, &heads, &recorded), Err(Finding::Missing { seq: 10 }));
+
+        let mut reordered = good.clone();
+        reordered.swap(2, 3);
+        assert_eq!(check(&reordered, &heads, &recorded), Err(Finding::Missing { seq: 3 }));
+        let mut duplicated = good.clone();
+        duplicated.insert(3, good[2].clone());
+        assert_eq!(check(&duplicated, &heads, &recorded), Err(Finding::OutOfPlace { seq: 3, expected: 4 }));
+        // Swapped contents under the original numbers.
+        let mut swapped = good.clone();
+        let (a, b) = (swapped[2].detail.clone(), swapped[3].detail.clone());
+        swapped[2].detail = b;
+        swapped[3].detail = a;
+        assert_eq!(check(&swapped, &heads, &recorded), Err(Finding::Modified { seq: 3 }));
+
+        let mut inserted = good.clone();
+        inserted.insert(4, event(5, r#"{"n":"forged"}"#));
+        assert_eq!(check(&inserted, &heads, &[]), Err(Finding::HeadMismatch { size: 5, from: 1 }));
+
+        let truncated = &good[..15];
+        assert_eq!(check(truncated, &heads, &recorded), Err(Finding::Truncated { have: 15, head_size: 20 }));
+        assert!(Finding::Truncated { have: 15, head_size: 20 }.to_string().contains("entries 16 to 20 are missing"));
+    }
+}

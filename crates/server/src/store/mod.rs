@@ -232,6 +232,35 @@ pub trait ListStore: Send + Sync {
     async fn find_session(&self, filter: &SessionFilter, id: &str) -> StoreResult<Option<RefreshFamily>>;
 }
 
+/// A signed tree head of the audit ledger: the tree of the first `tree_size` audit events has `root_hash`,
+/// as the server said at `issued_at` in `jws` (signed with its key, `typ: tree-head+jwt`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeHead {
+    pub tree_size: u64,
+    pub root_hash: [u8; 32],
+    pub issued_at: i64,
+    pub jws: String,
+}
+
+/// The audit ledger's part of the store: the Merkle tree's stored nodes, its size, and the signed heads. The
+/// statements are the same on both backends (`rows::ledger_store!`).
+#[async_trait]
+pub trait LedgerStore: Send + Sync {
+    /// How many audit events (from seq 1) the tree covers.
+    async fn ledger_size(&self) -> StoreResult<u64>;
+    /// The stored hashes of these nodes (level, index); missing ones are absent from the answer.
+    async fn ledger_nodes(&self, ids: &[(u8, u64)]) -> StoreResult<std::collections::HashMap<(u8, u64), [u8; 32]>>;
+    /// Grows the tree from `from` to `to` events, storing the nodes completed on the way, in one transaction;
+    /// false (and nothing written) if the tree is no longer `from` events (another instance grew it).
+    async fn ledger_extend(&self, from: u64, to: u64, nodes: &[((u8, u64), [u8; 32])]) -> StoreResult<bool>;
+    /// Stores a signed head (a second head of the same size is ignored).
+    async fn add_head(&self, head: &TreeHead) -> StoreResult<()>;
+    /// The head of the largest tree.
+    async fn latest_head(&self) -> StoreResult<Option<TreeHead>>;
+    /// Heads with `tree_size > after`, smallest first, at most `limit`.
+    async fn heads(&self, after: u64, limit: u32) -> StoreResult<Vec<TreeHead>>;
+}
+
 /// Every row of a paged listing, page by page (`key` gives a row's cursor); `page` must ask for
 /// [`ALL_PAGES_LIMIT`] rows. For the CLI, which prints all.
 pub async fn all_pages<T, F, Fut>(mut page: F, key: impl Fn(&T) -> String) -> StoreResult<Vec<T>>
@@ -255,7 +284,7 @@ where
 pub const ALL_PAGES_LIMIT: u32 = 500;
 
 #[async_trait]
-pub trait Store: CodeFlowStore + ListStore + Send + Sync + std::fmt::Debug {
+pub trait Store: CodeFlowStore + ListStore + LedgerStore + Send + Sync + std::fmt::Debug {
     /// Cheap liveness check of the database (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
 

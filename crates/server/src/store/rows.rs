@@ -503,3 +503,122 @@ impl PurgeAt {
         }
     }
 }
+
+pub(super) const LEDGER_SIZE: &str = "SELECT size FROM audit_ledger WHERE id = 1";
+pub(super) const LEDGER_GROW: &str = "UPDATE audit_ledger SET size = $1 WHERE id = 1 AND size = $2";
+pub(super) const LEDGER_NODE_INSERT: &str = "INSERT INTO audit_nodes (level, idx, hash) VALUES ($1, $2, $3)";
+pub(super) const HEAD_INSERT: &str =
+    "INSERT INTO audit_heads (tree_size, root_hash, issued_at, jws) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+pub(super) const HEAD_LATEST: &str = "SELECT * FROM audit_heads ORDER BY tree_size DESC LIMIT 1";
+pub(super) const HEADS_PAGE: &str = "SELECT * FROM audit_heads WHERE tree_size > $1 ORDER BY tree_size LIMIT $2";
+
+/// `SELECT` of the nodes `ids`: `(level, idx) IN (($1, $2), ...)`.
+pub(super) fn ledger_nodes_sql(count: usize) -> String {
+    let pairs: Vec<String> = (0..count).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect();
+    format!("SELECT level, idx, hash FROM audit_nodes WHERE (level, idx) IN ({})", pairs.join(", "))
+}
+
+fn u64_of(value: i64, what: &str) -> StoreResult<u64> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value}")))
+}
+
+fn hash_of(bytes: Vec<u8>, what: &str) -> StoreResult<[u8; 32]> {
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| StoreError::Corrupt(format!("{what}: not a SHA-256 hash")))
+}
+
+pub(super) fn head_of(row: &impl Cols) -> StoreResult<TreeHead> {
+    Ok(TreeHead {
+        tree_size: u64_of(row.int("tree_size")?, "tree size")?,
+        root_hash: hash_of(row.bytes("root_hash")?, "root hash")?,
+        issued_at: row.int("issued_at")?,
+        jws: row.text("jws")?,
+    })
+}
+
+pub(super) fn node_of(row: &impl Cols) -> StoreResult<((u8, u64), [u8; 32])> {
+    let level = u8::try_from(row.int("level")?).map_err(|_| StoreError::Corrupt("node level".into()))?;
+    Ok(((level, u64_of(row.int("idx")?, "node index")?), hash_of(row.bytes("hash")?, "node")?))
+}
+
+/// The most node ids one `SELECT` names (the proofs of a tree of 2^64 leaves need fewer).
+pub(super) const MAX_NODE_QUERY: usize = 256;
+
+/// Implements [`LedgerStore`] for a backend with `begin()` (its write transaction) and the read pool `$read`.
+macro_rules! ledger_store {
+    ($store:ty, $read:ident) => {
+        #[async_trait::async_trait]
+        impl LedgerStore for $store {
+            async fn ledger_size(&self) -> StoreResult<u64> {
+                let row = sqlx::query(LEDGER_SIZE).fetch_one(&self.$read).await.map_err(db_error)?;
+                u64::try_from(row.int("size")?).map_err(|_| StoreError::Corrupt("ledger size".into()))
+            }
+
+            async fn ledger_nodes(
+                &self,
+                ids: &[(u8, u64)],
+            ) -> StoreResult<std::collections::HashMap<(u8, u64), [u8; 32]>> {
+                let mut found = std::collections::HashMap::with_capacity(ids.len());
+                for chunk in ids.chunks(MAX_NODE_QUERY) {
+                    let sql = ledger_nodes_sql(chunk.len());
+                    let mut query = sqlx::query(&sql);
+                    for (level, idx) in chunk {
+                        let idx = i64::try_from(*idx).map_err(|_| StoreError::NotFound("node".into()))?;
+                        query = query.bind(i64::from(*level)).bind(idx);
+                    }
+                    for row in query.fetch_all(&self.$read).await.map_err(db_error)? {
+                        let (id, hash) = node_of(&row)?;
+                        found.insert(id, hash);
+                    }
+                }
+                Ok(found)
+            }
+
+            async fn ledger_extend(&self, from: u64, to: u64, nodes: &[((u8, u64), [u8; 32])]) -> StoreResult<bool> {
+                let size = |n: u64| i64::try_from(n).map_err(|_| StoreError::Corrupt("ledger size".into()));
+                let mut tx = self.begin().await?;
+                let grown = sqlx::query(LEDGER_GROW).bind(size(to)?).bind(size(from)?).execute(&mut *tx).await;
+                if grown.map_err(db_error)?.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                for ((level, idx), hash) in nodes {
+                    sqlx::query(LEDGER_NODE_INSERT)
+                        .bind(i64::from(*level))
+                        .bind(size(*idx)?)
+                        .bind(hash.as_slice())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(conflict("ledger node"))?;
+                }
+                tx.commit().await.map_err(db_error)?;
+                Ok(true)
+            }
+
+            async fn add_head(&self, head: &TreeHead) -> StoreResult<()> {
+                let size = i64::try_from(head.tree_size).map_err(|_| StoreError::Corrupt("tree size".into()))?;
+                let mut tx = self.begin().await?;
+                sqlx::query(HEAD_INSERT)
+                    .bind(size)
+                    .bind(head.root_hash.as_slice())
+                    .bind(head.issued_at)
+                    .bind(&head.jws)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                tx.commit().await.map_err(db_error)
+            }
+
+            async fn latest_head(&self) -> StoreResult<Option<TreeHead>> {
+                let row = sqlx::query(HEAD_LATEST).fetch_optional(&self.$read).await.map_err(db_error)?;
+                row.as_ref().map(head_of).transpose()
+            }
+
+            async fn heads(&self, after: u64, limit: u32) -> StoreResult<Vec<TreeHead>> {
+                let after = i64::try_from(after).unwrap_or(i64::MAX);
+                let query = sqlx::query(HEADS_PAGE).bind(after).bind(i64::from(limit));
+                let rows = query.fetch_all(&self.$read).await.map_err(db_error)?;
+                rows.iter().map(head_of).collect()
+            }
+        }
+    };
+}
+pub(super) use ledger_store;

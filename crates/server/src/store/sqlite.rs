@@ -181,6 +181,7 @@ const USER_COLUMNS: &str = "u.id, u.name, u.password_hash, u.disabled, u.failure
       WHERE ur.user_id = u.id) AS scopes";
 
 code_flow_store!(SqliteStore, write, read);
+ledger_store!(SqliteStore, read);
 list_store!(SqliteStore, read, USER_COLUMNS);
 
 #[async_trait]
