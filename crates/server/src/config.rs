@@ -16,7 +16,7 @@ use crate::keys::KeyRules;
 pub const MAX_ACCESS_TOKEN_TTL: u64 = 3600;
 
 /// The configuration keys; each is also read from `PORTCULLIS_` + its upper-case name.
-pub const KEYS: [&str; 21] = [
+pub const KEYS: [&str; 23] = [
     "listen",
     "issuer",
     "data_dir",
@@ -38,6 +38,8 @@ pub const KEYS: [&str; 21] = [
     "login_rate_burst",
     "dpop_proof_max_age",
     "dpop_require_nonce",
+    "audit_ledger",
+    "audit_head_interval",
 ];
 
 const ENV_PREFIX: &str = "PORTCULLIS_";
@@ -91,6 +93,10 @@ pub struct Config {
     /// Demand a server nonce in DPoP proofs at the token endpoint (RFC 9449 §8): proofs made in advance stop
     /// working, at the cost of one more round trip for a client's first request.
     pub dpop_require_nonce: bool,
+    /// Keep the tamper-evident audit ledger: every audit event a leaf of a Merkle tree, with signed heads.
+    pub audit_ledger: bool,
+    /// How often a new signed tree head is made while the log grows, in seconds.
+    pub audit_head_interval: u64,
 }
 
 impl Default for Config {
@@ -117,6 +123,8 @@ impl Default for Config {
             login_rate_burst: 20,
             dpop_proof_max_age: 60,
             dpop_require_nonce: false,
+            audit_ledger: true,
+            audit_head_interval: 60,
         }
     }
 }
@@ -153,6 +161,8 @@ pub struct Settings {
     pub login_rate: Option<(u32, u32)>,
     pub dpop_proof_max_age: i64,
     pub dpop_require_nonce: bool,
+    /// The audit ledger's head interval in seconds; `None` when the ledger is off.
+    pub audit_head_interval: Option<u64>,
 }
 
 /// Why the configuration cannot be used: every problem found, one per line, each naming its key.
@@ -260,6 +270,9 @@ impl Config {
         if !(5..=300).contains(&self.dpop_proof_max_age) {
             problems.push("dpop_proof_max_age: must be between 5 and 300 seconds".into());
         }
+        if !(1..=86_400).contains(&self.audit_head_interval) {
+            problems.push("audit_head_interval: must be between 1 and 86400 seconds".into());
+        }
         let login_rate = (self.login_rate_per_second > 0)
             .then_some((self.login_rate_per_second, self.login_rate_burst.max(self.login_rate_per_second)));
         match (listen, master_key, signing_alg) {
@@ -280,6 +293,7 @@ impl Config {
                 login_rate,
                 dpop_proof_max_age: self.dpop_proof_max_age as i64,
                 dpop_require_nonce: self.dpop_require_nonce,
+                audit_head_interval: self.audit_ledger.then_some(self.audit_head_interval),
             }),
             _ => Err(ConfigError(problems)),
         }

@@ -23,6 +23,7 @@ use crate::authority::{Authority, DerivedSecrets, PasswordPool, Rules};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::http::{self, AppState, LoginRateLimit};
+use crate::ledger;
 use crate::signing::KeyManager;
 use crate::store::{Store, StoreChange};
 use crate::vault::load_master_key;
@@ -137,6 +138,9 @@ pub async fn start(
     let (stop_polls, stopping) = tokio::sync::watch::channel(false);
     let state = AppState::new(Arc::clone(&authority), metrics_handle(), login_limit, stopping);
     let background = spawn_background(state.clone());
+    if let Some(interval) = settings.audit_head_interval {
+        spawn_ledger(Arc::clone(&state.authority), interval);
+    }
     let router = http::router(state);
     let is_tls = tls.is_some();
     let task = tokio::spawn(async move {
@@ -270,6 +274,37 @@ fn spawn_background(state: AppState) -> JoinHandle<()> {
             }
         }
     })
+}
+
+/// The audit ledger: every second, the events committed since are added to the tree (one batch, off the
+/// request path); every `head_interval` seconds, if the tree grew, a new head is signed. Any instance may do
+/// either: growth is compare-and-set on the tree size, and heads of one size are kept once.
+fn spawn_ledger(authority: Arc<Authority>, head_interval: u64) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_head = 0i64;
+        loop {
+            tick.tick().await;
+            let store = authority.store.as_ref();
+            if let Err(e) = ledger::extend(store).await {
+                metrics::counter!("portcullis_ledger_errors_total").increment(1);
+                tracing::error!(error = %e, "audit ledger: could not add events to the tree; will retry");
+                continue;
+            }
+            let now = authority.now();
+            if now.as_secs() - last_head >= head_interval as i64 {
+                let material = authority.keys.ring().current();
+                match ledger::sign_head(store, &material, &authority.rules.issuer, now).await {
+                    Ok(_) => last_head = now.as_secs(),
+                    Err(e) => {
+                        metrics::counter!("portcullis_ledger_errors_total").increment(1);
+                        tracing::warn!(error = %e, "audit ledger: could not sign a tree head; will retry");
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// The next announced change; never resolves when the store announces none.

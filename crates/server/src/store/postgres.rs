@@ -707,6 +707,7 @@ mod tests {
         revocations_are_read_in_commit_order,
         audit_sequence_has_no_gaps,
         authorization_code_flow,
+        ledger_grows_once_under_concurrency,
     );
 
     /// The migration path: a SQLite deployment moved into PostgreSQL.

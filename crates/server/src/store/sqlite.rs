@@ -595,6 +595,11 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ledger_grows_once_under_concurrency() {
+        suite::ledger_grows_once_under_concurrency(fresh("ledger").await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn snapshot_round_trip() {
         suite::snapshot_round_trip(fresh("export").await, fresh("import").await).await;
     }

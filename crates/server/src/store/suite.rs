@@ -457,3 +457,52 @@ pub async fn snapshot_round_trip(from: Arc<dyn Store>, to: Arc<dyn Store>) {
     assert_eq!(to.find_user_by_name("dana").await.unwrap().unwrap().failures, 1);
     assert_eq!(to.consent("u_dana", "spa").await.unwrap().as_deref(), Some("read"), "consents move too");
 }
+
+/// The audit ledger grows once per event however many instances grow it at once, and its stored nodes give the
+/// root and proofs the events imply; heads are kept once per size, in order.
+pub async fn ledger_grows_once_under_concurrency(store: Arc<dyn Store>) {
+    use crate::ledger::{self, merkle};
+    for round in 0..3 {
+        let events: Vec<_> = (0..40)
+            .map(|i| {
+                let mut e = crate::audit::event(round * 100 + i, "token_issued");
+                e.detail = format!(r#"{{"round":{round},"i":{i}}}"#);
+                e
+            })
+            .collect();
+        store.append_audit(&events).await.unwrap();
+        let growers: Vec<_> = (0..4)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move { ledger::extend(store.as_ref()).await.unwrap() })
+            })
+            .collect();
+        for g in growers {
+            assert_eq!(g.await.unwrap(), 40 * (round as u64 + 1), "every grower ends at the full size");
+        }
+    }
+    assert_eq!(store.ledger_size().await.unwrap(), 120);
+    let logged = store.audit_since(0, 1000).await.unwrap();
+    let leaves: Vec<merkle::Hash> = logged.iter().map(|e| merkle::leaf_hash(&ledger::leaf_data(e))).collect();
+    assert_eq!(ledger::root_at(store.as_ref(), 120).await.unwrap(), merkle::root(&leaves));
+    assert_eq!(ledger::root_at(store.as_ref(), 77).await.unwrap(), merkle::root(&leaves[..77]));
+    let (leaf, proof) = ledger::inclusion(store.as_ref(), 50, 120).await.unwrap();
+    assert_eq!(leaf, leaves[49]);
+    assert!(merkle::verify_inclusion(49, 120, &leaf, &proof, &merkle::root(&leaves)));
+    let proof = ledger::consistency(store.as_ref(), 40, 120).await.unwrap();
+    assert!(merkle::verify_consistency(40, 120, &proof, &merkle::root(&leaves[..40]), &merkle::root(&leaves)));
+    assert!(ledger::consistency(store.as_ref(), 40, 121).await.is_err(), "beyond the tree");
+    assert!(!store.ledger_extend(100, 130, &[]).await.unwrap(), "growth from a stale size is refused");
+
+    let head =
+        |size: u64| TreeHead { tree_size: size, root_hash: [size as u8; 32], issued_at: 5, jws: format!("h{size}") };
+    assert_eq!(store.latest_head().await.unwrap(), None);
+    for size in [40, 120, 80] {
+        store.add_head(&head(size)).await.unwrap();
+    }
+    store.add_head(&TreeHead { jws: "again".into(), ..head(80) }).await.unwrap();
+    assert_eq!(store.latest_head().await.unwrap(), Some(head(120)));
+    let sizes: Vec<u64> = store.heads(40, 10).await.unwrap().iter().map(|h| h.tree_size).collect();
+    assert_eq!(sizes, [80, 120]);
+    assert_eq!(store.heads(0, 10).await.unwrap()[1], head(80), "the first head of a size stays");
+}
