@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+mod audit_cmd;
 mod gateway_cmd;
 mod jose_cmd;
 mod server_cmd;
@@ -51,6 +52,9 @@ enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(server_cmd::KeysCommand),
+    /// Check the tamper-evident audit ledger, or witness a server's.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Command::Users(cmd) => server_cmd::run_users(&cli.common, cmd),
         Command::Clients(cmd) => server_cmd::run_clients(&cli.common, cmd),
         Command::Keys(cmd) => server_cmd::run_keys(&cli.common, cmd),
+        Command::Audit(cmd) => audit_cmd::run(&cli.common, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

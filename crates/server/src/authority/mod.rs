@@ -44,6 +44,8 @@ pub struct Rules {
     pub lockout: LockoutRules,
     pub password_cost: PasswordCost,
     pub dpop: DpopRules,
+    /// Whether the tamper-evident audit ledger is kept.
+    pub audit_ledger: bool,
 }
 
 impl Rules {
@@ -59,6 +61,7 @@ impl Rules {
             lockout: LockoutRules::default(),
             password_cost: PasswordCost::OWASP,
             dpop: DpopRules { max_age: s.dpop_proof_max_age, require_nonce: s.dpop_require_nonce },
+            audit_ledger: s.audit_head_interval.is_some(),
         }
     }
 

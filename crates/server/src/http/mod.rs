@@ -7,6 +7,7 @@ mod discovery;
 mod events;
 mod first_party;
 mod form;
+mod ledger;
 mod logout;
 mod ops;
 mod pages;
@@ -99,6 +100,8 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/login", post(first_party::login))
         .route("/auth/refresh", post(first_party::refresh))
         .route("/auth/logout", post(first_party::logout))
+        .route("/audit/head", get(ledger::head))
+        .route("/audit/consistency", get(ledger::consistency))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

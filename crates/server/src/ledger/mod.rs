@@ -173,25 +173,157 @@ pub async fn sign_head(
     Ok(head)
 }
 
+/// Why a signed tree head was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadError {
+    /// Signed by a key the verifier does not have (a key retired and deleted since, or never ours).
+    UnknownKey,
+    Invalid(String),
+}
+
+impl std::fmt::Display for HeadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeadError::UnknownKey => f.write_str("the tree head is signed by a key that is not published"),
+            HeadError::Invalid(why) => f.write_str(why),
+        }
+    }
+}
+
 /// Checks a signed tree head: signature by one of `keys`, `typ: tree-head+jwt`, issuer. Returns its claims and
 /// root. `now` is only for the checks that need a clock; heads do not expire.
-pub fn verify_head(jws: &str, keys: &KeySet, issuer: &str, now: UnixTime) -> Result<(HeadClaims, Hash), String> {
+pub fn verify_head(jws: &str, keys: &KeySet, issuer: &str, now: UnixTime) -> Result<(HeadClaims, Hash), HeadError> {
     let policy = Policy::builder()
         .issuer(issuer)
         .danger_accept_any_audience()
         .typ(TREE_HEAD_TYP)
         .algorithms(&Algorithm::asymmetric().collect::<Vec<_>>())
         .danger_allow_no_exp()
-        .leeway(i64::MAX / 4)
+        .leeway(300)
         .require(["iat", "tree_size", "root_hash"])
         .build()
-        .map_err(|e| e.to_string())?;
-    let verified = jwt::verify(jws, keys, &policy, now).map_err(|e| format!("the tree head does not verify: {e}"))?;
-    let claims: HeadClaims = verified.claims.deserialize().map_err(|e| format!("the tree head is malformed: {e}"))?;
+        .map_err(|e| HeadError::Invalid(e.to_string()))?;
+    let verified = jwt::verify(jws, keys, &policy, now).map_err(|e| match e {
+        portcullis_jose::Error::UnknownKey => HeadError::UnknownKey,
+        e => HeadError::Invalid(format!("the tree head does not verify: {e}")),
+    })?;
+    let claims: HeadClaims =
+        verified.claims.deserialize().map_err(|e| HeadError::Invalid(format!("the tree head is malformed: {e}")))?;
     let root = b64::decode(claims.root_hash.as_bytes())
         .and_then(|r| <[u8; 32]>::try_from(r.as_slice()).ok())
-        .ok_or("the tree head's root_hash is not a base64url SHA-256 hash")?;
+        .ok_or_else(|| HeadError::Invalid("the tree head's root_hash is not a base64url SHA-256 hash".into()))?;
     Ok((claims, root))
+}
+
+/// What a verified log looked like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub verified: Verified,
+    /// The latest signed head, which the log matched.
+    pub latest: Option<HeadClaims>,
+    /// Older heads signed by keys no longer published (not used to narrow a finding down).
+    pub unverifiable_heads: usize,
+}
+
+/// The signed heads that verified: roots by tree size, the latest head's claims, and how many older heads could not
+/// be checked for want of their key.
+pub type CheckedHeads = (BTreeMap<u64, Hash>, Option<HeadClaims>, usize);
+
+/// Checks signed heads with `keys`: the roots by size of those that verify, and how many could not be checked
+/// for want of their key. The latest head must verify; any head that is not what it claims (a bad signature, a
+/// root that is not the one in its signed claims) is an error.
+pub fn check_heads(heads: &[TreeHead], keys: &KeySet, issuer: &str, now: UnixTime) -> Result<CheckedHeads, String> {
+    let mut roots = BTreeMap::new();
+    let mut unverifiable = 0;
+    let mut latest = None;
+    let last = heads.iter().map(|h| h.tree_size).max();
+    for head in heads {
+        match verify_head(&head.jws, keys, issuer, now) {
+            Ok((claims, root)) => {
+                if claims.tree_size != head.tree_size || root != head.root_hash {
+                    return Err(format!("the stored tree head of size {} differs from what it signed", head.tree_size));
+                }
+                roots.insert(claims.tree_size, root);
+                if Some(claims.tree_size) == last {
+                    latest = Some(claims);
+                }
+            }
+            Err(HeadError::UnknownKey) if Some(head.tree_size) != last => unverifiable += 1,
+            Err(e) => return Err(format!("the signed tree head of size {}: {e}", head.tree_size)),
+        }
+    }
+    Ok((roots, latest, unverifiable))
+}
+
+/// Verifies the whole log in a store: every event against the leaf the ledger recorded and every signed head
+/// against the events (heads checked with `keys`). `Err` names the first problem.
+pub async fn verify_store(store: &dyn Store, keys: &KeySet, issuer: &str, now: UnixTime) -> Result<Report, String> {
+    let mut heads = Vec::new();
+    loop {
+        let after = heads.last().map_or(0, |h: &TreeHead| h.tree_size);
+        let page = store.heads(after, 1000).await.map_err(|e| e.to_string())?;
+        if page.is_empty() {
+            break;
+        }
+        heads.extend(page);
+    }
+    let (roots, latest, unverifiable_heads) = check_heads(&heads, keys, issuer, now)?;
+    let mut verifier = Verifier::new(roots);
+    let mut after = 0i64;
+    loop {
+        let events = store.audit_since(after, 1000).await.map_err(|e| e.to_string())?;
+        let Some(last) = events.last() else { break };
+        let ids: Vec<merkle::NodeId> =
+            events.iter().filter_map(|e| u64::try_from(e.seq - 1).ok()).map(|i| (0, i)).collect();
+        let recorded = store.ledger_nodes(&ids).await.map_err(|e| e.to_string())?;
+        for e in &events {
+            let leaf = u64::try_from(e.seq - 1).ok().and_then(|i| recorded.get(&(0, i)));
+            verifier.feed(e.seq, &leaf_data(e), leaf).map_err(|f| f.to_string())?;
+        }
+        after = last.seq;
+    }
+    let verified = verifier.finish().map_err(|f| f.to_string())?;
+    Ok(Report { verified, latest, unverifiable_heads })
+}
+
+/// A witness's memory: the last signed head it accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    pub issuer: String,
+    pub tree_size: u64,
+    /// base64url.
+    pub root_hash: String,
+    pub jws: String,
+}
+
+/// A witness's judgement of a new verified head against the last one it saw, given the consistency proof from the
+/// old size to the new one. `Err` is an alarm: the log was rolled back or its history rewritten (a fork).
+pub fn witness(old: &Seen, new_size: u64, new_root: &Hash, proof: &[Hash]) -> Result<(), String> {
+    let old_root = b64::decode(old.root_hash.as_bytes())
+        .and_then(|r| <[u8; 32]>::try_from(r.as_slice()).ok())
+        .ok_or("the state file's root_hash is not a base64url SHA-256 hash")?;
+    if new_size < old.tree_size {
+        return Err(format!(
+            "ROLLBACK: the log now has {new_size} entries, but it had {} when last seen: entries were removed",
+            old.tree_size
+        ));
+    }
+    if new_size == old.tree_size {
+        return if *new_root == old_root {
+            Ok(())
+        } else {
+            Err(format!("FORK: two different logs of {new_size} entries were signed: history was rewritten"))
+        };
+    }
+    if old.tree_size == 0 || merkle::verify_consistency(old.tree_size, new_size, proof, &old_root, new_root) {
+        Ok(())
+    } else {
+        Err(format!(
+            "FORK: the log of {new_size} entries does not extend the log of {} entries seen before: history was \
+             rewritten",
+            old.tree_size
+        ))
+    }
 }
 
 /// The inclusion proof of event `seq` in the tree of `tree_size` events, with the event's leaf hash.

@@ -90,7 +90,7 @@ async fn the_admin_api_needs_the_admin_scope_and_answers_with_problems() {
     for path in ["/admin/v1/users", "/admin/v1/clients/{id}", "/admin/v1/keys/rotate", "/admin/v1/audit-events"] {
         assert!(paths.contains_key(path), "{path}");
     }
-    assert_eq!(paths.len(), 19);
+    assert_eq!(paths.len(), 22);
     for (path, item) in paths {
         for (method, operation) in item.as_object().unwrap() {
             for status in ["400", "401", "403", "503"] {

@@ -7,6 +7,8 @@
 mod routes;
 pub mod views;
 
+pub(crate) use routes::{consistency as ledger_consistency, latest_head as ledger_head};
+
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -25,6 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use super::{check_resource_token, AppState};
 use crate::admin::{Actor, AdminError};
+use crate::ledger::LedgerError;
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::store::StoreError;
 use views::{Problem, DEFAULT_LIMIT, MAX_LIMIT};
@@ -156,6 +159,20 @@ impl From<StoreError> for Problem {
                 tracing::error!(error = %e, "store call failed");
                 metrics::counter!("portcullis_store_errors_total").increment(1);
                 problem(StatusCode::SERVICE_UNAVAILABLE, "the service is temporarily unavailable; retry shortly")
+            }
+        }
+    }
+}
+
+impl From<LedgerError> for Problem {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::Store(e) => e.into(),
+            LedgerError::Invalid(why) => problem(StatusCode::BAD_REQUEST, why),
+            LedgerError::NoKey => problem(StatusCode::SERVICE_UNAVAILABLE, "no signing key is active yet"),
+            e @ (LedgerError::MissingNodes(_) | LedgerError::Gap { .. }) => {
+                tracing::error!(error = %e, "audit ledger damaged; run `portcullis audit verify`");
+                problem(StatusCode::INTERNAL_SERVER_ERROR, "the audit ledger is damaged")
             }
         }
     }

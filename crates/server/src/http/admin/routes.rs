@@ -14,6 +14,7 @@ use super::views::*;
 use super::{bounds, paged, problem, short, Body, Caller, Params, PathOf};
 use crate::admin::{Admin, ClientKind, NewClient};
 use crate::http::AppState;
+use crate::ledger::{self, merkle};
 use crate::model::{GrantType, TokenDelivery};
 use crate::store::{RevocationKind, SessionFilter};
 
@@ -40,6 +41,9 @@ pub(super) fn all(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
         .routes(routes!(get_session, end_session))
         .routes(routes!(list_revocations, add_revocation))
         .routes(routes!(list_audit_events))
+        .routes(routes!(list_heads, sign_head))
+        .routes(routes!(inclusion_proof))
+        .routes(routes!(consistency_proof))
 }
 
 fn admin(state: &AppState, caller: &Caller) -> Admin {
@@ -482,4 +486,87 @@ async fn list_audit_events(State(state): State<AppState>, Params(q): Params<Page
     let rows = state.authority.store.audit_since(seq_cursor(&after)?, limit + 1).await?;
     let (items, next) = paged(rows, limit, |e| e.seq.to_string());
     Ok(json(StatusCode::OK, &AuditPage { items, next }))
+}
+
+// The audit ledger.
+
+fn ledger_on(state: &AppState) -> Result<(), Problem> {
+    if state.authority.rules.audit_ledger {
+        Ok(())
+    } else {
+        Err(problem(StatusCode::CONFLICT, "the audit ledger is off (audit_ledger = false)"))
+    }
+}
+
+fn hashes(proof: &[merkle::Hash]) -> Vec<String> {
+    proof.iter().map(|h| portcullis_jose::b64::encode(h)).collect()
+}
+
+/// List signed tree heads, smallest tree first.
+#[utoipa::path(get, path = "/admin/v1/audit/heads", tag = "audit", params(PageQuery),
+    responses((status = 200, description = "A page of signed tree heads", body = HeadPage)))]
+async fn list_heads(State(state): State<AppState>, Params(q): Params<PageQuery>) -> Answer {
+    let (limit, after) = bounds(q.limit, q.after.as_deref())?;
+    let after = u64::try_from(seq_cursor(&after)?).unwrap_or_default();
+    let rows = state.authority.store.heads(after, limit + 1).await?;
+    let (items, next) = paged(rows, limit, |h| h.tree_size.to_string());
+    Ok(json(StatusCode::OK, &HeadPage { items, next }))
+}
+
+/// Add every committed audit event to the tree and sign a head for it now.
+#[utoipa::path(post, path = "/admin/v1/audit/heads", tag = "audit",
+    responses((status = 201, description = "The signed tree head", body = TreeHeadView),
+        (status = 409, description = "The ledger is off", body = Problem, content_type = "application/problem+json")))]
+async fn sign_head(State(state): State<AppState>) -> Answer {
+    ledger_on(&state)?;
+    let authority = &state.authority;
+    ledger::extend(authority.store.as_ref()).await?;
+    let material = authority.keys.ring().current();
+    let head = ledger::sign_head(authority.store.as_ref(), &material, &authority.rules.issuer, authority.now()).await?;
+    Ok(json(StatusCode::CREATED, &TreeHeadView::from(&head)))
+}
+
+/// The proof that an audit event is in the tree of the first `tree_size` events.
+#[utoipa::path(get, path = "/admin/v1/audit/inclusion", tag = "audit", params(InclusionQuery),
+    responses((status = 200, description = "The inclusion proof", body = InclusionProof),
+        (status = 409, description = "The ledger is off", body = Problem, content_type = "application/problem+json")))]
+async fn inclusion_proof(State(state): State<AppState>, Params(q): Params<InclusionQuery>) -> Answer {
+    ledger_on(&state)?;
+    let store = state.authority.store.as_ref();
+    let tree_size = match q.tree_size {
+        Some(size) => size,
+        None => store.ledger_size().await?,
+    };
+    let (leaf, proof) = ledger::inclusion(store, q.seq, tree_size).await?;
+    let body =
+        InclusionProof { seq: q.seq, tree_size, leaf_hash: portcullis_jose::b64::encode(&leaf), proof: hashes(&proof) };
+    Ok(json(StatusCode::OK, &body))
+}
+
+/// The proof that the tree of `first` events is a prefix of the tree of `second`.
+#[utoipa::path(get, path = "/admin/v1/audit/consistency", tag = "audit", params(ConsistencyQuery),
+    responses((status = 200, description = "The consistency proof", body = ConsistencyProof),
+        (status = 409, description = "The ledger is off", body = Problem, content_type = "application/problem+json")))]
+async fn consistency_proof(State(state): State<AppState>, Params(q): Params<ConsistencyQuery>) -> Answer {
+    consistency(&state, q).await
+}
+
+pub(crate) async fn consistency(state: &AppState, q: ConsistencyQuery) -> Answer {
+    ledger_on(state)?;
+    let store = state.authority.store.as_ref();
+    let second = match q.second {
+        Some(size) => size,
+        None => store.ledger_size().await?,
+    };
+    let proof = ledger::consistency(store, q.first, second).await?;
+    Ok(json(StatusCode::OK, &ConsistencyProof { first: q.first, second, proof: hashes(&proof) }))
+}
+
+/// The latest signed tree head.
+pub(crate) async fn latest_head(state: &AppState) -> Answer {
+    ledger_on(state)?;
+    match state.authority.store.latest_head().await? {
+        Some(head) => Ok(json(StatusCode::OK, &TreeHeadView::from(&head))),
+        None => Err(problem(StatusCode::NOT_FOUND, "no tree head has been signed yet")),
+    }
 }

@@ -71,6 +71,7 @@ page_of!(KeyPage, KeyView);
 page_of!(SessionPage, SessionView);
 page_of!(RevocationPage, RevocationView);
 page_of!(AuditPage, AuditEventView);
+page_of!(HeadPage, TreeHeadView);
 
 /// A user account.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -404,17 +405,15 @@ pub struct AuditEventView {
     pub subject: Option<String>,
     pub client_id: Option<String>,
     pub jti: Option<String>,
-    /// The rest of what happened (never a token, a secret or a password).
+    /// The rest of what happened (never a token, a secret or a password): a JSON object as recorded.
     #[schema(value_type = Object)]
     pub detail: serde_json::Value,
 }
 
 impl From<&StoredAuditEvent> for AuditEventView {
     fn from(e: &StoredAuditEvent) -> Self {
-        let detail = match serde_json::from_str::<serde_json::Value>(&e.detail) {
-            Ok(v @ serde_json::Value::Object(_)) => v,
-            _ => serde_json::json!({ "unparsed": e.detail }),
-        };
+        // Exactly what the ledger hashes, so that a reader can recompute the leaf (see `ledger::leaf_data_of`).
+        let detail = crate::ledger::detail_value(&e.detail);
         AuditEventView {
             seq: e.seq,
             at: e.at,
@@ -425,4 +424,70 @@ impl From<&StoredAuditEvent> for AuditEventView {
             detail,
         }
     }
+}
+
+/// A signed tree head of the audit ledger: the first `tree_size` audit events form a Merkle tree (RFC 9162) with
+/// root `root_hash`; `jws` is the server's signed statement of it (`typ: tree-head+jwt`, claims `iss`, `iat`,
+/// `tree_size`, `root_hash`), verifiable with the server's JWKS.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TreeHeadView {
+    pub tree_size: u64,
+    /// base64url SHA-256.
+    pub root_hash: String,
+    pub issued_at: i64,
+    pub jws: String,
+}
+
+impl From<&crate::store::TreeHead> for TreeHeadView {
+    fn from(h: &crate::store::TreeHead) -> Self {
+        TreeHeadView {
+            tree_size: h.tree_size,
+            root_hash: portcullis_jose::b64::encode(&h.root_hash),
+            issued_at: h.issued_at,
+            jws: h.jws.clone(),
+        }
+    }
+}
+
+/// Which inclusion proof: of event `seq` in the tree of `tree_size` events (the whole ledger when absent).
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionQuery {
+    #[param(minimum = 1)]
+    pub seq: u64,
+    #[param(minimum = 1)]
+    pub tree_size: Option<u64>,
+}
+
+/// An audit event's inclusion proof (RFC 9162 §2.1.3): with `leaf_hash`, the hashes lead to the root of the
+/// tree of `tree_size` events.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InclusionProof {
+    pub seq: u64,
+    pub tree_size: u64,
+    /// base64url SHA-256 of `0x00 ||` the event's canonical JSON.
+    pub leaf_hash: String,
+    /// base64url hashes, leaf to root.
+    pub proof: Vec<String>,
+}
+
+/// Which consistency proof: between the trees of `first` and `second` events (the whole ledger when absent).
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyQuery {
+    #[param(minimum = 1)]
+    pub first: u64,
+    #[param(minimum = 1)]
+    pub second: Option<u64>,
+}
+
+/// A consistency proof (RFC 9162 §2.1.4): the tree of `first` events is a prefix of the tree of `second`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConsistencyProof {
+    pub first: u64,
+    pub second: u64,
+    /// base64url hashes.
+    pub proof: Vec<String>,
 }
