@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use portcullis_jose::KeySet;
 use portcullis_server::clock::{Clock, ShiftedClock};
 use portcullis_server::config::Config;
 use portcullis_server::keys::KeyState;
+use portcullis_server::ledger;
 use portcullis_server::model::TokenDelivery;
 use portcullis_server::signing::KeyError;
 use portcullis_server::store::postgres::PgStore;
@@ -188,6 +190,22 @@ async fn three_instances_on_one_postgres_behave_as_one_server() {
         })
         .await;
     }
+
+    // The audit ledger: every instance grows the one tree at once; the result is one gapless log that verifies.
+    let (ga, gb, gc) = tokio::join!(
+        ledger::extend(a.running.authority.store.as_ref()),
+        ledger::extend(b.running.authority.store.as_ref()),
+        ledger::extend(c.running.authority.store.as_ref()),
+    );
+    let size = ga.unwrap().max(gb.unwrap()).max(gc.unwrap());
+    let store = a.running.authority.store.as_ref();
+    let material = b.running.authority.keys.ring().current();
+    let issuer = &a.running.authority.rules.issuer;
+    let head = ledger::sign_head(store, &material, issuer, a.clock.now()).await.unwrap();
+    assert!(head.tree_size >= size && size > 10, "{} events in the tree", head.tree_size);
+    let keys = KeySet::from_jwks(&a.get_json("/jwks.json").await.to_string(), &[]).unwrap();
+    let report = ledger::verify_store(store, &keys, issuer, a.clock.now()).await.unwrap();
+    assert_eq!(report.verified.head_size, head.tree_size);
     for srv in servers {
         srv.stop().await;
     }
