@@ -186,7 +186,7 @@ async fn verify_http(common: &Common, issuer: &str, token_file: &Path) -> Result
             text("jti"),
             e["detail"].clone(),
         );
-        verifier.feed(e["seq"].as_i64().unwrap_or_default(), &data, None).map_err(|f| f.to_string())
+        verifier.feed(e["seq"].as_i64().unwrap_or_default(), &data).map_err(|f| f.to_string())
     })
     .await?;
     let verified = verifier.finish().map_err(|f| f.to_string())?;

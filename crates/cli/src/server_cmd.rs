@@ -128,7 +128,11 @@ pub enum KeysCommand {
     /// Start a rotation: a new key is published now and signs after one JWKS max-age.
     Rotate,
     /// Revoke a key at once (it leaves the JWKS; a new key signs if it was active).
-    Revoke { kid: String },
+    Revoke {
+        /// The key's id; it may start with `-` (a base64url thumbprint), which is taken as the id, not a flag.
+        #[arg(allow_hyphen_values = true)]
+        kid: String,
+    },
 }
 
 pub fn settings(common: &Common) -> Result<Settings, String> {

@@ -6,7 +6,7 @@
 
 pub mod merkle;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use portcullis_jose::{b64, jwt, Algorithm, KeySet, Policy, UnixTime};
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,39 @@ use crate::store::{Store, StoreError, StoredAuditEvent, TreeHead};
 use merkle::{Frontier, Hash, ProofPlan};
 
 /// How many events one growth step reads and one transaction stores.
-const BATCH: u32 = 2000;
+const BATCH: u32 = 4096;
+
+/// The lowest level of the tree that is stored: subtrees of 16 events and up. The leaves and the subtrees of 2,
+/// 4 and 8 events are recomputed from the events when a proof needs them (at most one block of 16 per proof
+/// level): storing them too made the ledger write sixteen times as many rows and cost issuance throughput.
+pub const STORED_LEVEL: u8 = 4;
+
+/// The hashes of the nodes `ids`: stored ones from the ledger's tables, lower ones from the events they cover.
+/// Missing ones are absent from the answer.
+async fn nodes_for(store: &dyn Store, ids: &[merkle::NodeId]) -> Result<HashMap<merkle::NodeId, Hash>, LedgerError> {
+    let (low, high): (Vec<merkle::NodeId>, Vec<merkle::NodeId>) =
+        ids.iter().partition(|(level, _)| *level < STORED_LEVEL);
+    let mut found = store.ledger_nodes(&high).await?;
+    let blocks: BTreeSet<u64> = low.iter().map(|(level, index)| (index << level) >> STORED_LEVEL).collect();
+    for block in blocks {
+        let first = block << STORED_LEVEL;
+        let after = i64::try_from(first).map_err(|_| LedgerError::MissingNodes(first))?;
+        let events = store.audit_since(after, 1 << STORED_LEVEL).await?;
+        let leaves: Vec<Hash> = events
+            .iter()
+            .enumerate()
+            .take_while(|(i, e)| u64::try_from(e.seq).ok() == Some(first + *i as u64 + 1))
+            .map(|(_, e)| merkle::leaf_hash(&leaf_data(e)))
+            .collect();
+        for &(level, index) in low.iter().filter(|(level, index)| (index << level) >> STORED_LEVEL == block) {
+            let start = ((index << level) - first) as usize;
+            if let Some(range) = leaves.get(start..start + (1usize << level)) {
+                found.insert((level, index), merkle::root(range));
+            }
+        }
+    }
+    Ok(found)
+}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -109,20 +141,21 @@ pub fn canonical(value: &serde_json::Value, out: &mut String) {
 pub async fn extend(store: &dyn Store) -> Result<u64, LedgerError> {
     loop {
         let size = store.ledger_size().await?;
-        let nodes = store.ledger_nodes(&Frontier::nodes_at(size)).await?;
+        let nodes = nodes_for(store, &Frontier::nodes_at(size)).await?;
         let mut frontier = Frontier::at(size, &nodes).ok_or(LedgerError::MissingNodes(size))?;
         let after = i64::try_from(size).map_err(|_| LedgerError::MissingNodes(size))?;
         let events = store.audit_since(after, BATCH).await?;
         if events.is_empty() {
             return Ok(size);
         }
-        let mut completed = Vec::with_capacity(events.len() * 2);
+        let mut completed = Vec::with_capacity(events.len() / 8 + 1);
         for e in &events {
             let expected = frontier.size() + 1;
             if u64::try_from(e.seq).ok() != Some(expected) {
                 return Err(LedgerError::Gap { expected, found: e.seq });
             }
-            completed.extend(frontier.push(merkle::leaf_hash(&leaf_data(e))));
+            let done = frontier.push(merkle::leaf_hash(&leaf_data(e)));
+            completed.extend(done.into_iter().filter(|((level, _), _)| *level >= STORED_LEVEL));
         }
         let grown = store.ledger_extend(size, frontier.size(), &completed).await?;
         metrics::gauge!("portcullis_ledger_size").set(frontier.size() as f64);
@@ -134,7 +167,7 @@ pub async fn extend(store: &dyn Store) -> Result<u64, LedgerError> {
 
 /// The root of the stored tree of `size` leaves.
 pub async fn root_at(store: &dyn Store, size: u64) -> Result<Hash, LedgerError> {
-    let nodes = store.ledger_nodes(&merkle::root_nodes(size)).await?;
+    let nodes = nodes_for(store, &merkle::root_nodes(size)).await?;
     merkle::root_from(size, &nodes).ok_or(LedgerError::MissingNodes(size))
 }
 
@@ -271,14 +304,18 @@ pub async fn verify_store(store: &dyn Store, keys: &KeySet, issuer: &str, now: U
     let mut verifier = Verifier::new(roots);
     let mut after = 0i64;
     loop {
-        let events = store.audit_since(after, 1000).await.map_err(|e| e.to_string())?;
+        let events = store.audit_since(after, 4096).await.map_err(|e| e.to_string())?;
         let Some(last) = events.last() else { break };
-        let ids: Vec<merkle::NodeId> =
-            events.iter().filter_map(|e| u64::try_from(e.seq - 1).ok()).map(|i| (0, i)).collect();
-        let recorded = store.ledger_nodes(&ids).await.map_err(|e| e.to_string())?;
+        // The hashes the ledger recorded for the blocks of 16 these events fall in.
+        let blocks: BTreeSet<merkle::NodeId> = events
+            .iter()
+            .filter_map(|e| u64::try_from(e.seq - 1).ok())
+            .map(|i| (STORED_LEVEL, i >> STORED_LEVEL))
+            .collect();
+        let ids: Vec<merkle::NodeId> = blocks.into_iter().collect();
+        verifier.expect(store.ledger_nodes(&ids).await.map_err(|e| e.to_string())?);
         for e in &events {
-            let leaf = u64::try_from(e.seq - 1).ok().and_then(|i| recorded.get(&(0, i)));
-            verifier.feed(e.seq, &leaf_data(e), leaf).map_err(|f| f.to_string())?;
+            verifier.feed(e.seq, &leaf_data(e)).map_err(|f| f.to_string())?;
         }
         after = last.seq;
     }
@@ -336,7 +373,7 @@ pub async fn inclusion(store: &dyn Store, seq: u64, tree_size: u64) -> Result<(H
         .ok_or_else(|| LedgerError::Invalid("seq must be at most tree_size".into()))?;
     let mut ids = plan.nodes();
     ids.push((0, seq - 1));
-    let nodes = store.ledger_nodes(&ids).await?;
+    let nodes = nodes_for(store, &ids).await?;
     let leaf = *nodes.get(&(0, seq - 1)).ok_or(LedgerError::MissingNodes(tree_size))?;
     Ok((leaf, plan.build(&nodes).ok_or(LedgerError::MissingNodes(tree_size))?))
 }
@@ -349,7 +386,7 @@ pub async fn consistency(store: &dyn Store, first: u64, second: u64) -> Result<V
     }
     let plan =
         ProofPlan::consistency(first, second).ok_or_else(|| LedgerError::Invalid("need 0 < first <= second".into()))?;
-    let nodes = store.ledger_nodes(&plan.nodes()).await?;
+    let nodes = nodes_for(store, &plan.nodes()).await?;
     plan.build(&nodes).ok_or(LedgerError::MissingNodes(second))
 }
 
@@ -360,10 +397,11 @@ pub enum Finding {
     Missing { seq: u64 },
     /// Event `seq` where `expected` should be: inserted, duplicated or moved.
     OutOfPlace { seq: i64, expected: u64 },
-    /// Event `seq` no longer hashes to the leaf the ledger recorded: changed (or swapped with another).
-    Modified { seq: u64 },
+    /// The events `from..=to` no longer hash to what the ledger recorded for them when it added them (a block
+    /// of 16): one of them was changed (or swapped with another).
+    Modified { from: u64, to: u64 },
     /// The tree of the first `size` events does not have the root a signed head gave it: an event in
-    /// `from..=size` was changed, and the stored hashes with it.
+    /// `from..=size` was changed (found before any recorded hash could show it, or with those rewritten too).
     HeadMismatch { size: u64, from: u64 },
     /// A signed head covers `head_size` events but the log has only `have`: the rest were deleted.
     Truncated { have: u64, head_size: u64 },
@@ -376,13 +414,15 @@ impl std::fmt::Display for Finding {
             Finding::OutOfPlace { seq, expected } => {
                 write!(f, "entry {seq} is where entry {expected} should be (inserted, duplicated or reordered)")
             }
-            Finding::Modified { seq } => {
-                write!(f, "entry {seq} was modified (it no longer hashes to the leaf the ledger recorded)")
-            }
+            Finding::Modified { from, to } => write!(
+                f,
+                "an entry between {from} and {to} was modified (they no longer hash to what the ledger recorded when \
+                 it added them)"
+            ),
             Finding::HeadMismatch { size, from } => write!(
                 f,
                 "the log does not match the signed tree head of size {size}: an entry between {from} and {size} \
-                 was modified, and the ledger's stored hashes with it"
+                 was modified"
             ),
             Finding::Truncated { have, head_size } => write!(
                 f,
@@ -395,12 +435,15 @@ impl std::fmt::Display for Finding {
 }
 
 /// Checks a log, event by event in `seq` order, against the roots of verified signed heads (by tree size) and,
-/// where known, the leaf hashes the ledger recorded. Streams: memory is the heads and a 64-entry frontier.
+/// where given, the node hashes the ledger recorded. Streams: memory is the heads, a 64-entry frontier and the
+/// recorded hashes of the page at hand.
 #[derive(Debug, Clone, Default)]
 pub struct Verifier {
     frontier: Frontier,
     heads: BTreeMap<u64, Hash>,
     last_matched: u64,
+    /// Node hashes the ledger recorded, checked as the recomputed tree completes them.
+    recorded: HashMap<merkle::NodeId, Hash>,
 }
 
 /// What a clean check covered.
@@ -417,19 +460,26 @@ impl Verifier {
         Verifier { heads, ..Verifier::default() }
     }
 
-    /// The next event, with the leaf hash the ledger recorded for it, if any.
-    pub fn feed(&mut self, seq: i64, leaf_data: &[u8], recorded: Option<&Hash>) -> Result<(), Finding> {
+    /// Node hashes the ledger recorded (for the events about to be fed).
+    pub fn expect(&mut self, recorded: HashMap<merkle::NodeId, Hash>) {
+        self.recorded.extend(recorded);
+    }
+
+    /// The next event.
+    pub fn feed(&mut self, seq: i64, leaf_data: &[u8]) -> Result<(), Finding> {
         let expected = self.frontier.size() + 1;
         match u64::try_from(seq) {
             Ok(s) if s == expected => {}
             Ok(s) if s > expected => return Err(Finding::Missing { seq: expected }),
             _ => return Err(Finding::OutOfPlace { seq, expected }),
         }
-        let leaf = merkle::leaf_hash(leaf_data);
-        if recorded.is_some_and(|r| *r != leaf) {
-            return Err(Finding::Modified { seq: expected });
+        for ((level, index), hash) in self.frontier.push(merkle::leaf_hash(leaf_data)) {
+            if let Some(recorded) = self.recorded.remove(&(level, index)) {
+                if recorded != hash {
+                    return Err(Finding::Modified { from: (index << level) + 1, to: (index + 1) << level });
+                }
+            }
         }
-        self.frontier.push(leaf);
         if let Some(root) = self.heads.get(&expected) {
             if *root != self.frontier.root() {
                 return Err(Finding::HeadMismatch { size: expected, from: self.last_matched + 1 });
@@ -489,27 +539,42 @@ mod tests {
         sizes.iter().map(|&s| (s, merkle::root(&leaves[..s as usize]))).collect()
     }
 
-    fn check(events: &[StoredAuditEvent], heads: &BTreeMap<u64, Hash>, recorded: &[Hash]) -> Result<Verified, Finding> {
+    fn check(
+        events: &[StoredAuditEvent],
+        heads: &BTreeMap<u64, Hash>,
+        recorded: &HashMap<merkle::NodeId, Hash>,
+    ) -> Result<Verified, Finding> {
         let mut v = Verifier::new(heads.clone());
-        for (i, e) in events.iter().enumerate() {
-            v.feed(e.seq, &leaf_data(e), recorded.get(i))?;
+        v.expect(recorded.clone());
+        for e in events {
+            v.feed(e.seq, &leaf_data(e))?;
         }
         v.finish()
     }
 
     #[test]
     fn the_verifier_names_each_kind_of_edit() {
-        let good = log(20);
-        let heads = heads_of(&good, &[5, 12, 20]);
-        let recorded: Vec<Hash> = good.iter().map(|e| merkle::leaf_hash(&leaf_data(e))).collect();
+        let good = log(40);
+        let heads = heads_of(&good, &[5, 12, 20, 40]);
+        // What the ledger stores: the blocks of 16 (and up).
+        let mut recorded = HashMap::new();
+        let mut frontier = Frontier::default();
+        for e in &good {
+            let done = frontier.push(merkle::leaf_hash(&leaf_data(e)));
+            recorded.extend(done.into_iter().filter(|((level, _), _)| *level >= STORED_LEVEL));
+        }
+        let none = HashMap::new();
         let ok = check(&good, &heads, &recorded).unwrap();
-        assert_eq!((ok.entries, ok.head_size), (20, 20));
+        assert_eq!((ok.entries, ok.head_size), (40, 40));
 
         let mut modified = good.clone();
         modified[7].detail = r#"{"n":999}"#.into();
-        assert_eq!(check(&modified, &heads, &recorded), Err(Finding::Modified { seq: 8 }));
-        // The recorded leaf rewritten too: the signed head still catches it, between the heads around it.
-        assert_eq!(check(&modified, &heads, &[]), Err(Finding::HeadMismatch { size: 12, from: 6 }));
+        assert_eq!(check(&modified, &heads, &recorded), Err(Finding::HeadMismatch { size: 12, from: 6 }));
+        let mut late = good.clone();
+        late[24].detail = r#"{"n":999}"#.into();
+        assert_eq!(check(&late, &heads_of(&good, &[40]), &recorded), Err(Finding::Modified { from: 17, to: 32 }));
+        // The recorded hashes rewritten too: the signed head still catches it, between the heads around it.
+        assert_eq!(check(&late, &heads, &none), Err(Finding::HeadMismatch { size: 40, from: 21 }));
 
         let mut deleted = good.clone();
         deleted.remove(9);
@@ -526,14 +591,14 @@ mod tests {
         let (a, b) = (swapped[2].detail.clone(), swapped[3].detail.clone());
         swapped[2].detail = b;
         swapped[3].detail = a;
-        assert_eq!(check(&swapped, &heads, &recorded), Err(Finding::Modified { seq: 3 }));
+        assert_eq!(check(&swapped, &heads_of(&good, &[40]), &recorded), Err(Finding::Modified { from: 1, to: 16 }));
 
         let mut inserted = good.clone();
         inserted.insert(4, event(5, r#"{"n":"forged"}"#));
-        assert_eq!(check(&inserted, &heads, &[]), Err(Finding::HeadMismatch { size: 5, from: 1 }));
+        assert_eq!(check(&inserted, &heads, &none), Err(Finding::HeadMismatch { size: 5, from: 1 }));
 
         let truncated = &good[..15];
-        assert_eq!(check(truncated, &heads, &recorded), Err(Finding::Truncated { have: 15, head_size: 20 }));
-        assert!(Finding::Truncated { have: 15, head_size: 20 }.to_string().contains("entries 16 to 20 are missing"));
+        assert_eq!(check(truncated, &heads, &none), Err(Finding::Truncated { have: 15, head_size: 40 }));
+        assert!(Finding::Truncated { have: 15, head_size: 40 }.to_string().contains("entries 16 to 40 are missing"));
     }
 }

@@ -262,7 +262,7 @@ async fn rotate(
 }
 
 code_flow_store!(PgStore, pool, pool);
-ledger_store!(PgStore, pool);
+ledger_store!(PgStore, pool, true);
 list_store!(PgStore, pool, USER_COLUMNS);
 
 #[async_trait]

@@ -510,20 +510,30 @@ pub(super) const LEDGER_GROW: &str = "UPDATE audit_ledger SET size = $1 WHERE id
 /// statement per row made growth several times slower.
 pub(super) const NODES_PER_INSERT: usize = 500;
 
+/// Placeholders for `count` rows of `width` parameters: `($1, $2), ($3, $4)` when `numbered` (PostgreSQL), else
+/// `(?, ?), (?, ?)`. SQLite takes `$n` too, but sqlx then looks every parameter's name up among all of them, which
+/// costs the square of their number; plain `?` is bound by position.
+pub(super) fn placeholders(count: usize, width: usize, numbered: bool) -> String {
+    let row = |i: usize| {
+        let params: Vec<String> =
+            (1..=width).map(|k| if numbered { format!("${}", i * width + k) } else { "?".into() }).collect();
+        format!("({})", params.join(", "))
+    };
+    (0..count).map(row).collect::<Vec<_>>().join(", ")
+}
+
 /// `INSERT` of `count` nodes in one statement.
-pub(super) fn ledger_insert_sql(count: usize) -> String {
-    let rows: Vec<String> = (0..count).map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect();
-    format!("INSERT INTO audit_nodes (level, idx, hash) VALUES {}", rows.join(", "))
+pub(super) fn ledger_insert_sql(count: usize, numbered: bool) -> String {
+    format!("INSERT INTO audit_nodes (level, idx, hash) VALUES {}", placeholders(count, 3, numbered))
 }
 pub(super) const HEAD_INSERT: &str =
     "INSERT INTO audit_heads (tree_size, root_hash, issued_at, jws) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
 pub(super) const HEAD_LATEST: &str = "SELECT * FROM audit_heads ORDER BY tree_size DESC LIMIT 1";
 pub(super) const HEADS_PAGE: &str = "SELECT * FROM audit_heads WHERE tree_size > $1 ORDER BY tree_size LIMIT $2";
 
-/// `SELECT` of the nodes `ids`: `(level, idx) IN (($1, $2), ...)`.
-pub(super) fn ledger_nodes_sql(count: usize) -> String {
-    let pairs: Vec<String> = (0..count).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect();
-    format!("SELECT level, idx, hash FROM audit_nodes WHERE (level, idx) IN ({})", pairs.join(", "))
+/// `SELECT` of the nodes `ids`: `(level, idx) IN ((?, ?), ...)`.
+pub(super) fn ledger_nodes_sql(count: usize, numbered: bool) -> String {
+    format!("SELECT level, idx, hash FROM audit_nodes WHERE (level, idx) IN ({})", placeholders(count, 2, numbered))
 }
 
 fn u64_of(value: i64, what: &str) -> StoreResult<u64> {
@@ -551,9 +561,10 @@ pub(super) fn node_of(row: &impl Cols) -> StoreResult<((u8, u64), [u8; 32])> {
 /// The most node ids one `SELECT` names (the proofs of a tree of 2^64 leaves need fewer).
 pub(super) const MAX_NODE_QUERY: usize = 256;
 
-/// Implements [`LedgerStore`] for a backend with `begin()` (its write transaction) and the read pool `$read`.
+/// Implements [`LedgerStore`] for a backend with `begin()` (its write transaction) and the read pool `$read`;
+/// `$numbered`: whether its placeholders are `$n` (see [`placeholders`]).
 macro_rules! ledger_store {
-    ($store:ty, $read:ident) => {
+    ($store:ty, $read:ident, $numbered:expr) => {
         #[async_trait::async_trait]
         impl LedgerStore for $store {
             async fn ledger_size(&self) -> StoreResult<u64> {
@@ -567,7 +578,7 @@ macro_rules! ledger_store {
             ) -> StoreResult<std::collections::HashMap<(u8, u64), [u8; 32]>> {
                 let mut found = std::collections::HashMap::with_capacity(ids.len());
                 for chunk in ids.chunks(MAX_NODE_QUERY) {
-                    let sql = ledger_nodes_sql(chunk.len());
+                    let sql = ledger_nodes_sql(chunk.len(), $numbered);
                     let mut query = sqlx::query(&sql);
                     for (level, idx) in chunk {
                         let idx = i64::try_from(*idx).map_err(|_| StoreError::NotFound("node".into()))?;
@@ -589,7 +600,7 @@ macro_rules! ledger_store {
                     return Ok(false);
                 }
                 for chunk in nodes.chunks(NODES_PER_INSERT) {
-                    let sql = ledger_insert_sql(chunk.len());
+                    let sql = ledger_insert_sql(chunk.len(), $numbered);
                     let mut query = sqlx::query(&sql);
                     for ((level, idx), hash) in chunk {
                         query = query.bind(i64::from(*level)).bind(size(*idx)?).bind(hash.as_slice());

@@ -181,7 +181,7 @@ const USER_COLUMNS: &str = "u.id, u.name, u.password_hash, u.disabled, u.failure
       WHERE ur.user_id = u.id) AS scopes";
 
 code_flow_store!(SqliteStore, write, read);
-ledger_store!(SqliteStore, read);
+ledger_store!(SqliteStore, read, false);
 list_store!(SqliteStore, read, USER_COLUMNS);
 
 #[async_trait]
@@ -442,7 +442,7 @@ impl Store for SqliteStore {
         // made the writer's group commits several times slower.
         let mut tx = self.begin().await?;
         for chunk in events.chunks(500) {
-            let rows = vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            let rows = placeholders(chunk.len(), 6, false);
             let sql = format!("INSERT INTO audit_events (at, kind, subject, client_id, jti, detail) VALUES {rows}");
             let mut query = sqlx::query(&sql);
             for e in chunk {
