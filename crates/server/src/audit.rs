@@ -20,10 +20,11 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// Starts the writer task on the current runtime. It ends when every handle is dropped.
-    pub fn start(store: Arc<dyn Store>) -> Audit {
+    /// Starts the writer task on the current runtime. It ends when every handle is dropped. With `ledger`, it
+    /// also adds each committed batch to the audit ledger's tree (after answering the batch's requests).
+    pub fn start(store: Arc<dyn Store>, ledger: bool) -> Audit {
         let (tx, rx) = mpsc::channel(16 * MAX_BATCH);
-        tokio::spawn(write_batches(store, rx));
+        tokio::spawn(write_batches(store, rx, ledger));
         Audit { tx }
     }
 
@@ -39,16 +40,23 @@ impl Audit {
     }
 }
 
-async fn write_batches(store: Arc<dyn Store>, mut rx: mpsc::Receiver<(AuditEvent, Ack)>) {
+async fn write_batches(store: Arc<dyn Store>, mut rx: mpsc::Receiver<(AuditEvent, Ack)>, ledger: bool) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut follower = crate::ledger::Follower::default();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (events, acks): (Vec<AuditEvent>, Vec<Ack>) = batch.drain(..).unzip();
-        let result = store.append_audit(&events).await.map_err(|e| e.to_string());
+        let result = store.append_audit_numbered(&events).await.map_err(|e| e.to_string());
         if let Err(why) = &result {
             tracing::error!(events = events.len(), error = %why, "audit events not stored; the requests fail");
         }
         for ack in acks {
-            let _ = ack.send(result.clone());
+            let _ = ack.send(result.as_ref().map(|_| ()).map_err(Clone::clone));
+        }
+        if let (true, Ok(Some(seqs))) = (ledger, &result) {
+            // The background growth catches up with whatever this misses.
+            if let Err(e) = follower.follow(store.as_ref(), &events, seqs).await {
+                tracing::debug!(error = %e, "audit ledger: batch left to the background growth");
+            }
         }
     }
 }

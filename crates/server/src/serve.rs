@@ -108,7 +108,7 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<(Arc<Au
     }
     let rules = Rules::from_settings(settings);
     let passwords = PasswordPool::new(PasswordPool::cores(), 64 * PasswordPool::cores(), rules.password_cost);
-    let audit = Audit::start(Arc::clone(&store));
+    let audit = Audit::start(Arc::clone(&store), settings.audit_head_interval.is_some());
     let authority = Authority::new(store, keys, audit, clock, passwords, rules, secrets);
     let now = authority.now().as_secs();
     authority

@@ -165,6 +165,59 @@ pub async fn extend(store: &dyn Store) -> Result<u64, LedgerError> {
     }
 }
 
+/// Adds events to the tree as the audit writer commits them, from memory: no reading back. It keeps the tree's
+/// right edge between batches and stores a batch's nodes only if the tree is still the size it last saw (the
+/// background [`extend`] may have moved it, or events written elsewhere, e.g. by the CLI, may come first); if
+/// not, it leaves the events to [`extend`] and picks the edge up again from the store.
+#[derive(Debug, Default)]
+pub struct Follower {
+    frontier: Option<Frontier>,
+}
+
+impl Follower {
+    /// `events` were just committed as `seqs`.
+    pub async fn follow(
+        &mut self,
+        store: &dyn Store,
+        events: &[crate::store::AuditEvent],
+        seqs: &[i64],
+    ) -> Result<(), LedgerError> {
+        let Some(&first) = seqs.first() else { return Ok(()) };
+        let first = u64::try_from(first).map_err(|_| LedgerError::Invalid("seq".into()))?;
+        let mut frontier = match self.frontier.take() {
+            Some(f) if f.size() + 1 == first => f,
+            _ => {
+                let size = store.ledger_size().await?;
+                if size + 1 != first {
+                    return Ok(());
+                }
+                let nodes = nodes_for(store, &Frontier::nodes_at(size)).await?;
+                Frontier::at(size, &nodes).ok_or(LedgerError::MissingNodes(size))?
+            }
+        };
+        let from = frontier.size();
+        let mut completed = Vec::with_capacity(events.len() / 8 + 1);
+        for (e, seq) in events.iter().zip(seqs) {
+            let data = leaf_data_of(
+                *seq,
+                e.at,
+                e.kind,
+                e.subject.as_deref(),
+                e.client_id.as_deref(),
+                e.jti.as_deref(),
+                detail_value(&e.detail),
+            );
+            let done = frontier.push(merkle::leaf_hash(&data));
+            completed.extend(done.into_iter().filter(|((level, _), _)| *level >= STORED_LEVEL));
+        }
+        if store.ledger_extend(from, frontier.size(), &completed).await? {
+            metrics::gauge!("portcullis_ledger_size").set(frontier.size() as f64);
+            self.frontier = Some(frontier);
+        }
+        Ok(())
+    }
+}
+
 /// The root of the stored tree of `size` leaves.
 pub async fn root_at(store: &dyn Store, size: u64) -> Result<Hash, LedgerError> {
     let nodes = nodes_for(store, &merkle::root_nodes(size)).await?;

@@ -344,6 +344,12 @@ pub trait Store: CodeFlowStore + ListStore + LedgerStore + Send + Sync + std::fm
 
     // Audit.
     async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()>;
+    /// The same, returning the `seq` each event got (in order), when the backend numbers events as it stores
+    /// them (SQLite); `None` when they are numbered later (PostgreSQL). The audit ledger then adds them to the
+    /// tree from memory instead of reading them back.
+    async fn append_audit_numbered(&self, events: &[AuditEvent]) -> StoreResult<Option<Vec<i64>>> {
+        self.append_audit(events).await.map(|()| None)
+    }
     async fn audit_since(&self, after: i64, limit: u32) -> StoreResult<Vec<StoredAuditEvent>>;
 
     /// Deletes what has expired: used assertions, revocations, dead refresh tokens. Returns rows removed.

@@ -708,6 +708,7 @@ mod tests {
         audit_sequence_has_no_gaps,
         authorization_code_flow,
         ledger_grows_once_under_concurrency,
+        ledger_follows_the_writer,
     );
 
     /// The migration path: a SQLite deployment moved into PostgreSQL.

@@ -438,19 +438,37 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()> {
+        self.append_audit_numbered(events).await.map(|_| ())
+    }
+
+    async fn append_audit_numbered(&self, events: &[AuditEvent]) -> StoreResult<Option<Vec<i64>>> {
         // Many rows per statement (in the order given, which becomes their seq order): one statement per event
         // made the writer's group commits several times slower.
         let mut tx = self.begin().await?;
+        let mut seqs = Vec::with_capacity(events.len());
         for chunk in events.chunks(500) {
             let rows = placeholders(chunk.len(), 6, false);
-            let sql = format!("INSERT INTO audit_events (at, kind, subject, client_id, jti, detail) VALUES {rows}");
+            let sql = format!(
+                "INSERT INTO audit_events (at, kind, subject, client_id, jti, detail) VALUES {rows} RETURNING seq"
+            );
             let mut query = sqlx::query(&sql);
             for e in chunk {
                 query = query.bind(e.at).bind(e.kind).bind(&e.subject).bind(&e.client_id).bind(&e.jti).bind(&e.detail);
             }
-            query.execute(&mut *tx).await.map_err(db_error)?;
+            let mut numbered: Vec<i64> = query
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .iter()
+                .map(|r| r.int("seq"))
+                .collect::<StoreResult<_>>()?;
+            // RETURNING gives no order; the one writer hands out consecutive numbers in VALUES order.
+            numbered.sort_unstable();
+            seqs.extend(numbered);
         }
-        tx.commit().await.map_err(db_error)
+        tx.commit().await.map_err(db_error)?;
+        let consecutive = seqs.windows(2).all(|w| w[1] == w[0] + 1) && seqs.len() == events.len();
+        Ok(consecutive.then_some(seqs))
     }
 
     async fn audit_since(&self, after: i64, limit: u32) -> StoreResult<Vec<StoredAuditEvent>> {
@@ -594,6 +612,18 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn ledger_grows_once_under_concurrency() {
         suite::ledger_grows_once_under_concurrency(fresh("ledger").await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ledger_follows_the_writer() {
+        let store = fresh("follow").await;
+        let events = [crate::audit::event(1, "login"), crate::audit::event(2, "login")];
+        assert_eq!(
+            store.append_audit_numbered(&events).await.unwrap(),
+            Some(vec![1, 2]),
+            "SQLite numbers as it stores"
+        );
+        suite::ledger_follows_the_writer(fresh("follow2").await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

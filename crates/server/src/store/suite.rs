@@ -506,3 +506,35 @@ pub async fn ledger_grows_once_under_concurrency(store: Arc<dyn Store>) {
     assert_eq!(sizes, [80, 120]);
     assert_eq!(store.heads(0, 10).await.unwrap()[1], head(80), "the first head of a size stays");
 }
+
+/// The audit writer's in-memory growth ([`crate::ledger::Follower`], where the backend numbers events as it stores
+/// them) and the background growth build one tree, whichever adds which events, with events from elsewhere (the
+/// CLI) in between.
+pub async fn ledger_follows_the_writer(store: Arc<dyn Store>) {
+    use crate::ledger::{self, merkle, Follower};
+    let mut follower = Follower::default();
+    let mut followed = false;
+    for round in 0..6i64 {
+        let events: Vec<_> = (0..37).map(|i| crate::audit::event(round * 1000 + i, "token_issued")).collect();
+        if let Some(seqs) = store.append_audit_numbered(&events).await.unwrap() {
+            assert_eq!(seqs.len(), events.len());
+            follower.follow(store.as_ref(), &events, &seqs).await.unwrap();
+            followed = true;
+        }
+        if round == 2 {
+            store.append_audit(&[crate::audit::event(7, "user_added")]).await.unwrap();
+        }
+        if round == 4 {
+            ledger::extend(store.as_ref()).await.unwrap();
+        }
+    }
+    let before = store.ledger_size().await.unwrap();
+    assert!(!followed || before == 6 * 37 + 1, "the follower kept up after the background caught up: {before}");
+    let size = ledger::extend(store.as_ref()).await.unwrap();
+    assert_eq!(size, 6 * 37 + 1);
+    let logged = store.audit_since(0, 1000).await.unwrap();
+    let leaves: Vec<merkle::Hash> = logged.iter().map(|e| merkle::leaf_hash(&ledger::leaf_data(e))).collect();
+    assert_eq!(ledger::root_at(store.as_ref(), size).await.unwrap(), merkle::root(&leaves));
+    let (leaf, proof) = ledger::inclusion(store.as_ref(), 100, size).await.unwrap();
+    assert!(merkle::verify_inclusion(99, size, &leaf, &proof, &merkle::root(&leaves)));
+}
