@@ -5,7 +5,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 mod common;
 use common::{run, temp};
@@ -178,26 +178,12 @@ fn serve_refuses_bad_configuration_with_a_clear_message() {
 
 #[test]
 fn serve_starts_with_defaults_answers_and_stops_on_sigterm() {
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::Read;
     let dir = temp("serve");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .arg("serve")
-        .current_dir(&dir)
-        .env("PORTCULLIS_LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    while !seen.contains("portcullis is serving") {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            panic!("serve exited: {seen}");
-        }
-        seen.push_str(&line);
-    }
+    let mut command = common::portcullis();
+    command.current_dir(&dir).env("PORTCULLIS_LISTEN", format!("127.0.0.1:{port}"));
+    let (mut child, seen) = common::serve(command);
     assert!(seen.contains("development key file"), "the dev-mode warning is printed: {seen}");
     assert!(dir.join("portcullis-data/portcullis.db").exists());
     assert!(dir.join("portcullis-data/master.key").exists());

@@ -6,9 +6,9 @@
 // A test binary: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 
 mod common;
 use common::{run, temp};
@@ -29,24 +29,9 @@ fn config(dir: &Path, name: &str, port: u16, data: &Path) -> String {
 }
 
 fn serve(cfg: &str) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["--config", cfg, "serve"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    while !seen.contains("portcullis is serving") {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            panic!("serve exited: {seen}");
-        }
-        seen.push_str(&line);
-    }
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    child
+    let mut command = common::portcullis();
+    command.args(["--config", cfg]);
+    common::serve(command).0
 }
 
 fn stop(mut child: Child) {

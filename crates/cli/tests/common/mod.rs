@@ -2,9 +2,9 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 /// Runs `portcullis` with `args`, feeding it `stdin`.
 pub fn run(args: &[&str], stdin: &str) -> Output {
@@ -25,4 +25,26 @@ pub fn temp(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Starts `portcullis serve` as `command` sets it up and waits until it says it is serving; returns the process
+/// and the log so far. The rest of the log is drained in the background, so the server never blocks on it.
+pub fn serve(mut command: Command) -> (Child, String) {
+    let mut child = command.arg("serve").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("portcullis is serving") {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            panic!("serve exited: {seen}");
+        }
+        seen.push_str(&line);
+    }
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    (child, seen)
+}
+
+/// A `portcullis` command to build on.
+pub fn portcullis() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
 }
