@@ -186,12 +186,17 @@ fn verify_accepts_the_log_and_names_the_first_bad_entry_after_each_kind_of_edit(
     stop(server);
 
     let cases: Vec<(&str, Vec<&str>, String)> = vec![
-        ("modified", vec!["UPDATE audit_events SET detail = '{\"forged\":true}' WHERE seq = 3"], "was modified".into()),
+        (
+            "modified",
+            vec!["UPDATE audit_events SET detail = '{\"forged\":true}' WHERE seq = 3"],
+            "entry 3 was modified".into(),
+        ),
         (
             "modified, and the stored tree rebuilt to match",
             vec![
                 "UPDATE audit_events SET detail = '{\"forged\":true}' WHERE seq = 9",
                 "DELETE FROM audit_nodes",
+                "DELETE FROM audit_leaves",
                 "UPDATE audit_ledger SET size = 0",
             ],
             "does not match the signed tree head of size".into(),
@@ -205,7 +210,7 @@ fn verify_accepts_the_log_and_names_the_first_bad_entry_after_each_kind_of_edit(
                 "UPDATE audit_events SET seq = 2 WHERE seq = 7",
                 "UPDATE audit_events SET seq = 7 WHERE seq = -2",
             ],
-            "was modified".into(),
+            "entry 2 was modified".into(),
         ),
         (
             "inserted",
@@ -214,7 +219,7 @@ fn verify_accepts_the_log_and_names_the_first_bad_entry_after_each_kind_of_edit(
                 "UPDATE audit_events SET seq = 1 - seq WHERE seq < 0",
                 "INSERT INTO audit_events (seq, at, kind, detail) VALUES (5, 1, 'user_added', '{}')",
             ],
-            "was modified".into(),
+            "entry 5 was modified".into(),
         ),
     ];
     for (name, statements, want) in cases {
@@ -274,6 +279,7 @@ fn the_witness_follows_a_growing_log_and_catches_a_rewrite_and_a_rollback() {
         &[
             "UPDATE audit_events SET detail = '{\"rewritten\":true}' WHERE seq = 2",
             "DELETE FROM audit_nodes",
+            "DELETE FROM audit_leaves",
             "DELETE FROM audit_heads",
             "UPDATE audit_ledger SET size = 0",
         ],
@@ -296,6 +302,7 @@ fn the_witness_follows_a_growing_log_and_catches_a_rewrite_and_a_rollback() {
         &[
             "DELETE FROM audit_events WHERE seq > 4",
             "DELETE FROM audit_nodes",
+            "DELETE FROM audit_leaves",
             "DELETE FROM audit_heads",
             "UPDATE audit_ledger SET size = 0",
         ],

@@ -8,6 +8,13 @@ CREATE TABLE audit_nodes (
     PRIMARY KEY (level, idx)
 ) WITHOUT ROWID;
 
+-- The leaf hashes of each complete block of 16 events (block b: events 16b+1 .. 16b+16), 32 bytes each, in order:
+-- what the ledger recorded for every event, so a check can name the one that changed.
+CREATE TABLE audit_leaves (
+    block  INTEGER PRIMARY KEY,
+    hashes BLOB NOT NULL
+);
+
 CREATE TABLE audit_ledger (
     id   INTEGER PRIMARY KEY CHECK (id = 1),
     size INTEGER NOT NULL

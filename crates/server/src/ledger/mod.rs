@@ -12,34 +12,51 @@ use portcullis_jose::{b64, jwt, Algorithm, KeySet, Policy, UnixTime};
 use serde::{Deserialize, Serialize};
 
 use crate::signing::{KeyMaterial, TREE_HEAD_TYP};
-use crate::store::{Store, StoreError, StoredAuditEvent, TreeHead};
+use crate::store::{LedgerGrowth, Store, StoreError, StoredAuditEvent, TreeHead};
 use merkle::{Frontier, Hash, ProofPlan};
 
 /// How many events one growth step reads and one transaction stores.
 const BATCH: u32 = 4096;
 
-/// The lowest level of the tree that is stored: subtrees of 16 events and up. The leaves and the subtrees of 2,
-/// 4 and 8 events are recomputed from the events when a proof needs them (at most one block of 16 per proof
-/// level): storing them too made the ledger write sixteen times as many rows and cost issuance throughput.
+/// The lowest level of the tree stored as nodes: subtrees of 16 events and up. Below it, the leaf hashes of each
+/// complete block of 16 are stored as one row (`audit_leaves`), and the subtrees of 2, 4 and 8 are recomputed from
+/// them; storing every leaf and small subtree as a row of its own made the ledger write sixteen times as many
+/// rows and cost issuance throughput.
 pub const STORED_LEVEL: u8 = 4;
+const BLOCK: usize = 1 << STORED_LEVEL;
 
-/// The hashes of the nodes `ids`: stored ones from the ledger's tables, lower ones from the events they cover.
-/// Missing ones are absent from the answer.
+/// The leaf hashes of block `block` as recorded, or recomputed from the events for the block still being filled.
+async fn block_leaves(store: &dyn Store, block: u64, recorded: Option<&Vec<u8>>) -> Result<Vec<Hash>, LedgerError> {
+    if let Some(bytes) = recorded {
+        return Ok(bytes.chunks_exact(32).filter_map(|c| <[u8; 32]>::try_from(c).ok()).collect());
+    }
+    let first = block << STORED_LEVEL;
+    let after = i64::try_from(first).map_err(|_| LedgerError::MissingNodes(first))?;
+    let events = store.audit_since(after, BLOCK as u32).await?;
+    Ok(events
+        .iter()
+        .enumerate()
+        .take_while(|(i, e)| u64::try_from(e.seq).ok() == Some(first + *i as u64 + 1))
+        .map(|(_, e)| merkle::leaf_hash(&leaf_data(e)))
+        .collect())
+}
+
+/// The hashes of the nodes `ids`: stored ones from the ledger's tables, lower ones from the recorded leaves (or,
+/// for the block still being filled, the events). Missing ones are absent from the answer.
 async fn nodes_for(store: &dyn Store, ids: &[merkle::NodeId]) -> Result<HashMap<merkle::NodeId, Hash>, LedgerError> {
     let (low, high): (Vec<merkle::NodeId>, Vec<merkle::NodeId>) =
         ids.iter().partition(|(level, _)| *level < STORED_LEVEL);
     let mut found = store.ledger_nodes(&high).await?;
-    let blocks: BTreeSet<u64> = low.iter().map(|(level, index)| (index << level) >> STORED_LEVEL).collect();
+    let blocks: Vec<u64> = low
+        .iter()
+        .map(|(level, index)| (index << level) >> STORED_LEVEL)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let recorded = store.ledger_leaves(&blocks).await?;
     for block in blocks {
+        let leaves = block_leaves(store, block, recorded.get(&block)).await?;
         let first = block << STORED_LEVEL;
-        let after = i64::try_from(first).map_err(|_| LedgerError::MissingNodes(first))?;
-        let events = store.audit_since(after, 1 << STORED_LEVEL).await?;
-        let leaves: Vec<Hash> = events
-            .iter()
-            .enumerate()
-            .take_while(|(i, e)| u64::try_from(e.seq).ok() == Some(first + *i as u64 + 1))
-            .map(|(_, e)| merkle::leaf_hash(&leaf_data(e)))
-            .collect();
         for &(level, index) in low.iter().filter(|(level, index)| (index << level) >> STORED_LEVEL == block) {
             let start = ((index << level) - first) as usize;
             if let Some(range) = leaves.get(start..start + (1usize << level)) {
@@ -48,6 +65,55 @@ async fn nodes_for(store: &dyn Store, ids: &[merkle::NodeId]) -> Result<HashMap<
         }
     }
     Ok(found)
+}
+
+/// The tree's right edge while it grows: the frontier, the leaves of the block being filled, and what a step
+/// has completed and must store.
+#[derive(Debug)]
+struct Growth {
+    frontier: Frontier,
+    /// Leaf hashes of the incomplete last block.
+    pending: Vec<Hash>,
+    done: LedgerGrowth,
+}
+
+impl Growth {
+    /// The edge of the stored tree of `size` leaves.
+    async fn at(store: &dyn Store, size: u64) -> Result<Growth, LedgerError> {
+        let nodes = nodes_for(store, &Frontier::nodes_at(size)).await?;
+        let frontier = Frontier::at(size, &nodes).ok_or(LedgerError::MissingNodes(size))?;
+        let partial = size as usize % BLOCK;
+        let mut pending = Vec::with_capacity(BLOCK);
+        if partial > 0 {
+            let leaves = block_leaves(store, size >> STORED_LEVEL, None).await?;
+            pending.extend(leaves.get(..partial).ok_or(LedgerError::MissingNodes(size))?);
+        }
+        Ok(Growth { frontier, pending, done: LedgerGrowth::default() })
+    }
+
+    fn push(&mut self, leaf: Hash) {
+        self.pending.push(leaf);
+        for (id, hash) in self.frontier.push(leaf) {
+            if id.0 >= STORED_LEVEL {
+                self.done.nodes.push((id, hash));
+            }
+        }
+        if self.pending.len() == BLOCK {
+            let block = (self.frontier.size() - 1) >> STORED_LEVEL;
+            self.done.leaf_blocks.push((block, self.pending.concat()));
+            self.pending.clear();
+        }
+    }
+
+    /// Stores what was completed since `from` leaves; false if the tree is no longer `from` leaves.
+    async fn store(&mut self, store: &dyn Store, from: u64) -> Result<bool, LedgerError> {
+        let done = std::mem::take(&mut self.done);
+        let grown = store.ledger_extend(from, self.frontier.size(), &done).await?;
+        if grown {
+            metrics::gauge!("portcullis_ledger_size").set(self.frontier.size() as f64);
+        }
+        Ok(grown)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,26 +207,21 @@ pub fn canonical(value: &serde_json::Value, out: &mut String) {
 pub async fn extend(store: &dyn Store) -> Result<u64, LedgerError> {
     loop {
         let size = store.ledger_size().await?;
-        let nodes = nodes_for(store, &Frontier::nodes_at(size)).await?;
-        let mut frontier = Frontier::at(size, &nodes).ok_or(LedgerError::MissingNodes(size))?;
         let after = i64::try_from(size).map_err(|_| LedgerError::MissingNodes(size))?;
         let events = store.audit_since(after, BATCH).await?;
         if events.is_empty() {
             return Ok(size);
         }
-        let mut completed = Vec::with_capacity(events.len() / 8 + 1);
+        let mut growth = Growth::at(store, size).await?;
         for e in &events {
-            let expected = frontier.size() + 1;
+            let expected = growth.frontier.size() + 1;
             if u64::try_from(e.seq).ok() != Some(expected) {
                 return Err(LedgerError::Gap { expected, found: e.seq });
             }
-            let done = frontier.push(merkle::leaf_hash(&leaf_data(e)));
-            completed.extend(done.into_iter().filter(|((level, _), _)| *level >= STORED_LEVEL));
+            growth.push(merkle::leaf_hash(&leaf_data(e)));
         }
-        let grown = store.ledger_extend(size, frontier.size(), &completed).await?;
-        metrics::gauge!("portcullis_ledger_size").set(frontier.size() as f64);
-        if grown && events.len() < BATCH as usize {
-            return Ok(frontier.size());
+        if growth.store(store, size).await? && events.len() < BATCH as usize {
+            return Ok(growth.frontier.size());
         }
     }
 }
@@ -171,7 +232,7 @@ pub async fn extend(store: &dyn Store) -> Result<u64, LedgerError> {
 /// not, it leaves the events to [`extend`] and picks the edge up again from the store.
 #[derive(Debug, Default)]
 pub struct Follower {
-    frontier: Option<Frontier>,
+    growth: Option<Growth>,
 }
 
 impl Follower {
@@ -184,20 +245,19 @@ impl Follower {
     ) -> Result<(), LedgerError> {
         let Some(&first) = seqs.first() else { return Ok(()) };
         let first = u64::try_from(first).map_err(|_| LedgerError::Invalid("seq".into()))?;
-        let mut frontier = match self.frontier.take() {
-            Some(f) if f.size() + 1 == first => f,
+        let mut growth = match self.growth.take() {
+            Some(g) if g.frontier.size() + 1 == first => g,
             _ => {
                 let size = store.ledger_size().await?;
                 if size + 1 != first {
                     return Ok(());
                 }
-                let nodes = nodes_for(store, &Frontier::nodes_at(size)).await?;
-                Frontier::at(size, &nodes).ok_or(LedgerError::MissingNodes(size))?
+                Growth::at(store, size).await?
             }
         };
-        let from = frontier.size();
-        let mut completed = Vec::with_capacity(events.len() / 8 + 1);
+        let from = growth.frontier.size();
         for (e, seq) in events.iter().zip(seqs) {
+            let detail = detail_value(&e.detail);
             let data = leaf_data_of(
                 *seq,
                 e.at,
@@ -205,14 +265,12 @@ impl Follower {
                 e.subject.as_deref(),
                 e.client_id.as_deref(),
                 e.jti.as_deref(),
-                detail_value(&e.detail),
+                detail,
             );
-            let done = frontier.push(merkle::leaf_hash(&data));
-            completed.extend(done.into_iter().filter(|((level, _), _)| *level >= STORED_LEVEL));
+            growth.push(merkle::leaf_hash(&data));
         }
-        if store.ledger_extend(from, frontier.size(), &completed).await? {
-            metrics::gauge!("portcullis_ledger_size").set(frontier.size() as f64);
-            self.frontier = Some(frontier);
+        if growth.store(store, from).await? {
+            self.growth = Some(growth);
         }
         Ok(())
     }
@@ -359,14 +417,30 @@ pub async fn verify_store(store: &dyn Store, keys: &KeySet, issuer: &str, now: U
     loop {
         let events = store.audit_since(after, 4096).await.map_err(|e| e.to_string())?;
         let Some(last) = events.last() else { break };
-        // The hashes the ledger recorded for the blocks of 16 these events fall in.
-        let blocks: BTreeSet<merkle::NodeId> = events
+        // The leaf hashes the ledger recorded for the blocks of 16 these events fall in.
+        let blocks: Vec<u64> = events
             .iter()
             .filter_map(|e| u64::try_from(e.seq - 1).ok())
-            .map(|i| (STORED_LEVEL, i >> STORED_LEVEL))
+            .map(|i| i >> STORED_LEVEL)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
             .collect();
-        let ids: Vec<merkle::NodeId> = blocks.into_iter().collect();
-        verifier.expect(store.ledger_nodes(&ids).await.map_err(|e| e.to_string())?);
+        let recorded = store.ledger_leaves(&blocks).await.map_err(|e| e.to_string())?;
+        verifier.expect(
+            recorded
+                .into_iter()
+                .flat_map(|(block, hashes)| {
+                    let leaves: Vec<(merkle::NodeId, Hash)> = hashes
+                        .chunks_exact(32)
+                        .enumerate()
+                        .filter_map(|(i, c)| {
+                            Some(((0, (block << STORED_LEVEL) + i as u64), <[u8; 32]>::try_from(c).ok()?))
+                        })
+                        .collect();
+                    leaves
+                })
+                .collect(),
+        );
         for e in &events {
             verifier.feed(e.seq, &leaf_data(e)).map_err(|f| f.to_string())?;
         }
@@ -466,6 +540,9 @@ impl std::fmt::Display for Finding {
             Finding::Missing { seq } => write!(f, "entry {seq} is missing (deleted, or moved later)"),
             Finding::OutOfPlace { seq, expected } => {
                 write!(f, "entry {seq} is where entry {expected} should be (inserted, duplicated or reordered)")
+            }
+            Finding::Modified { from, to } if from == to => {
+                write!(f, "entry {from} was modified (it no longer hashes to the leaf the ledger recorded)")
             }
             Finding::Modified { from, to } => write!(
                 f,
@@ -609,12 +686,11 @@ mod tests {
     fn the_verifier_names_each_kind_of_edit() {
         let good = log(40);
         let heads = heads_of(&good, &[5, 12, 20, 40]);
-        // What the ledger stores: the blocks of 16 (and up).
+        // What the ledger records: the leaves (of complete blocks) and the nodes of 16 and up.
         let mut recorded = HashMap::new();
         let mut frontier = Frontier::default();
-        for e in &good {
-            let done = frontier.push(merkle::leaf_hash(&leaf_data(e)));
-            recorded.extend(done.into_iter().filter(|((level, _), _)| *level >= STORED_LEVEL));
+        for e in good.iter().take(32) {
+            recorded.extend(frontier.push(merkle::leaf_hash(&leaf_data(e))));
         }
         let none = HashMap::new();
         let ok = check(&good, &heads, &recorded).unwrap();
@@ -622,10 +698,16 @@ mod tests {
 
         let mut modified = good.clone();
         modified[7].detail = r#"{"n":999}"#.into();
-        assert_eq!(check(&modified, &heads, &recorded), Err(Finding::HeadMismatch { size: 12, from: 6 }));
+        assert_eq!(check(&modified, &heads, &recorded), Err(Finding::Modified { from: 8, to: 8 }));
+        assert_eq!(check(&modified, &heads, &none), Err(Finding::HeadMismatch { size: 12, from: 6 }));
         let mut late = good.clone();
         late[24].detail = r#"{"n":999}"#.into();
-        assert_eq!(check(&late, &heads_of(&good, &[40]), &recorded), Err(Finding::Modified { from: 17, to: 32 }));
+        assert_eq!(check(&late, &heads_of(&good, &[40]), &recorded), Err(Finding::Modified { from: 25, to: 25 }));
+        assert!(Finding::Modified { from: 25, to: 25 }.to_string().starts_with("entry 25 was modified"));
+        // Only the block hash recorded (not its leaves): the block is named.
+        let blocks: HashMap<merkle::NodeId, Hash> =
+            recorded.iter().filter(|(id, _)| id.0 >= 4).map(|(k, v)| (*k, *v)).collect();
+        assert_eq!(check(&late, &heads_of(&good, &[40]), &blocks), Err(Finding::Modified { from: 17, to: 32 }));
         // The recorded hashes rewritten too: the signed head still catches it, between the heads around it.
         assert_eq!(check(&late, &heads, &none), Err(Finding::HeadMismatch { size: 40, from: 21 }));
 
@@ -644,7 +726,7 @@ mod tests {
         let (a, b) = (swapped[2].detail.clone(), swapped[3].detail.clone());
         swapped[2].detail = b;
         swapped[3].detail = a;
-        assert_eq!(check(&swapped, &heads_of(&good, &[40]), &recorded), Err(Finding::Modified { from: 1, to: 16 }));
+        assert_eq!(check(&swapped, &heads_of(&good, &[40]), &recorded), Err(Finding::Modified { from: 3, to: 3 }));
 
         let mut inserted = good.clone();
         inserted.insert(4, event(5, r#"{"n":"forged"}"#));

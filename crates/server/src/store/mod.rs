@@ -242,6 +242,14 @@ pub struct TreeHead {
     pub jws: String,
 }
 
+/// What one step of the audit ledger's growth stores: the nodes it completed (blocks of 16 and up) and the leaf
+/// hashes of the blocks it completed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerGrowth {
+    pub nodes: Vec<((u8, u64), [u8; 32])>,
+    pub leaf_blocks: Vec<(u64, Vec<u8>)>,
+}
+
 /// The audit ledger's part of the store: the Merkle tree's stored nodes, its size, and the signed heads. The
 /// statements are the same on both backends (`rows::ledger_store!`).
 #[async_trait]
@@ -252,7 +260,9 @@ pub trait LedgerStore: Send + Sync {
     async fn ledger_nodes(&self, ids: &[(u8, u64)]) -> StoreResult<std::collections::HashMap<(u8, u64), [u8; 32]>>;
     /// Grows the tree from `from` to `to` events, storing the nodes completed on the way, in one transaction;
     /// false (and nothing written) if the tree is no longer `from` events (another instance grew it).
-    async fn ledger_extend(&self, from: u64, to: u64, nodes: &[((u8, u64), [u8; 32])]) -> StoreResult<bool>;
+    async fn ledger_extend(&self, from: u64, to: u64, growth: &LedgerGrowth) -> StoreResult<bool>;
+    /// The recorded leaf hashes of these complete blocks of 16 events (32 bytes per leaf, in order).
+    async fn ledger_leaves(&self, blocks: &[u64]) -> StoreResult<std::collections::HashMap<u64, Vec<u8>>>;
     /// Stores a signed head (a second head of the same size is ignored).
     async fn add_head(&self, head: &TreeHead) -> StoreResult<()>;
     /// The head of the largest tree.

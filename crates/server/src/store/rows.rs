@@ -522,6 +522,14 @@ pub(super) fn placeholders(count: usize, width: usize, numbered: bool) -> String
     (0..count).map(row).collect::<Vec<_>>().join(", ")
 }
 
+pub(super) const LEAVES_INSERT: &str = "INSERT INTO audit_leaves (block, hashes) VALUES ($1, $2)";
+
+/// `SELECT` of the leaf blocks `blocks`.
+pub(super) fn leaves_select_sql(count: usize, numbered: bool) -> String {
+    let params = placeholders(count, 1, numbered).replace(['(', ')'], "");
+    format!("SELECT block, hashes FROM audit_leaves WHERE block IN ({params})")
+}
+
 /// `INSERT` of `count` nodes in one statement.
 pub(super) fn ledger_insert_sql(count: usize, numbered: bool) -> String {
     format!("INSERT INTO audit_nodes (level, idx, hash) VALUES {}", placeholders(count, 3, numbered))
@@ -592,14 +600,18 @@ macro_rules! ledger_store {
                 Ok(found)
             }
 
-            async fn ledger_extend(&self, from: u64, to: u64, nodes: &[((u8, u64), [u8; 32])]) -> StoreResult<bool> {
+            async fn ledger_extend(&self, from: u64, to: u64, growth: &LedgerGrowth) -> StoreResult<bool> {
                 let size = |n: u64| i64::try_from(n).map_err(|_| StoreError::Corrupt("ledger size".into()));
                 let mut tx = self.begin().await?;
                 let grown = sqlx::query(LEDGER_GROW).bind(size(to)?).bind(size(from)?).execute(&mut *tx).await;
                 if grown.map_err(db_error)?.rows_affected() != 1 {
                     return Ok(false);
                 }
-                for chunk in nodes.chunks(NODES_PER_INSERT) {
+                for (block, hashes) in &growth.leaf_blocks {
+                    let query = sqlx::query(LEAVES_INSERT).bind(size(*block)?).bind(hashes.as_slice());
+                    query.execute(&mut *tx).await.map_err(conflict("ledger leaves"))?;
+                }
+                for chunk in growth.nodes.chunks(NODES_PER_INSERT) {
                     let sql = ledger_insert_sql(chunk.len(), $numbered);
                     let mut query = sqlx::query(&sql);
                     for ((level, idx), hash) in chunk {
@@ -609,6 +621,23 @@ macro_rules! ledger_store {
                 }
                 tx.commit().await.map_err(db_error)?;
                 Ok(true)
+            }
+
+            async fn ledger_leaves(&self, blocks: &[u64]) -> StoreResult<std::collections::HashMap<u64, Vec<u8>>> {
+                let mut found = std::collections::HashMap::with_capacity(blocks.len());
+                for chunk in blocks.chunks(MAX_NODE_QUERY) {
+                    let sql = leaves_select_sql(chunk.len(), $numbered);
+                    let mut query = sqlx::query(&sql);
+                    for block in chunk {
+                        query = query.bind(i64::try_from(*block).map_err(|_| StoreError::NotFound("block".into()))?);
+                    }
+                    for row in query.fetch_all(&self.$read).await.map_err(db_error)? {
+                        let block =
+                            u64::try_from(row.int("block")?).map_err(|_| StoreError::Corrupt("block".into()))?;
+                        found.insert(block, row.bytes("hashes")?);
+                    }
+                }
+                Ok(found)
             }
 
             async fn add_head(&self, head: &TreeHead) -> StoreResult<()> {

@@ -492,7 +492,10 @@ pub async fn ledger_grows_once_under_concurrency(store: Arc<dyn Store>) {
     let proof = ledger::consistency(store.as_ref(), 40, 120).await.unwrap();
     assert!(merkle::verify_consistency(40, 120, &proof, &merkle::root(&leaves[..40]), &merkle::root(&leaves)));
     assert!(ledger::consistency(store.as_ref(), 40, 121).await.is_err(), "beyond the tree");
-    assert!(!store.ledger_extend(100, 130, &[]).await.unwrap(), "growth from a stale size is refused");
+    assert!(
+        !store.ledger_extend(100, 130, &LedgerGrowth::default()).await.unwrap(),
+        "growth from a stale size is refused"
+    );
 
     let head =
         |size: u64| TreeHead { tree_size: size, root_hash: [size as u8; 32], issued_at: 5, jws: format!("h{size}") };
