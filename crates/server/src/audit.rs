@@ -20,8 +20,8 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// Starts the writer task on the current runtime. It ends when every handle is dropped. With `ledger`, it
-    /// also adds each committed batch to the audit ledger's tree (after answering the batch's requests).
+    /// Starts the writer task on the current runtime. It ends when every handle is dropped. With `ledger`, each
+    /// committed batch is also handed to a task that adds it to the audit ledger's tree.
     pub fn start(store: Arc<dyn Store>, ledger: bool) -> Audit {
         let (tx, rx) = mpsc::channel(16 * MAX_BATCH);
         tokio::spawn(write_batches(store, rx, ledger));
@@ -42,7 +42,13 @@ impl Audit {
 
 async fn write_batches(store: Arc<dyn Store>, mut rx: mpsc::Receiver<(AuditEvent, Ack)>, ledger: bool) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut follower = crate::ledger::Follower::default();
+    // Committed batches go to the ledger's own task, so that adding them to the tree never delays the next
+    // commit. If it falls behind, batches are dropped here and the background growth adds them instead.
+    let follower = ledger.then(|| {
+        let (tx, rx) = mpsc::channel::<(Vec<AuditEvent>, Vec<i64>)>(64);
+        tokio::spawn(follow(Arc::clone(&store), rx));
+        tx
+    });
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (events, acks): (Vec<AuditEvent>, Vec<Ack>) = batch.drain(..).unzip();
         let result = store.append_audit_numbered(&events).await.map_err(|e| e.to_string());
@@ -52,11 +58,26 @@ async fn write_batches(store: Arc<dyn Store>, mut rx: mpsc::Receiver<(AuditEvent
         for ack in acks {
             let _ = ack.send(result.as_ref().map(|_| ()).map_err(Clone::clone));
         }
-        if let (true, Ok(Some(seqs))) = (ledger, &result) {
-            // The background growth catches up with whatever this misses.
-            if let Err(e) = follower.follow(store.as_ref(), &events, seqs).await {
-                tracing::debug!(error = %e, "audit ledger: batch left to the background growth");
-            }
+        if let (Some(follower), Ok(Some(seqs))) = (&follower, result) {
+            let _ = follower.try_send((events, seqs));
+        }
+    }
+}
+
+async fn follow(store: Arc<dyn Store>, mut rx: mpsc::Receiver<(Vec<AuditEvent>, Vec<i64>)>) {
+    let mut follower = crate::ledger::Follower::default();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let result = tokio::select! {
+            batch = rx.recv() => match batch {
+                Some((events, seqs)) => follower.add(store.as_ref(), &events, &seqs).await,
+                None => return,
+            },
+            _ = tick.tick() => follower.flush(store.as_ref()).await,
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "audit ledger: events left to the background growth");
         }
     }
 }

@@ -226,18 +226,21 @@ pub async fn extend(store: &dyn Store) -> Result<u64, LedgerError> {
     }
 }
 
-/// Adds events to the tree as the audit writer commits them, from memory: no reading back. It keeps the tree's
-/// right edge between batches and stores a batch's nodes only if the tree is still the size it last saw (the
-/// background [`extend`] may have moved it, or events written elsewhere, e.g. by the CLI, may come first); if
-/// not, it leaves the events to [`extend`] and picks the edge up again from the store.
+/// Adds events to the tree as the audit writer commits them, from memory: no reading back, and one write
+/// transaction per flush (a second), not one per group commit. It keeps the tree's right edge between batches and
+/// stores its work only if the tree is still the size it last saw (the background [`extend`] may have moved it,
+/// or events written elsewhere, e.g. by the CLI, may come first); if not, it leaves the events to [`extend`] and
+/// picks the edge up again from the store.
 #[derive(Debug, Default)]
 pub struct Follower {
     growth: Option<Growth>,
+    /// The tree size the store had when `growth` was last written (or loaded).
+    stored: u64,
 }
 
 impl Follower {
-    /// `events` were just committed as `seqs`.
-    pub async fn follow(
+    /// Adds events just committed as `seqs` to the tree in memory; [`Follower::flush`] writes them.
+    pub async fn add(
         &mut self,
         store: &dyn Store,
         events: &[crate::store::AuditEvent],
@@ -245,32 +248,48 @@ impl Follower {
     ) -> Result<(), LedgerError> {
         let Some(&first) = seqs.first() else { return Ok(()) };
         let first = u64::try_from(first).map_err(|_| LedgerError::Invalid("seq".into()))?;
-        let mut growth = match self.growth.take() {
-            Some(g) if g.frontier.size() + 1 == first => g,
-            _ => {
-                let size = store.ledger_size().await?;
-                if size + 1 != first {
-                    return Ok(());
-                }
-                Growth::at(store, size).await?
-            }
-        };
-        let from = growth.frontier.size();
-        for (e, seq) in events.iter().zip(seqs) {
-            let detail = detail_value(&e.detail);
-            let data = leaf_data_of(
-                *seq,
-                e.at,
-                e.kind,
-                e.subject.as_deref(),
-                e.client_id.as_deref(),
-                e.jti.as_deref(),
-                detail,
-            );
-            growth.push(merkle::leaf_hash(&data));
+        if self.growth.as_ref().is_some_and(|g| g.frontier.size() + 1 != first) {
+            // Events from elsewhere came in between: write what we have; the background growth takes over.
+            self.flush(store).await?;
+            self.growth = None;
         }
-        if growth.store(store, from).await? {
-            self.growth = Some(growth);
+        if self.growth.is_none() {
+            let size = store.ledger_size().await?;
+            if size + 1 != first {
+                return Ok(());
+            }
+            self.growth = Some(Growth::at(store, size).await?);
+            self.stored = size;
+        }
+        if let Some(growth) = self.growth.as_mut() {
+            for (e, seq) in events.iter().zip(seqs) {
+                let detail = detail_value(&e.detail);
+                let data = leaf_data_of(
+                    *seq,
+                    e.at,
+                    e.kind,
+                    e.subject.as_deref(),
+                    e.client_id.as_deref(),
+                    e.jti.as_deref(),
+                    detail,
+                );
+                growth.push(merkle::leaf_hash(&data));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what [`Follower::add`] added since the last flush, in one transaction; if the stored tree moved
+    /// meanwhile, forgets it (the background growth adds those events).
+    pub async fn flush(&mut self, store: &dyn Store) -> Result<(), LedgerError> {
+        let Some(growth) = self.growth.as_mut() else { return Ok(()) };
+        if growth.frontier.size() == self.stored {
+            return Ok(());
+        }
+        if growth.store(store, self.stored).await? {
+            self.stored = growth.frontier.size();
+        } else {
+            self.growth = None;
         }
         Ok(())
     }

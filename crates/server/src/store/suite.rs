@@ -521,7 +521,10 @@ pub async fn ledger_follows_the_writer(store: Arc<dyn Store>) {
         let events: Vec<_> = (0..37).map(|i| crate::audit::event(round * 1000 + i, "token_issued")).collect();
         if let Some(seqs) = store.append_audit_numbered(&events).await.unwrap() {
             assert_eq!(seqs.len(), events.len());
-            follower.follow(store.as_ref(), &events, &seqs).await.unwrap();
+            follower.add(store.as_ref(), &events, &seqs).await.unwrap();
+            if round % 2 == 1 {
+                follower.flush(store.as_ref()).await.unwrap();
+            }
             followed = true;
         }
         if round == 2 {
@@ -531,6 +534,7 @@ pub async fn ledger_follows_the_writer(store: Arc<dyn Store>) {
             ledger::extend(store.as_ref()).await.unwrap();
         }
     }
+    follower.flush(store.as_ref()).await.unwrap();
     let before = store.ledger_size().await.unwrap();
     assert!(!followed || before == 6 * 37 + 1, "the follower kept up after the background caught up: {before}");
     let size = ledger::extend(store.as_ref()).await.unwrap();
