@@ -240,9 +240,10 @@ fn witness(issuer: &str, state: &Path) -> (bool, String) {
     (out.status.success(), text(&out))
 }
 
-/// Waits until the server's latest head covers `size` entries.
+/// Waits (up to 30 s) until the server's latest head covers `size` entries: CLI events reach the tree through the
+/// background step, which leaves the last two seconds to the audit writer.
 fn head_reaches(port: u16, size: impl Fn(u64) -> bool) {
-    for _ in 0..100 {
+    for _ in 0..300 {
         let (status, body) = http(port, "GET", "/audit/head", &[], "");
         if status == 200 && size(json(&body)["tree_size"].as_u64().unwrap()) {
             return;

@@ -276,8 +276,9 @@ fn spawn_background(state: AppState) -> JoinHandle<()> {
     })
 }
 
-/// The audit ledger: every second, the events committed since are added to the tree (one batch, off the
-/// request path); every `head_interval` seconds, if the tree grew, a new head is signed. Any instance may do
+/// The audit ledger's background step: every second, events older than two seconds that the audit writer did not
+/// add to the tree are added (a batch per transaction, off the request path); every `head_interval` seconds, if
+/// the tree grew, a new head is signed. Any instance may do
 /// either: growth is compare-and-set on the tree size, and heads of one size are kept once.
 fn spawn_ledger(authority: Arc<Authority>, head_interval: u64) {
     tokio::spawn(async move {
@@ -287,7 +288,9 @@ fn spawn_ledger(authority: Arc<Authority>, head_interval: u64) {
         loop {
             tick.tick().await;
             let store = authority.store.as_ref();
-            if let Err(e) = ledger::extend(store).await {
+            // Events of the last two seconds are the audit writer's to add (it flushes every second); this step
+            // adds the rest: events written by the CLI, on PostgreSQL, or dropped by a busy writer.
+            if let Err(e) = ledger::extend_until(store, authority.now().as_secs() - 2).await {
                 metrics::counter!("portcullis_ledger_errors_total").increment(1);
                 tracing::error!(error = %e, "audit ledger: could not add events to the tree; will retry");
                 continue;

@@ -205,10 +205,20 @@ pub fn canonical(value: &serde_json::Value, out: &mut String) {
 /// Adds every audit event not yet in the tree, in `seq` order, a batch per transaction; returns the tree's
 /// size. Safe to run on several instances at once: a batch is stored only if the tree has not grown meanwhile.
 pub async fn extend(store: &dyn Store) -> Result<u64, LedgerError> {
+    extend_until(store, i64::MAX).await
+}
+
+/// [`extend`], stopping at the first event whose `at` is after `settled`: the server's background step leaves the
+/// last seconds' events to the audit writer's [`Follower`], which adds them without reading them back.
+pub async fn extend_until(store: &dyn Store, settled: i64) -> Result<u64, LedgerError> {
     loop {
         let size = store.ledger_size().await?;
         let after = i64::try_from(size).map_err(|_| LedgerError::MissingNodes(size))?;
-        let events = store.audit_since(after, BATCH).await?;
+        let mut events = store.audit_since(after, BATCH).await?;
+        let full = events.len() == BATCH as usize;
+        if let Some(recent) = events.iter().position(|e| e.at > settled) {
+            events.truncate(recent);
+        }
         if events.is_empty() {
             return Ok(size);
         }
@@ -220,7 +230,7 @@ pub async fn extend(store: &dyn Store) -> Result<u64, LedgerError> {
             }
             growth.push(merkle::leaf_hash(&leaf_data(e)));
         }
-        if growth.store(store, size).await? && events.len() < BATCH as usize {
+        if growth.store(store, size).await? && (!full || events.len() < BATCH as usize) {
             return Ok(growth.frontier.size());
         }
     }
