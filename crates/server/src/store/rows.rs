@@ -526,8 +526,7 @@ pub(super) const LEAVES_INSERT: &str = "INSERT INTO audit_leaves (block, hashes)
 
 /// `SELECT` of the leaf blocks `blocks`.
 pub(super) fn leaves_select_sql(count: usize, numbered: bool) -> String {
-    let params = placeholders(count, 1, numbered).replace(['(', ')'], "");
-    format!("SELECT block, hashes FROM audit_leaves WHERE block IN ({params})")
+    format!("SELECT block, hashes FROM audit_leaves WHERE block IN ({})", placeholders(count, 1, numbered))
 }
 
 /// `INSERT` of `count` nodes in one statement.
