@@ -5,6 +5,7 @@
 mod audit_cmd;
 mod gateway_cmd;
 mod jose_cmd;
+mod risk_cmd;
 mod server_cmd;
 mod transfer_cmd;
 
@@ -55,6 +56,9 @@ enum Command {
     /// Check the tamper-evident audit ledger, or witness a server's.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// Score, evaluate and simulate token-theft and abuse detection.
+    #[command(subcommand)]
+    Risk(risk_cmd::RiskCommand),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
         Command::Clients(cmd) => server_cmd::run_clients(&cli.common, cmd),
         Command::Keys(cmd) => server_cmd::run_keys(&cli.common, cmd),
         Command::Audit(cmd) => audit_cmd::run(&cli.common, cmd),
+        Command::Risk(cmd) => risk_cmd::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
