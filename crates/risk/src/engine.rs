@@ -29,6 +29,11 @@ pub struct Weights {
     pub switch_tau: f64,
     /// Seconds over which alternation between a session's two networks fades.
     pub alternation_tau: f64,
+    /// Switches (decaying) at which back-and-forth counts as 63 % of a second party.
+    pub switches: f32,
+    /// How much a second network the subject has never been on counts as a second party however short its
+    /// history (half as much when the subject has been on its block).
+    pub unseen_gate: f32,
     /// Novelty (log units) at which a second network counts fully as a second party.
     pub gate: f32,
     pub failure: f32,
@@ -50,17 +55,19 @@ impl Default for Weights {
             agent: 0.3,
             client: 0.5,
             hour: 0.4,
-            concurrency: 5.0,
+            concurrency: 8.0,
             session_agent: 4.0,
-            switch_tau: 120.0,
+            switch_tau: 300.0,
             alternation_tau: 300.0,
+            switches: 1.0,
+            unseen_gate: 1.0,
             gate: 3.0,
             failure: 1.0,
             account_failures: 1.5,
             source_accounts: 2.0,
             wave: 4.0,
             rate: 1.0,
-            bias: 6.0,
+            bias: 3.5,
         }
     }
 }
@@ -180,12 +187,18 @@ impl Engine {
         } else {
             profile.usual_rate += 0.05 * (rate - profile.usual_rate);
         }
+        // Whether the network is one the subject has never been seen on (or even near).
+        let unseen = match (profile.networks.weight(f.network) > 0.0, profile.blocks.weight(f.block) > 0.0) {
+            (true, _) => 0.0,
+            (false, true) => 0.5,
+            (false, false) => 1.0,
+        };
         let within = match key {
             None => Within { novelty: fresh, concurrency: 0.0, agent_changed: false, learn: true },
             Some(key) => within_session(w, profile.track(key).0, f, ts, fresh),
         };
         add_novelty(out, within.novelty);
-        let gate = (within.novelty[0] / w.gate).clamp(0.0, 1.0);
+        let gate = (within.novelty[0] / w.gate).max(unseen * w.unseen_gate).clamp(0.0, 1.0);
         out.add(w.concurrency * within.concurrency * gate, Reason::SharedSession);
         if within.agent_changed {
             out.add(w.session_agent, Reason::SessionAgentChanged);
@@ -316,7 +329,7 @@ fn within_session(w: &Weights, track: &mut Track, f: Features, ts: f64, fresh: [
         .map(|i| fade(f64::from(at - track.seen[i].last), w.switch_tau))
         .fold(0.0, f32::max);
     track.seen[slot].last = track.seen[slot].last.max(at);
-    let concurrency = other * (1.0 - (-track.switches / 2.0).exp());
+    let concurrency = other * (1.0 - (-track.switches / w.switches).exp());
     // A session picked up again after a pause (the laptop opened the next morning) is a new visit: judged
     // afresh, and learnt.
     let visit = new || ts - previous_last > VISIT_GAP;
@@ -325,11 +338,13 @@ fn within_session(w: &Weights, track: &mut Track, f: Features, ts: f64, fresh: [
     }
     let concurrency = if slot == 0 { 0.0 } else { concurrency };
     let agent_changed = track.family != f.family;
+    // A network that appears while another is still in use is not learnt now: it may be a second party.
+    // If it is the subject's own, the next visit that starts there teaches it.
     Within {
         novelty: track.seen[slot].novelty,
         concurrency,
         agent_changed,
-        learn: visit && track.switches < 1.5 && !agent_changed,
+        learn: visit && other < 0.5 && !agent_changed,
     }
 }
 
