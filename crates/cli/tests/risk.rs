@@ -1,0 +1,71 @@
+//! `portcullis risk`: simulate a corpus, score it, evaluate it; bad input is refused clearly.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{run, temp};
+
+#[test]
+fn simulate_score_and_eval_work_end_to_end() {
+    let dir = temp("risk");
+    let corpus = dir.join("corpus.jsonl");
+    let out = run(
+        &["risk", "simulate", "--seed", "5", "--users", "120", "--days", "8", "--output", corpus.to_str().unwrap()],
+        "",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&corpus).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() > 5000, "{}", lines.len());
+    // The same seed writes the same corpus.
+    let again = run(&["risk", "simulate", "--seed", "5", "--users", "120", "--days", "8"], "");
+    assert_eq!(String::from_utf8(again.stdout).unwrap(), text);
+
+    let scored = run(&["risk", "score", "--input", corpus.to_str().unwrap()], "");
+    assert!(scored.status.success());
+    let scored = String::from_utf8(scored.stdout).unwrap();
+    let outputs: Vec<serde_json::Value> = scored.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(outputs.len(), lines.len());
+    for o in &outputs {
+        let score = o["score"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&score));
+        assert!(o["reasons"].is_array());
+    }
+    assert!(outputs.iter().any(|o| o["score"].as_f64().unwrap() > 0.9 && !o["reasons"].as_array().unwrap().is_empty()));
+
+    let eval = run(&["risk", "eval", "--input", corpus.to_str().unwrap()], "");
+    assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
+    let report = String::from_utf8(eval.stdout).unwrap();
+    assert!(report.contains("ROC AUC"), "{report}");
+    for label in
+        ["token_replay", "session_hijack", "refresh_theft", "credential_stuffing", "password_spraying", "brute_force"]
+    {
+        assert!(report.contains(&format!("| {label} |")), "{report}");
+    }
+    let json = run(&["risk", "eval", "--json"], &text);
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(doc["auc"].as_f64().unwrap() > 0.95, "{doc}");
+    assert_eq!(doc["labels"].as_array().unwrap().len(), 6);
+}
+
+#[test]
+fn bad_lines_are_reported_and_fail_the_command() {
+    let input = concat!(
+        r#"{"ts":1764547200,"kind":"login","sub":"a","client_id":"web","ip":"198.51.100.1","ua":"x","sid":"s"}"#,
+        "\nnot json\n",
+        r#"{"ts":1764547201,"kind":"token_use","sub":"a","client_id":"web","ip":"999.1.1.1"}"#,
+        "\n",
+    );
+    let out = run(&["risk", "score"], input);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 1, "good lines are still scored");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("line 2") && stderr.contains("line 3"), "{stderr}");
+    let out = run(&["risk", "eval"], input.lines().next().unwrap());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("benign and labelled"));
+    let out = run(&["risk", "simulate", "--mix", "phishing=3"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an attack class"));
+}
