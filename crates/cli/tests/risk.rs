@@ -1,6 +1,7 @@
 //! `portcullis risk`: simulate a corpus, score it, evaluate it; bad input is refused clearly.
 
-#![allow(clippy::unwrap_used)]
+// A test binary: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
