@@ -1,5 +1,8 @@
 //! The engine's behaviour, case by case, and its accuracy on a small simulated corpus.
 
+// A test binary: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::IpAddr;
 
 use portcullis_risk::simulate::{simulate, Scenario};
