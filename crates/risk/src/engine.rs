@@ -144,6 +144,11 @@ impl Engine {
         self.profiles.insert(sub.into(), profile);
     }
 
+    /// Takes a subject's profile out of memory (after it was stored), so memory follows active subjects.
+    pub fn remove_profile(&mut self, sub: &str) -> Option<Profile> {
+        self.profiles.remove(sub)
+    }
+
     /// Scores `event` and learns from it. Events should come in time order; a late one is scored, not refused.
     pub fn observe(&mut self, event: &Event) -> Assessment {
         let (network, block) = networks(event.ip);

@@ -16,7 +16,7 @@ use crate::keys::KeyRules;
 pub const MAX_ACCESS_TOKEN_TTL: u64 = 3600;
 
 /// The configuration keys; each is also read from `PORTCULLIS_` + its upper-case name.
-pub const KEYS: [&str; 23] = [
+pub const KEYS: [&str; 29] = [
     "listen",
     "issuer",
     "data_dir",
@@ -40,12 +40,18 @@ pub const KEYS: [&str; 23] = [
     "dpop_require_nonce",
     "audit_ledger",
     "audit_head_interval",
+    "risk",
+    "risk_flag_at",
+    "risk_deny_at",
+    "risk_revoke_at",
+    "risk_signals",
+    "risk_webhook",
 ];
 
 const ENV_PREFIX: &str = "PORTCULLIS_";
 
 /// Settings as written in the file or the environment.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address to listen on.
@@ -97,6 +103,19 @@ pub struct Config {
     pub audit_ledger: bool,
     /// How often a new signed tree head is made while the log grows, in seconds.
     pub audit_head_interval: u64,
+    /// Score logins, refreshes and guards' token uses with the risk engine, and act on the scores.
+    pub risk: bool,
+    /// Scores at or above this are flagged (audit event, metric, log line, webhook); unset: no flag band.
+    pub risk_flag_at: Option<f64>,
+    /// Scores at or above this refuse the login or refresh; unset (the default): no deny band.
+    pub risk_deny_at: Option<f64>,
+    /// Scores at or above this revoke the session (refresh family); unset (the default): no revoke band.
+    pub risk_revoke_at: Option<f64>,
+    /// Actions per exact signal, `signal=action,...` (signals: refresh_reuse, shared_session, brute_force,
+    /// credential_stuffing; actions: allow, flag, deny, revoke).
+    pub risk_signals: String,
+    /// A URL that flagged events are POSTed to as JSON (https, or http on a loopback host).
+    pub risk_webhook: Option<String>,
 }
 
 impl Default for Config {
@@ -125,6 +144,12 @@ impl Default for Config {
             dpop_require_nonce: false,
             audit_ledger: true,
             audit_head_interval: 60,
+            risk: true,
+            risk_flag_at: Some(0.8),
+            risk_deny_at: None,
+            risk_revoke_at: None,
+            risk_signals: portcullis_risk::DEFAULT_SIGNALS.into(),
+            risk_webhook: None,
         }
     }
 }
@@ -141,7 +166,7 @@ pub enum MasterKeySource {
 }
 
 /// A configuration that passed validation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub listen: SocketAddr,
     pub issuer: String,
@@ -163,6 +188,15 @@ pub struct Settings {
     pub dpop_require_nonce: bool,
     /// The audit ledger's head interval in seconds; `None` when the ledger is off.
     pub audit_head_interval: Option<u64>,
+    /// The risk engine's actions and webhook; `None` when it is off.
+    pub risk: Option<RiskSettings>,
+}
+
+/// What the server does with risk scores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RiskSettings {
+    pub policy: portcullis_risk::Policy,
+    pub webhook: Option<String>,
 }
 
 /// Why the configuration cannot be used: every problem found, one per line, each naming its key.
@@ -273,6 +307,7 @@ impl Config {
         if !(1..=86_400).contains(&self.audit_head_interval) {
             problems.push("audit_head_interval: must be between 1 and 86400 seconds".into());
         }
+        let risk = self.risk_settings(&mut problems);
         let login_rate = (self.login_rate_per_second > 0)
             .then_some((self.login_rate_per_second, self.login_rate_burst.max(self.login_rate_per_second)));
         match (listen, master_key, signing_alg) {
@@ -294,9 +329,36 @@ impl Config {
                 dpop_proof_max_age: self.dpop_proof_max_age as i64,
                 dpop_require_nonce: self.dpop_require_nonce,
                 audit_head_interval: self.audit_ledger.then_some(self.audit_head_interval),
+                risk,
             }),
             _ => Err(ConfigError(problems)),
         }
+    }
+}
+
+impl Config {
+    fn risk_settings(&self, problems: &mut Vec<String>) -> Option<RiskSettings> {
+        let mut band = |key: &str, value: Option<f64>| match value {
+            Some(v) if (0.0..=1.0).contains(&v) => Some(v as f32),
+            Some(_) => {
+                problems.push(format!("{key}: must be a score between 0 and 1"));
+                None
+            }
+            None => None,
+        };
+        let flag_at = band("risk_flag_at", self.risk_flag_at);
+        let deny_at = band("risk_deny_at", self.risk_deny_at);
+        let revoke_at = band("risk_revoke_at", self.risk_revoke_at);
+        let signals = portcullis_risk::Policy::parse_signals(&self.risk_signals)
+            .map_err(|why| problems.push(format!("risk_signals: {why}")))
+            .unwrap_or_default();
+        if let Some(url) = &self.risk_webhook {
+            if let Err(why) = check_issuer(url) {
+                problems.push(format!("risk_webhook: {why}"));
+            }
+        }
+        let policy = portcullis_risk::Policy { flag_at, deny_at, revoke_at, signals };
+        self.risk.then(|| RiskSettings { policy, webhook: self.risk_webhook.clone() })
     }
 }
 
@@ -387,10 +449,13 @@ mod tests {
             key_rotation_interval: 900,
             tls_cert: Some("cert.pem".into()),
             dpop_proof_max_age: 3600,
+            risk_flag_at: Some(1.5),
+            risk_signals: "brute_force=ban".into(),
+            risk_webhook: Some("http://hooks.example/x".into()),
             ..Config::default()
         };
         let ConfigError(problems) = bad.validate().unwrap_err();
-        assert_eq!(problems.len(), 11, "{problems:#?}");
+        assert_eq!(problems.len(), 14, "{problems:#?}");
         for key in [
             "listen",
             "issuer",
@@ -403,6 +468,9 @@ mod tests {
             "key_rotation_interval",
             "tls_cert",
             "dpop_proof_max_age",
+            "risk_flag_at",
+            "risk_signals",
+            "risk_webhook",
         ] {
             assert!(problems.iter().any(|p| p.starts_with(key)), "{key}: {problems:#?}");
         }

@@ -20,6 +20,7 @@ pub mod ledger;
 pub mod model;
 pub mod oauth;
 pub mod revocation;
+pub mod risk;
 pub mod secrets;
 pub mod serve;
 pub mod signing;

@@ -109,7 +109,11 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<(Arc<Au
     let rules = Rules::from_settings(settings);
     let passwords = PasswordPool::new(PasswordPool::cores(), 64 * PasswordPool::cores(), rules.password_cost);
     let audit = Audit::start(Arc::clone(&store), settings.audit_head_interval.is_some());
-    let authority = Authority::new(store, keys, audit, clock, passwords, rules, secrets);
+    let risk = settings.risk.as_ref().map(|r| Arc::new(crate::risk::RiskService::new(r, Arc::clone(&store))));
+    let mut authority = Authority::new(store, keys, audit, clock, passwords, rules, secrets);
+    if let Some(risk) = risk {
+        authority = authority.with_risk(risk);
+    }
     let now = authority.now().as_secs();
     authority
         .revocations
@@ -118,6 +122,9 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<(Arc<Au
         .map_err(|e| StartError::Store { url: redacted_url(&settings.database_url), why: e.to_string() })?;
     Ok((Arc::new(authority), notes))
 }
+
+/// How often the risk engine's profiles are written back to the store.
+const RISK_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Starts serving; `shutdown` resolves when the server should stop.
 pub async fn start(
@@ -141,11 +148,21 @@ pub async fn start(
     if let Some(interval) = settings.audit_head_interval {
         spawn_ledger(Arc::clone(&state.authority), interval);
     }
+    if let Some(risk) = &state.authority.risk {
+        crate::risk::spawn_flush(Arc::clone(risk), Arc::clone(&state.authority.clock), RISK_FLUSH_INTERVAL);
+    }
     let router = http::router(state);
     let is_tls = tls.is_some();
+    let finishing = Arc::clone(&authority);
     let task = tokio::spawn(async move {
         serve(listener, router, tls, shutdown, stop_polls).await;
         background.abort();
+        // What the risk engine learnt since its last write is kept.
+        if let Some(risk) = &finishing.risk {
+            if let Err(e) = risk.flush(finishing.now().as_secs()).await {
+                tracing::warn!(error = %e, "risk: profiles learnt in the last seconds were not stored");
+            }
+        }
     });
     Ok((Running { addr, authority, tls: is_tls, task }, notes))
 }

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use portcullis_risk::{Action, Kind};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -240,8 +241,16 @@ impl Authority {
         })?;
         let user = match user {
             Some(user) if matched && !user.disabled && !locked => user,
-            other => return Err(self.login_failed(other.as_ref(), client, matched, locked, now).await),
+            other => return Err(self.login_failed(other.as_ref(), username, client, matched, locked, now).await),
         };
+        // The risk engine sees the login before the failure counter is reset (a run of failures is evidence).
+        if let Some(verdict) = self.risk(Kind::Login, &user.id, &client.id, None, now).await {
+            if verdict.action >= Action::Deny {
+                // The same answer as a wrong password: a refusal must not confirm that the password was right.
+                metrics::counter!("portcullis_logins_total", "result" => "risk_denied").increment(1);
+                return Err(BAD_LOGIN);
+            }
+        }
         if user.failures > 0 {
             self.store.reset_login_failures(&user.id).await.map_err(unavailable)?;
         }
@@ -252,6 +261,7 @@ impl Authority {
     async fn login_failed(
         &self,
         user: Option<&User>,
+        username: &str,
         client: &Client,
         matched: bool,
         locked: bool,
@@ -289,6 +299,11 @@ impl Authority {
             if let Err(e) = self.audit.record(event).await {
                 return unavailable(e);
             }
+        }
+        // The name tried stands for the subject when there is no such user (bounded by MAX_USERNAME).
+        let subject = user.map_or(username, |u| u.id.as_str());
+        if !subject.is_empty() && subject.len() <= MAX_USERNAME {
+            self.risk(Kind::LoginFailure, subject, &client.id, None, now).await;
         }
         BAD_LOGIN
     }
@@ -342,6 +357,14 @@ impl Authority {
             self.revoke_session(&family.id, "account_disabled", now).await?;
             return Err(BAD_REFRESH);
         };
+        if let Some(verdict) = self.risk(Kind::Refresh, &user.id, &client.id, Some(&family.id), now).await {
+            if verdict.action == Action::Revoke {
+                self.revoke_session(&family.id, "risk", now).await?;
+            }
+            if verdict.action >= Action::Deny {
+                return Err(BAD_REFRESH);
+            }
+        }
         // The user's current roles still bound the family's scopes: a role taken away is gone at refresh.
         let narrowed = requested.map_or(family_scopes.clone(), |r| r.intersect(&family_scopes));
         let scopes = with_oidc(&narrowed.intersect(&client.scopes).intersect(&user.scopes), &narrowed);
@@ -365,6 +388,7 @@ impl Authority {
         if let Err(e) = self.audit.record(event).await {
             return unavailable(e);
         }
+        self.risk(Kind::RefreshReuse, &family.user_id, &family.client_id, Some(&family.id), now).await;
         BAD_REFRESH
     }
 

@@ -8,6 +8,7 @@ mod dpop;
 mod grants;
 mod passwords;
 mod resource;
+mod risk;
 mod tokens;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ pub use client::Authenticated;
 pub use grants::{Issued, TokenRequest};
 pub use passwords::PasswordPool;
 pub use resource::{parse_authorization, ResourceError, ResourceRequest};
+pub use risk::MAX_EVENTS_PER_REPORT;
 pub use tokens::{revoke_user, Introspection};
 
 use crate::audit::Audit;
@@ -104,6 +106,8 @@ pub struct Authority {
     pub nonces: Nonces,
     /// CSRF tokens of cookie-mode sessions, keyed from the master key likewise.
     pub session_csrf: SessionCsrf,
+    /// The risk engine, when scoring is on.
+    pub risk: Option<Arc<crate::risk::RiskService>>,
     pub(crate) clients: cache::Clients,
     pub(crate) verified: cache::VerifiedTokens,
 }
@@ -130,9 +134,16 @@ impl Authority {
             rules,
             nonces,
             session_csrf,
+            risk: None,
             clients: cache::Clients::default(),
             verified: cache::VerifiedTokens::default(),
         }
+    }
+
+    /// Scores logins, refreshes and reported token uses with `risk`, and acts on its verdicts.
+    pub fn with_risk(mut self, risk: Arc<crate::risk::RiskService>) -> Authority {
+        self.risk = Some(risk);
+        self
     }
 
     pub fn now(&self) -> UnixTime {

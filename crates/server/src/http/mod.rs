@@ -11,6 +11,7 @@ mod ledger;
 mod logout;
 mod ops;
 mod pages;
+mod risk;
 mod token;
 mod userinfo;
 
@@ -108,6 +109,7 @@ pub fn router(state: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
     let feed = Router::new()
         .route("/events", post(events::poll))
+        .route("/risk/events", post(risk::report))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, events::MAX_WAIT + REQUEST_TIMEOUT));
     api.merge(feed)
         .merge(admin::router(state.clone()))
@@ -139,8 +141,12 @@ async fn observe(request: Request, next: Next) -> Response {
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let mut request = request;
     request.extensions_mut().insert(PeerIp(peer));
+    let user_agent =
+        request.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let requester = crate::risk::Requester { ip: peer, user_agent };
     let span = tracing::info_span!("request", request_id = %id);
-    let mut response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    let handled = crate::risk::REQUESTER.scope(requester, next.run(request));
+    let mut response = tracing::Instrument::instrument(handled, span.clone()).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     metrics::counter!("portcullis_http_requests_total", "endpoint" => endpoint.clone(), "status" => status.to_string())

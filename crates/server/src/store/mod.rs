@@ -271,6 +271,16 @@ pub trait LedgerStore: Send + Sync {
     async fn heads(&self, after: u64, limit: u32) -> StoreResult<Vec<TreeHead>>;
 }
 
+/// Risk profiles (one per subject, bytes the risk engine wrote), shared by instances; the latest write wins.
+/// The statements are the same on both backends (`rows::risk_store!`).
+#[async_trait]
+pub trait RiskStore: Send + Sync {
+    /// The stored profile of `subject`, if any.
+    async fn risk_profile(&self, subject: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Stores these profiles (replacing older ones) in one transaction.
+    async fn save_risk_profiles(&self, profiles: &[(String, Vec<u8>)], now: i64) -> StoreResult<()>;
+}
+
 /// Every row of a paged listing, page by page (`key` gives a row's cursor); `page` must ask for
 /// [`ALL_PAGES_LIMIT`] rows. For the CLI, which prints all.
 pub async fn all_pages<T, F, Fut>(mut page: F, key: impl Fn(&T) -> String) -> StoreResult<Vec<T>>
@@ -294,7 +304,7 @@ where
 pub const ALL_PAGES_LIMIT: u32 = 500;
 
 #[async_trait]
-pub trait Store: CodeFlowStore + ListStore + LedgerStore + Send + Sync + std::fmt::Debug {
+pub trait Store: CodeFlowStore + ListStore + LedgerStore + RiskStore + Send + Sync + std::fmt::Debug {
     /// Cheap liveness check of the database (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
 

@@ -263,6 +263,7 @@ async fn rotate(
 
 code_flow_store!(PgStore, pool, pool);
 ledger_store!(PgStore, pool, true);
+risk_store!(PgStore, pool);
 list_store!(PgStore, pool, USER_COLUMNS);
 
 #[async_trait]
@@ -709,6 +710,7 @@ mod tests {
         authorization_code_flow,
         ledger_grows_once_under_concurrency,
         ledger_follows_the_writer,
+        risk_profiles,
     );
 
     /// The migration path: a SQLite deployment moved into PostgreSQL.

@@ -668,3 +668,35 @@ macro_rules! ledger_store {
     };
 }
 pub(super) use ledger_store;
+
+pub(super) const RISK_PROFILE: &str = "SELECT profile FROM risk_profiles WHERE subject = $1";
+pub(super) const RISK_PROFILE_UPSERT: &str =
+    "INSERT INTO risk_profiles (subject, profile, updated_at) VALUES ($1, $2, $3) \
+     ON CONFLICT (subject) DO UPDATE SET profile = excluded.profile, updated_at = excluded.updated_at";
+
+/// Implements [`RiskStore`] for a backend with `begin()` (its write transaction) and the read pool `$read`.
+macro_rules! risk_store {
+    ($store:ty, $read:ident) => {
+        #[async_trait::async_trait]
+        impl RiskStore for $store {
+            async fn risk_profile(&self, subject: &str) -> StoreResult<Option<Vec<u8>>> {
+                let row =
+                    sqlx::query(RISK_PROFILE).bind(subject).fetch_optional(&self.$read).await.map_err(db_error)?;
+                row.map(|r| r.bytes("profile")).transpose()
+            }
+
+            async fn save_risk_profiles(&self, profiles: &[(String, Vec<u8>)], now: i64) -> StoreResult<()> {
+                if profiles.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.begin().await?;
+                for (subject, profile) in profiles {
+                    let query = sqlx::query(RISK_PROFILE_UPSERT).bind(subject).bind(profile.as_slice()).bind(now);
+                    query.execute(&mut *tx).await.map_err(db_error)?;
+                }
+                tx.commit().await.map_err(db_error)
+            }
+        }
+    };
+}
+pub(super) use risk_store;

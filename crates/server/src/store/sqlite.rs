@@ -182,6 +182,7 @@ const USER_COLUMNS: &str = "u.id, u.name, u.password_hash, u.disabled, u.failure
 
 code_flow_store!(SqliteStore, write, read);
 ledger_store!(SqliteStore, read, false);
+risk_store!(SqliteStore, read);
 list_store!(SqliteStore, read, USER_COLUMNS);
 
 #[async_trait]
@@ -624,6 +625,11 @@ mod tests {
             "SQLite numbers as it stores"
         );
         suite::ledger_follows_the_writer(fresh("follow2").await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn risk_profiles() {
+        suite::risk_profiles(fresh("risk").await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

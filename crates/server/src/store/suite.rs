@@ -545,3 +545,18 @@ pub async fn ledger_follows_the_writer(store: Arc<dyn Store>) {
     let (leaf, proof) = ledger::inclusion(store.as_ref(), 100, size).await.unwrap();
     assert!(merkle::verify_inclusion(99, size, &leaf, &proof, &merkle::root(&leaves)));
 }
+
+/// Risk profiles round-trip, the latest write wins, and a batch is stored whole.
+pub async fn risk_profiles(store: Arc<dyn Store>) {
+    assert_eq!(store.risk_profile("alice").await.unwrap(), None);
+    store.save_risk_profiles(&[], 1).await.unwrap();
+    let batch = vec![("alice".to_owned(), vec![1u8, 2, 3]), ("bob".to_owned(), vec![9u8; 700])];
+    store.save_risk_profiles(&batch, 10).await.unwrap();
+    assert_eq!(store.risk_profile("alice").await.unwrap(), Some(vec![1, 2, 3]));
+    assert_eq!(store.risk_profile("bob").await.unwrap(), Some(vec![9; 700]));
+    store.save_risk_profiles(&[("alice".to_owned(), vec![4u8])], 11).await.unwrap();
+    assert_eq!(store.risk_profile("alice").await.unwrap(), Some(vec![4]));
+    // Subjects are compared exactly (no case folding, no patterns).
+    assert_eq!(store.risk_profile("ALICE").await.unwrap(), None);
+    assert_eq!(store.risk_profile("%").await.unwrap(), None);
+}

@@ -750,3 +750,4 @@ mod cluster;
 mod code_flow;
 mod dpop;
 mod guard;
+mod risk;
