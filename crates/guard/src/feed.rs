@@ -53,15 +53,70 @@ struct RevocationEvent {
     expires_at: i64,
 }
 
+/// A client-credentials access token for one scope, fetched when needed and kept until 30 s before it expires.
+#[derive(Debug, Clone)]
+pub struct ClientToken {
+    token_endpoint: String,
+    client_id: String,
+    client_secret: String,
+    scope: &'static str,
+    clock: Clock,
+    cached: Option<(String, i64)>,
+}
+
+impl ClientToken {
+    pub fn new(
+        token_endpoint: String,
+        client_id: String,
+        client_secret: String,
+        scope: &'static str,
+        clock: Clock,
+    ) -> Self {
+        ClientToken { token_endpoint, client_id, client_secret, scope, clock, cached: None }
+    }
+
+    /// The token, fetched anew when there is none or it is about to expire.
+    pub async fn get(&mut self, http: &reqwest::Client) -> Result<String, GuardError> {
+        let now = self.clock.now().as_secs();
+        if let Some((token, exp)) = &self.cached {
+            if now + 30 < *exp {
+                return Ok(token.clone());
+            }
+        }
+        let form = format!("grant_type=client_credentials&scope={}", self.scope.replace(':', "%3A"));
+        let resp = http
+            .post(&self.token_endpoint)
+            .basic_auth(&self.client_id, Some(&self.client_secret))
+            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+            .await
+            .map_err(|e| GuardError::Fetch(format!("token endpoint: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(GuardError::Fetch(format!("token endpoint: HTTP {}", resp.status())));
+        }
+        let body: serde_json::Value =
+            resp.json().await.map_err(|e| GuardError::Fetch(format!("token endpoint: {e}")))?;
+        let token = body["access_token"].as_str().ok_or(GuardError::Fetch("no access_token".into()))?.to_owned();
+        let exp = now + body["expires_in"].as_i64().unwrap_or(60);
+        self.cached = Some((token.clone(), exp));
+        Ok(token)
+    }
+
+    /// Drops the cached token (after the server refused it).
+    pub fn forget(&mut self) {
+        self.cached = None;
+    }
+}
+
 /// The feed follower's state.
 #[derive(Debug)]
 pub struct Feed {
     http: reqwest::Client,
     issuer: String,
     events_url: String,
-    token_endpoint: String,
     client_id: String,
-    client_secret: String,
+    token: tokio::sync::Mutex<ClientToken>,
     jwks: Arc<JwksCache>,
     revocations: Arc<RevocationSet>,
     clock: Clock,
@@ -85,9 +140,14 @@ impl Feed {
             http,
             issuer: issuer.to_owned(),
             events_url: format!("{issuer}/events"),
-            token_endpoint,
+            token: tokio::sync::Mutex::new(ClientToken::new(
+                token_endpoint,
+                client_id.clone(),
+                client_secret,
+                "portcullis:events",
+                clock.clone(),
+            )),
             client_id,
-            client_secret,
             jwks,
             revocations,
             clock,
@@ -103,18 +163,17 @@ impl Feed {
     pub fn spawn(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut token: Option<(String, i64)> = None;
             let mut failures: u64 = 0;
             loop {
                 let Some(feed) = weak.upgrade() else { return };
-                match feed.poll_once(&mut token).await {
+                match feed.poll_once().await {
                     Ok(()) => {
                         failures = 0;
                         feed.last_ok.store(feed.clock.now().as_secs(), Ordering::SeqCst);
                     }
                     Err(e) => {
                         failures += 1;
-                        token = None;
+                        feed.token.lock().await.forget();
                         tracing::warn!(error = %e, failures, "revocation feed unreachable; serving without it");
                         drop(feed);
                         tokio::time::sleep(Duration::from_millis(500 * failures.min(10))).await;
@@ -124,37 +183,10 @@ impl Feed {
         })
     }
 
-    async fn access_token(&self, cached: &mut Option<(String, i64)>) -> Result<String, GuardError> {
-        let now = self.clock.now().as_secs();
-        if let Some((token, exp)) = cached {
-            if now + 30 < *exp {
-                return Ok(token.clone());
-            }
-        }
-        let resp = self
-            .http
-            .post(&self.token_endpoint)
-            .basic_auth(&self.client_id, Some(&self.client_secret))
-            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body("grant_type=client_credentials&scope=portcullis%3Aevents")
-            .send()
-            .await
-            .map_err(|e| GuardError::Fetch(format!("token endpoint: {e}")))?;
-        if !resp.status().is_success() {
-            return Err(GuardError::Fetch(format!("token endpoint: HTTP {}", resp.status())));
-        }
-        let body: serde_json::Value =
-            resp.json().await.map_err(|e| GuardError::Fetch(format!("token endpoint: {e}")))?;
-        let token = body["access_token"].as_str().ok_or(GuardError::Fetch("no access_token".into()))?.to_owned();
-        let exp = now + body["expires_in"].as_i64().unwrap_or(60);
-        *cached = Some((token.clone(), exp));
-        Ok(token)
-    }
-
     /// One long-poll: waits for new revocations (or the server's timeout) and applies them. When the server has
     /// more, the next poll (made at once) fetches them.
-    async fn poll_once(&self, token: &mut Option<(String, i64)>) -> Result<(), GuardError> {
-        let bearer = self.access_token(token).await?;
+    async fn poll_once(&self) -> Result<(), GuardError> {
+        let bearer = self.token.lock().await.get(&self.http).await?;
         let ack = self.revocations.last_seq().to_string();
         let body = serde_json::json!({ "ack": [ack], "maxEvents": 500, "returnImmediately": false });
         let resp = self

@@ -61,6 +61,11 @@ pub struct GatewayConfig {
     /// A file holding the secret (at least 32 bytes, e.g. `openssl rand -base64 32`) of the DPoP nonces the
     /// gateway then demands (RFC 9449 §9); every gateway behind one origin needs the same file.
     pub dpop_nonce_secret_file: Option<PathBuf>,
+    /// Report every token use let through to the issuer's risk engine (the client also needs the scope
+    /// `portcullis:risk`). In forward-auth mode the client's address is the first of `X-Forwarded-For`, else
+    /// `X-Real-IP`, as the proxy in front sets them.
+    #[serde(default)]
+    pub report_token_uses: bool,
     #[serde(rename = "route", default)]
     pub routes: Vec<RouteConfig>,
 }
@@ -202,6 +207,7 @@ impl Gateway {
         guard_config.realm = config.realm.clone();
         guard_config.public_origin = config.public_origin.clone();
         guard_config.fail_closed_after = config.fail_closed_after;
+        guard_config.report_token_uses = config.report_token_uses;
         if let Some(file) = &config.dpop_nonce_secret_file {
             let secret = std::fs::read(file)
                 .map_err(|e| GuardError::Config(format!("dpop_nonce_secret_file {}: {e}", file.display())))?;
@@ -347,6 +353,13 @@ fn forwarded_origin(headers: &HeaderMap) -> Option<String> {
     matches!(proto, "http" | "https").then(|| format!("{proto}://{host}"))
 }
 
+/// The client's address as the proxy in front reports it (forward auth): the first `X-Forwarded-For` entry,
+/// else `X-Real-IP`.
+fn forwarded_client(headers: &HeaderMap) -> Option<std::net::IpAddr> {
+    let first = header_str(headers, "x-forwarded-for").and_then(|v| v.split(',').next()).map(str::trim);
+    first.or_else(|| header_str(headers, "x-real-ip").map(str::trim)).and_then(|v| v.parse().ok())
+}
+
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -391,6 +404,7 @@ async fn judge(gw: &Gateway, headers: &HeaderMap, method: &Method, path: &str) -
     match authorize_http(&gw.guard, headers, method.as_str(), origin, path, requirement).await {
         Ok(identity) => {
             gw.allowed.increment(1);
+            gw.guard.report_use(&identity, forwarded_client(headers), headers);
             let mut response = StatusCode::OK.into_response();
             identity_headers(response.headers_mut(), &identity);
             response
@@ -443,6 +457,9 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     };
     if identity.is_some() { &gw.allowed } else { &gw.allowed_public }.increment(1);
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    if let Some(identity) = &identity {
+        gw.guard.report_use(identity, peer, request.headers());
+    }
     let (mut parts, body) = request.into_parts();
     let Some(uri) = upstream_uri(authority, base, &parts.uri) else {
         return (StatusCode::BAD_REQUEST, "bad request target\n").into_response();

@@ -261,6 +261,9 @@ pub struct GuardConfig {
     /// Demand server nonces in DPoP proofs (RFC 9449 §9), issued and checked with this secret; every instance
     /// behind one origin must share it. `None`: proofs need no nonce.
     pub dpop_nonces: Option<Arc<Nonces>>,
+    /// Report every token use this guard lets through to the issuer's risk engine (`POST /risk/events`), with
+    /// the `events` client credentials, which must also be allowed the scope `portcullis:risk`.
+    pub report_token_uses: bool,
 }
 
 impl GuardConfig {
@@ -277,6 +280,7 @@ impl GuardConfig {
             realm: "api".into(),
             public_origin: None,
             dpop_nonces: None,
+            report_token_uses: false,
         }
     }
 }
@@ -300,6 +304,7 @@ struct Inner {
     jwks: Arc<JwksCache>,
     revocations: Arc<RevocationSet>,
     feed: Option<Arc<Feed>>,
+    reporter: Option<crate::report::Reporter>,
     verified: RwLock<Verified>,
     clock: Clock,
     /// `portcullis_guard_verify_cache_total{result="hit"|"miss"}`, registered once at start.
@@ -355,6 +360,20 @@ impl Guard {
         }
         jwks.spawn_refresh();
         let revocations = Arc::new(RevocationSet::default());
+        let reporter = match (&config.events, config.report_token_uses) {
+            (Some((id, secret)), true) => {
+                let token = crate::feed::ClientToken::new(
+                    metadata.token_endpoint.clone(),
+                    id.clone(),
+                    secret.clone(),
+                    "portcullis:risk",
+                    clock.clone(),
+                );
+                Some(crate::report::Reporter::start(http.clone(), &config.issuer, token, clock.clone()))
+            }
+            (None, true) => return Err(GuardError::Config("reporting token uses needs client credentials".into())),
+            _ => None,
+        };
         let feed = match &config.events {
             Some((id, secret)) => {
                 let feed = Arc::new(Feed::new(
@@ -378,6 +397,7 @@ impl Guard {
             jwks,
             revocations,
             feed,
+            reporter,
             verified: RwLock::default(),
             clock,
             cache_hits: metrics::counter!(VERIFY_CACHE, "result" => "hit"),
@@ -402,6 +422,15 @@ impl Guard {
 
     pub fn revocations(&self) -> &RevocationSet {
         &self.inner.revocations
+    }
+
+    /// Reports a token use this guard let through to the issuer's risk engine, when configured to; never waits.
+    /// `ip` is the client's address (the peer, or what a trusted proxy in front says).
+    pub fn report_use(&self, identity: &Identity, ip: Option<std::net::IpAddr>, headers: &http::HeaderMap) {
+        if let (Some(reporter), Some(ip)) = (&self.inner.reporter, ip) {
+            let user_agent = headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            reporter.report(identity, ip, user_agent);
+        }
     }
 
     /// Seconds since the revocation feed last answered, if a feed is configured.

@@ -156,6 +156,8 @@ where
                 authorize_http(&guard, headers, request.method().as_str(), origin, uri.path(), &requirement).await;
             match judged {
                 Ok(identity) => {
+                    let peer = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+                    guard.report_use(&identity, peer.map(|c| c.0.ip()), request.headers());
                     request.extensions_mut().insert(identity);
                     inner.call(request).await
                 }

@@ -27,6 +27,7 @@ mod guard;
 pub mod jwks;
 pub mod jwks_timing;
 pub mod layer;
+mod report;
 mod target;
 pub mod workers;
 

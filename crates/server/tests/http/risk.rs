@@ -133,3 +133,59 @@ async fn reports_are_refused_when_scoring_is_off() {
     assert!(srv.running.authority.risk.is_none());
     srv.stop().await;
 }
+
+/// The whole loop: a guard reports the token uses it lets through; the server sees one session used from two
+/// networks at once and revokes it; the guard, following `/events`, refuses the session's token within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guards_reports_revoke_a_shared_session_and_the_guard_then_refuses_it() {
+    use axum::routing::get;
+    use portcullis_guard::layer::{Auth, GuardLayer};
+    use portcullis_guard::{Clock as GuardClock, Guard, GuardConfig, Requirement};
+
+    let srv = server("risk-loop", "shared_session=revoke").await;
+    srv.first_party("web", TokenDelivery::Body).await;
+    srv.user("carol", "carol's long password", &[("staff", "read")]).await;
+    let secret = srv.service_client("gw", &["portcullis:events", "portcullis:risk"]).await;
+    let clock = Arc::clone(&srv.clock);
+    let config = GuardConfig {
+        events: Some(("gw".into(), secret)),
+        report_token_uses: true,
+        ..GuardConfig::new(&srv.base, "api")
+    };
+    let guard = Guard::start_with_clock(config, GuardClock::new(move || clock.now())).await.unwrap();
+    let app = axum::Router::new()
+        .route("/orders", get(|Auth(who): Auth| async move { format!("orders of {}", who.subject) }))
+        .layer(GuardLayer::new(guard, Requirement::scopes(["read"])));
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, app).await.unwrap()
+    });
+
+    let (status, login) = srv.login("web", "carol", "carol's long password").await;
+    assert_eq!(status, 200, "{login}");
+    let token = s(&login, "access_token");
+    // Two clients on two networks (127.0.0.0/24 and 127.0.1.0/24 on the loopback interface).
+    let owner =
+        reqwest::Client::builder().local_address("127.0.0.1".parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+    let other =
+        reqwest::Client::builder().local_address("127.0.1.1".parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+    let api = format!("http://127.0.0.1:{port}/orders");
+    let call = |client: &reqwest::Client| client.get(&api).bearer_auth(&token).send();
+    assert_eq!(call(&owner).await.unwrap().status(), 200);
+    let mut refused_after = None;
+    for round in 0..40 {
+        let (a, b) = (call(&owner).await.unwrap().status(), call(&other).await.unwrap().status());
+        if a == 401 && b == 401 {
+            refused_after = Some(round);
+            break;
+        }
+        srv.clock.advance(1);
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(refused_after.is_some(), "the shared session was never refused");
+    let audit = audit_kinds(&srv).await;
+    assert!(audit.iter().any(|(k, d)| k == "risk_revoked" && d.contains("127.0.1.1")), "{audit:?}");
+    srv.stop().await;
+}
