@@ -5,8 +5,8 @@ use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use portcullis_risk::simulate::{simulate, Scenario};
-use portcullis_risk::{Engine, Evaluation, Event, Weights};
+use portcullis_risk::simulate::{geoip, simulate, Scenario};
+use portcullis_risk::{Engine, Evaluation, Event, GeoIp, Weights};
 
 #[derive(Debug, Subcommand)]
 pub enum RiskCommand {
@@ -15,6 +15,10 @@ pub enum RiskCommand {
         /// Read events from this file instead of stdin.
         #[arg(long)]
         input: Option<PathBuf>,
+        /// A MaxMind DB file (GeoLite2/GeoIP2 ASN, Country or City): also judge by ASN and country, and flag
+        /// impossible travel. Repeat for several (e.g. ASN and City).
+        #[arg(long)]
+        geoip: Vec<PathBuf>,
     },
     /// Score a labelled corpus and print ROC AUC, true-positive rates at 1 % and 0.1 % false positives per
     /// attack label, and attempts to the first flag per campaign.
@@ -24,6 +28,9 @@ pub enum RiskCommand {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// MaxMind DB file(s), as for `score`.
+        #[arg(long)]
+        geoip: Vec<PathBuf>,
     },
     /// Write a realistic labelled corpus (JSON lines) from a seed.
     Simulate {
@@ -40,19 +47,25 @@ pub enum RiskCommand {
         /// Write to this file instead of stdout.
         #[arg(long)]
         output: Option<PathBuf>,
+        /// Also write the simulated world's GeoIP database (MaxMind DB format: ASN, country, city) here.
+        #[arg(long)]
+        geoip_out: Option<PathBuf>,
     },
 }
 
 pub fn run(cmd: RiskCommand) -> Result<(), String> {
     match cmd {
-        RiskCommand::Score { input } => score(input),
-        RiskCommand::Eval { input, json } => eval(input, json),
-        RiskCommand::Simulate { seed, users, days, mix, output } => {
+        RiskCommand::Score { input, geoip } => score(input, engine(&geoip)?),
+        RiskCommand::Eval { input, json, geoip } => eval(input, json, engine(&geoip)?),
+        RiskCommand::Simulate { seed, users, days, mix, output, geoip_out } => {
             if users == 0 || days == 0 {
                 return Err("--users and --days must be at least 1".into());
             }
             let mut scenario = Scenario::new(seed, users, days);
             scenario.mix.apply(&mix)?;
+            if let Some(path) = geoip_out {
+                std::fs::write(&path, geoip(&scenario)).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
             let out: Box<dyn Write> = match output {
                 Some(path) => Box::new(File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?),
                 None => Box::new(io::stdout().lock()),
@@ -97,8 +110,17 @@ fn each_event(input: Option<PathBuf>, mut f: impl FnMut(Event) -> Result<(), Str
     Ok(())
 }
 
-fn score(input: Option<PathBuf>) -> Result<(), String> {
-    let mut engine = Engine::new(Weights::default());
+/// An engine with the default weights and the given GeoIP databases.
+fn engine(geoip: &[PathBuf]) -> Result<Engine, String> {
+    let mut geo = GeoIp::default();
+    for path in geoip {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        geo.add(bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(Engine::new(Weights::default()).with_geoip(geo))
+}
+
+fn score(input: Option<PathBuf>, mut engine: Engine) -> Result<(), String> {
     let mut out = BufWriter::new(io::stdout().lock());
     each_event(input, |event| {
         let assessment = engine.observe(&event);
@@ -116,8 +138,7 @@ fn score(input: Option<PathBuf>) -> Result<(), String> {
     out.flush().map_err(|e| e.to_string())
 }
 
-fn eval(input: Option<PathBuf>, json: bool) -> Result<(), String> {
-    let mut engine = Engine::new(Weights::default());
+fn eval(input: Option<PathBuf>, json: bool, mut engine: Engine) -> Result<(), String> {
     let mut evaluation = Evaluation::default();
     each_event(input, |event| {
         let assessment = engine.observe(&event);

@@ -44,6 +44,18 @@ fn simulate_score_and_eval_work_end_to_end() {
     {
         assert!(report.contains(&format!("| {label} |")), "{report}");
     }
+    // The simulated world's GeoIP database, used by score and eval.
+    let mmdb = dir.join("world.mmdb");
+    let args =
+        ["risk", "simulate", "--seed", "5", "--users", "120", "--days", "8", "--geoip-out", mmdb.to_str().unwrap()];
+    assert!(run(&args, "").status.success());
+    let with_geo = run(&["risk", "eval", "--json", "--geoip", mmdb.to_str().unwrap()], &text);
+    assert!(with_geo.status.success(), "{}", String::from_utf8_lossy(&with_geo.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&with_geo.stdout).unwrap();
+    assert!(doc["auc"].as_f64().unwrap() > 0.95, "{doc}");
+    let bad = run(&["risk", "score", "--geoip", corpus.to_str().unwrap()], "");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a usable MaxMind DB file"));
     let json = run(&["risk", "eval", "--json"], &text);
     let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert!(doc["auc"].as_f64().unwrap() > 0.95, "{doc}");

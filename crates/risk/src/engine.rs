@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 
 use crate::event::{fingerprint, Event, Kind};
+use crate::geo::GeoIp;
 use crate::net::{networks, source};
-use crate::profile::{Profile, Seen, Track, SESSION_NETWORKS};
+use crate::profile::{Observed, Profile, Seen, Track, SESSION_NETWORKS};
 use crate::reason::{Assessment, Reason};
 use crate::sketch::{CountMin, Decayed, Distinct};
 use crate::ua::Family;
@@ -20,6 +21,11 @@ pub struct Weights {
     pub family: f32,
     pub agent: f32,
     pub client: f32,
+    /// The autonomous system and the country (with a GeoIP database).
+    pub asn: f32,
+    pub country: f32,
+    /// A move between two places faster than an airliner.
+    pub travel: f32,
     pub hour: f32,
     /// A session seen from a second, unfamiliar network while its first was in use.
     pub concurrency: f32,
@@ -54,6 +60,9 @@ impl Default for Weights {
             family: 0.8,
             agent: 0.3,
             client: 0.5,
+            asn: 0.5,
+            country: 0.5,
+            travel: 3.0,
             hour: 0.4,
             concurrency: 8.0,
             session_agent: 4.0,
@@ -72,6 +81,10 @@ impl Default for Weights {
     }
 }
 
+/// Distance (km) and speed (km/h) beyond which a move between two requests is impossible travel; GeoIP
+/// locations are city-level at best, so short hops never count.
+const IMPOSSIBLE_KM: f32 = 500.0;
+const IMPOSSIBLE_SPEED: f32 = 1000.0;
 /// Seconds a failed login keeps counting against its account and its source.
 const FAILURE_TAU: f64 = 900.0;
 /// Seconds of quiet after which a session's next request counts as a new visit (and is learnt).
@@ -89,6 +102,8 @@ struct Population {
     families: CountMin,
     agents: CountMin,
     clients: CountMin,
+    asns: CountMin,
+    countries: CountMin,
     hours: [f64; 24],
 }
 
@@ -106,6 +121,10 @@ struct Source {
 struct Features {
     network: u32,
     block: u32,
+    /// ASN and country fingerprints (0: unknown, or no GeoIP database) and location.
+    asn: u32,
+    country: u32,
+    location: Option<(f32, f32)>,
     family: u32,
     agent: u32,
     client: u32,
@@ -122,11 +141,18 @@ pub struct Engine {
     account_failures: HashMap<u32, Decayed>,
     wave_short: Decayed,
     wave_long: Decayed,
+    geo: Option<GeoIp>,
 }
 
 impl Engine {
     pub fn new(weights: Weights) -> Engine {
         Engine { weights, ..Engine::default() }
+    }
+
+    /// Judges networks also by autonomous system and country, and flags impossible travel, with `geo`.
+    pub fn with_geoip(mut self, geo: GeoIp) -> Engine {
+        self.geo = (!geo.is_empty()).then_some(geo);
+        self
     }
 
     /// Subjects with a profile.
@@ -153,9 +179,13 @@ impl Engine {
     pub fn observe(&mut self, event: &Event) -> Assessment {
         let (network, block) = networks(event.ip);
         let family = Family::parse(&event.ua);
+        let place = self.geo.as_ref().map(|g| g.lookup(event.ip)).unwrap_or_default();
         let features = Features {
             network: network.fingerprint(),
             block: block.fingerprint(),
+            asn: place.asn.map_or(0, |asn| fingerprint(b'A', &asn.to_le_bytes())),
+            country: place.country.map_or(0, |c| fingerprint(b'C', &c)),
+            location: place.location,
             family: family.fingerprint(),
             agent: fingerprint(b'a', event.ua.as_bytes()),
             client: fingerprint(b'c', event.client_id.as_bytes()),
@@ -193,11 +223,21 @@ impl Engine {
             profile.usual_rate += 0.05 * (rate - profile.usual_rate);
         }
         // Whether the network is one the subject has never been seen on (or even near).
-        let unseen = match (profile.networks.weight(f.network) > 0.0, profile.blocks.weight(f.block) > 0.0) {
+        let near = profile.blocks.weight(f.block) > 0.0 || (f.asn != 0 && profile.asns.weight(f.asn) > 0.0);
+        let unseen = match (profile.networks.weight(f.network) > 0.0, near) {
             (true, _) => 0.0,
             (false, true) => 0.5,
             (false, false) => 1.0,
         };
+        if let Some(here) = f.location {
+            let (lat, lon, at) = profile.last_place;
+            let hours = ((ts - at) / 3600.0).max(1.0 / 60.0) as f32;
+            let km = crate::geo::distance_km((lat, lon), here);
+            if at > 0.0 && km > IMPOSSIBLE_KM && km / hours > IMPOSSIBLE_SPEED {
+                out.add(w.travel, Reason::ImpossibleTravel(km, (ts - at) as f32 / 60.0));
+            }
+            profile.last_place = (here.0, here.1, ts);
+        }
         let within = match key {
             None => Within { novelty: fresh, concurrency: 0.0, agent_changed: false, learn: true },
             Some(key) => within_session(w, profile.track(key).0, f, ts, fresh),
@@ -271,7 +311,16 @@ impl Engine {
 
     fn learn(&mut self, sub: &str, f: Features) {
         let Some(profile) = self.profiles.get_mut(sub) else { return };
-        profile.learn(f.network, f.block, f.family, f.agent, f.client, f.hour);
+        profile.learn(&Observed {
+            network: f.network,
+            block: f.block,
+            asn: f.asn,
+            country: f.country,
+            family: f.family,
+            agent: f.agent,
+            client: f.client,
+            hour: f.hour,
+        });
         let population = &mut self.population;
         if population.networks.total() > POPULATION_HALF_LIFE {
             for sketch in [
@@ -280,6 +329,8 @@ impl Engine {
                 &mut population.families,
                 &mut population.agents,
                 &mut population.clients,
+                &mut population.asns,
+                &mut population.countries,
             ] {
                 sketch.halve();
             }
@@ -292,6 +343,12 @@ impl Engine {
         population.families.add(f.family, 1.0);
         population.agents.add(f.agent, 1.0);
         population.clients.add(f.client, 1.0);
+        if f.asn != 0 {
+            population.asns.add(f.asn, 1.0);
+        }
+        if f.country != 0 {
+            population.countries.add(f.country, 1.0);
+        }
         population.hours[f.hour] += 1.0;
     }
 }
@@ -377,8 +434,16 @@ fn novelty(w: &Weights, population: &Population, profile: &Profile, f: Features)
     };
     // An attacker picks the user agent and the client id, and copies the victim's as often as not; the
     // network is not the attacker's to choose, so a familiar one counts in full.
-    let network = w.network * feature(0, profile.networks.weight(f.network), population.networks.share(f.network), 0.0)
+    let mut network = w.network
+        * feature(0, profile.networks.weight(f.network), population.networks.share(f.network), 0.0)
         + w.block * feature(1, profile.blocks.weight(f.block), population.blocks.share(f.block), 0.0);
+    if f.asn != 0 {
+        network += w.asn * feature(5, profile.asns.weight(f.asn), population.asns.share(f.asn), 0.0);
+    }
+    if f.country != 0 {
+        network +=
+            w.country * feature(6, profile.countries.weight(f.country), population.countries.share(f.country), 0.0);
+    }
     let agent = w.family * feature(2, profile.families.weight(f.family), population.families.share(f.family), 0.5)
         + w.agent * feature(3, profile.agents.weight(f.agent), population.agents.share(f.agent), 0.5);
     let client = w.client * feature(4, profile.clients.weight(f.client), population.clients.share(f.client), 0.8);

@@ -33,6 +33,7 @@
 mod engine;
 mod eval;
 mod event;
+mod geo;
 mod net;
 mod policy;
 mod profile;
@@ -44,8 +45,9 @@ mod ua;
 pub use engine::{Engine, Weights};
 pub use eval::{ClassReport, Evaluation, Report, FPRS};
 pub use event::{fingerprint, Event, EventError, Kind, MAX_FIELD};
+pub use geo::{distance_km, GeoIp, GeoIpError, Place};
 pub use net::{networks, source, Prefix};
 pub use policy::{Action, Policy, SignalName, DEFAULT_SIGNALS};
-pub use profile::{Profile, Seen, Track, SESSION_NETWORKS, TRACKS};
+pub use profile::{Observed, Profile, Seen, Track, SESSION_NETWORKS, TRACKS};
 pub use reason::{Assessment, Reason, Signal};
 pub use ua::{Agent, Family, Os};

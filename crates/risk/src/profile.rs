@@ -16,9 +16,14 @@ pub struct Profile {
     pub families: TopK<4>,
     pub agents: TopK<4>,
     pub clients: TopK<4>,
-    /// Sessions whose network, block, agent family, exact agent and client were new at the time (aged like
-    /// the rest): how often this subject shows something new, for the Good–Turing estimate of novelty.
-    pub novel: [f32; 5],
+    /// Autonomous systems and countries (when a GeoIP database is configured).
+    pub asns: TopK<4>,
+    pub countries: TopK<4>,
+    /// Where and when the subject was last seen (latitude, longitude, time), with a GeoIP database.
+    pub last_place: (f32, f32, f64),
+    /// Sessions whose network, block, agent family, exact agent, client, ASN and country were new at the time
+    /// (aged like the rest): how often this subject shows something new, for the escape estimate of novelty.
+    pub novel: [f32; 7],
     pub hours: [f32; 24],
     pub tracks: [Track; TRACKS],
     /// Requests, decaying over a minute, and the subject's usual level of it.
@@ -64,37 +69,45 @@ impl Profile {
     /// Weights halve when this many sessions have been counted: the profile follows a user who moves.
     pub const AGE_AT: f32 = 200.0;
 
-    /// Counts one session observation; says which of network, block, family, agent and client were new.
-    pub fn learn(&mut self, network: u32, block: u32, family: u32, agent: u32, client: u32, hour: usize) -> [bool; 5] {
+    /// Counts one session observation.
+    pub fn learn(&mut self, seen: &Observed) {
         if self.sessions >= Self::AGE_AT {
             self.sessions *= 0.5;
+            for sketch in [&mut self.families, &mut self.agents, &mut self.clients, &mut self.asns, &mut self.countries]
+            {
+                sketch.scale(0.5);
+            }
             self.networks.scale(0.5);
             self.blocks.scale(0.5);
-            self.families.scale(0.5);
-            self.agents.scale(0.5);
-            self.clients.scale(0.5);
             for h in self.hours.iter_mut().chain(&mut self.novel) {
                 *h *= 0.5;
             }
         }
         let new = [
-            self.networks.weight(network) == 0.0,
-            self.blocks.weight(block) == 0.0,
-            self.families.weight(family) == 0.0,
-            self.agents.weight(agent) == 0.0,
-            self.clients.weight(client) == 0.0,
+            self.networks.weight(seen.network) == 0.0,
+            self.blocks.weight(seen.block) == 0.0,
+            self.families.weight(seen.family) == 0.0,
+            self.agents.weight(seen.agent) == 0.0,
+            self.clients.weight(seen.client) == 0.0,
+            seen.asn != 0 && self.asns.weight(seen.asn) == 0.0,
+            seen.country != 0 && self.countries.weight(seen.country) == 0.0,
         ];
         for (count, new) in self.novel.iter_mut().zip(new) {
             *count += f32::from(u8::from(new));
         }
         self.sessions += 1.0;
-        self.networks.add(network, 1.0);
-        self.blocks.add(block, 1.0);
-        self.families.add(family, 1.0);
-        self.agents.add(agent, 1.0);
-        self.clients.add(client, 1.0);
-        self.hours[hour % 24] += 1.0;
-        new
+        self.networks.add(seen.network, 1.0);
+        self.blocks.add(seen.block, 1.0);
+        self.families.add(seen.family, 1.0);
+        self.agents.add(seen.agent, 1.0);
+        self.clients.add(seen.client, 1.0);
+        if seen.asn != 0 {
+            self.asns.add(seen.asn, 1.0);
+        }
+        if seen.country != 0 {
+            self.countries.add(seen.country, 1.0);
+        }
+        self.hours[seen.hour % 24] += 1.0;
     }
 
     /// The track of session `key`, made (replacing the longest idle one) when new; the bool says it is new.
@@ -125,6 +138,11 @@ impl Profile {
         self.families.write(&mut out);
         self.agents.write(&mut out);
         self.clients.write(&mut out);
+        self.asns.write(&mut out);
+        self.countries.write(&mut out);
+        out.extend_from_slice(&self.last_place.0.to_le_bytes());
+        out.extend_from_slice(&self.last_place.1.to_le_bytes());
+        out.extend_from_slice(&self.last_place.2.to_le_bytes());
         for h in self.novel.iter().chain(&self.hours) {
             out.extend_from_slice(&h.to_le_bytes());
         }
@@ -159,6 +177,9 @@ impl Profile {
             families: TopK::read(&mut input)?,
             agents: TopK::read(&mut input)?,
             clients: TopK::read(&mut input)?,
+            asns: TopK::read(&mut input)?,
+            countries: TopK::read(&mut input)?,
+            last_place: (input.f32()?, input.f32()?, input.f64()?),
             ..Profile::default()
         };
         for h in profile.novel.iter_mut().chain(&mut profile.hours) {
@@ -184,10 +205,16 @@ impl Profile {
         input.bytes.is_empty().then_some(profile)
     }
 
-    const VERSION: u8 = 1;
+    const VERSION: u8 = 2;
     /// Bytes of the stored form.
-    pub const STORED_LEN: usize =
-        1 + 4 + (12 + 8 + 4 + 4 + 4) * 8 + (5 + 24) * 4 + TRACKS * (4 + 8 + 4 + 1 + 4 + SESSION_NETWORKS * 24) + 12 + 4;
+    pub const STORED_LEN: usize = 1
+        + 4
+        + (12 + 8 + 4 + 4 + 4 + 4 + 4) * 8
+        + 16
+        + (7 + 24) * 4
+        + TRACKS * (4 + 8 + 4 + 1 + 4 + SESSION_NETWORKS * 24)
+        + 12
+        + 4;
 }
 
 impl Track {
@@ -195,6 +222,19 @@ impl Track {
     pub fn last(&self) -> f64 {
         self.base + f64::from(self.seen.iter().map(|s| s.last).fold(0.0, f32::max))
     }
+}
+
+/// The fingerprints of one observation (0: unknown, for ASN and country).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub network: u32,
+    pub block: u32,
+    pub asn: u32,
+    pub country: u32,
+    pub family: u32,
+    pub agent: u32,
+    pub client: u32,
+    pub hour: usize,
 }
 
 /// Reads little-endian fields off a byte slice.
@@ -230,7 +270,9 @@ mod tests {
     #[test]
     fn the_stored_form_round_trips_and_is_small() {
         let mut profile = Profile::default();
-        profile.learn(1, 2, 3, 4, 5, 13);
+        let seen = Observed { network: 1, block: 2, asn: 3, country: 4, family: 5, agent: 6, client: 7, hour: 13 };
+        profile.learn(&seen);
+        profile.last_place = (48.8, 2.3, 1e9);
         let (track, new) = profile.track(99);
         assert!(new);
         track.base = 1000.5;
@@ -252,7 +294,15 @@ mod tests {
     fn profiles_age() {
         let mut profile = Profile::default();
         for _ in 0..400 {
-            profile.learn(1, 2, 3, 4, 5, 6);
+            profile.learn(&Observed {
+                network: 1,
+                block: 2,
+                family: 3,
+                agent: 4,
+                client: 5,
+                hour: 6,
+                ..Observed::default()
+            });
         }
         assert!(profile.sessions <= Profile::AGE_AT + 1.0);
         assert_eq!(profile.networks.weight(1), profile.sessions);

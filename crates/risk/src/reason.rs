@@ -15,6 +15,8 @@ pub enum Reason {
     NewAgent,
     /// The client is new for the subject.
     NewClient,
+    /// A move from the subject's last place faster than an airliner: kilometres, minutes.
+    ImpossibleTravel(f32, f32),
     /// An hour of the day at which the subject is rarely active (UTC).
     UnusualHour(u8),
     /// The session is in use from another network at the same time.
@@ -150,6 +152,9 @@ impl fmt::Display for Explained<'_> {
                 None => f.write_str("the user agent is new for this subject"),
             },
             Reason::NewClient => f.write_str("a client this subject has not used"),
+            Reason::ImpossibleTravel(km, minutes) => {
+                write!(f, "impossible travel: {km:.0} km from the last request {minutes:.0} minutes earlier")
+            }
             Reason::UnusualHour(h) => write!(f, "an unusual hour for this subject ({h:02}:00 UTC)"),
             Reason::SharedSession => f.write_str("the session is in use from another network at the same time"),
             Reason::SessionAgentChanged => match self.of.family {

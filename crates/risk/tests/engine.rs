@@ -219,3 +219,37 @@ fn a_small_corpus_separates_attacks_from_benign_use() {
     assert!(report.auc > 0.98, "{report}");
     assert!(report.tpr[0] > 0.85, "{report}");
 }
+
+/// With a GeoIP database: a new address in the subject's own provider is less new than one in another, and a
+/// jump across an ocean in minutes is impossible travel.
+#[test]
+fn a_geoip_database_adds_providers_countries_and_impossible_travel() {
+    use portcullis_risk::simulate::mmdb::{write, Entry};
+    use portcullis_risk::GeoIp;
+    let entries = [
+        Entry { prefix: [198, 51], asn: 64_500, country: "DE", location: (52.52, 13.40) },
+        Entry { prefix: [198, 52], asn: 64_500, country: "DE", location: (52.52, 13.40) },
+        Entry { prefix: [192, 0], asn: 64_501, country: "DE", location: (48.14, 11.58) },
+        Entry { prefix: [203, 0], asn: 64_999, country: "US", location: (40.71, -74.01) },
+    ];
+    let mut geo = GeoIp::default();
+    geo.add(write(&entries, 1)).unwrap();
+    let mut engine = Engine::new(Weights::default()).with_geoip(geo);
+    for i in 0..20 {
+        settled(&mut engine, &format!("other{i}"));
+    }
+    let now = settled(&mut engine, "ivan");
+    // The same provider (another of its blocks) against a provider across the Atlantic, an hour apart.
+    let same_asn = engine.observe(&event(now + 3600.0, Kind::Login, "ivan", "198.52.7.7", CHROME, Some("a")));
+    let elsewhere = engine.observe(&event(now + 7200.0, Kind::Login, "ivan", "203.0.113.5", CHROME, Some("b")));
+    assert!(elsewhere.score > same_asn.score, "{same_asn:?} {elsewhere:?}");
+    assert!(has(&elsewhere, |r| matches!(r, Reason::ImpossibleTravel(km, _) if *km > 6000.0)), "{elsewhere:?}");
+    assert!(elsewhere.explain().iter().any(|r| r.starts_with("impossible travel: ")), "{:?}", elsewhere.explain());
+    assert!(!has(&same_asn, |r| matches!(r, Reason::ImpossibleTravel(..))));
+    // Without the database the same events carry no travel reason.
+    let mut plain = Engine::new(Weights::default());
+    let now = settled(&mut plain, "ivan");
+    plain.observe(&event(now + 3600.0, Kind::Login, "ivan", "198.52.7.7", CHROME, Some("a")));
+    let far = plain.observe(&event(now + 7200.0, Kind::Login, "ivan", "203.0.113.5", CHROME, Some("b")));
+    assert!(!has(&far, |r| matches!(r, Reason::ImpossibleTravel(..))));
+}

@@ -16,7 +16,7 @@ use crate::keys::KeyRules;
 pub const MAX_ACCESS_TOKEN_TTL: u64 = 3600;
 
 /// The configuration keys; each is also read from `PORTCULLIS_` + its upper-case name.
-pub const KEYS: [&str; 29] = [
+pub const KEYS: [&str; 30] = [
     "listen",
     "issuer",
     "data_dir",
@@ -46,6 +46,7 @@ pub const KEYS: [&str; 29] = [
     "risk_revoke_at",
     "risk_signals",
     "risk_webhook",
+    "risk_geoip",
 ];
 
 const ENV_PREFIX: &str = "PORTCULLIS_";
@@ -116,6 +117,9 @@ pub struct Config {
     pub risk_signals: String,
     /// A URL that flagged events are POSTed to as JSON (https, or http on a loopback host).
     pub risk_webhook: Option<String>,
+    /// MaxMind DB files (GeoLite2/GeoIP2 ASN, Country or City), comma-separated: the risk engine then also
+    /// judges by ASN and country and flags impossible travel.
+    pub risk_geoip: Option<String>,
 }
 
 impl Default for Config {
@@ -150,6 +154,7 @@ impl Default for Config {
             risk_revoke_at: None,
             risk_signals: portcullis_risk::DEFAULT_SIGNALS.into(),
             risk_webhook: None,
+            risk_geoip: None,
         }
     }
 }
@@ -197,6 +202,8 @@ pub struct Settings {
 pub struct RiskSettings {
     pub policy: portcullis_risk::Policy,
     pub webhook: Option<String>,
+    /// GeoIP database files, read at start.
+    pub geoip: Vec<PathBuf>,
 }
 
 /// Why the configuration cannot be used: every problem found, one per line, each naming its key.
@@ -357,8 +364,21 @@ impl Config {
                 problems.push(format!("risk_webhook: {why}"));
             }
         }
+        let geoip: Vec<PathBuf> = self
+            .risk_geoip
+            .iter()
+            .flat_map(|list| list.split(','))
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        for path in &geoip {
+            if !path.is_file() {
+                problems.push(format!("risk_geoip: {} is not a file", path.display()));
+            }
+        }
         let policy = portcullis_risk::Policy { flag_at, deny_at, revoke_at, signals };
-        self.risk.then(|| RiskSettings { policy, webhook: self.risk_webhook.clone() })
+        self.risk.then(|| RiskSettings { policy, webhook: self.risk_webhook.clone(), geoip })
     }
 }
 
@@ -452,10 +472,11 @@ mod tests {
             risk_flag_at: Some(1.5),
             risk_signals: "brute_force=ban".into(),
             risk_webhook: Some("http://hooks.example/x".into()),
+            risk_geoip: Some("GeoLite2-ASN.mmdb, ".into()),
             ..Config::default()
         };
         let ConfigError(problems) = bad.validate().unwrap_err();
-        assert_eq!(problems.len(), 14, "{problems:#?}");
+        assert_eq!(problems.len(), 15, "{problems:#?}");
         for key in [
             "listen",
             "issuer",
@@ -471,6 +492,7 @@ mod tests {
             "risk_flag_at",
             "risk_signals",
             "risk_webhook",
+            "risk_geoip",
         ] {
             assert!(problems.iter().any(|p| p.starts_with(key)), "{key}: {problems:#?}");
         }

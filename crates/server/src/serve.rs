@@ -47,6 +47,8 @@ pub enum StartError {
     Listen { addr: SocketAddr, why: String },
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Risk(String),
 }
 
 /// Opens the store the settings name (`sqlite://` or `postgres://`), with their pool options.
@@ -109,7 +111,10 @@ pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<(Arc<Au
     let rules = Rules::from_settings(settings);
     let passwords = PasswordPool::new(PasswordPool::cores(), 64 * PasswordPool::cores(), rules.password_cost);
     let audit = Audit::start(Arc::clone(&store), settings.audit_head_interval.is_some());
-    let risk = settings.risk.as_ref().map(|r| Arc::new(crate::risk::RiskService::new(r, Arc::clone(&store))));
+    let risk = match &settings.risk {
+        Some(r) => Some(Arc::new(crate::risk::RiskService::new(r, Arc::clone(&store)).map_err(StartError::Risk)?)),
+        None => None,
+    };
     let mut authority = Authority::new(store, keys, audit, clock, passwords, rules, secrets);
     if let Some(risk) = risk {
         authority = authority.with_risk(risk);

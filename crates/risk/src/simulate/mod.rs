@@ -6,6 +6,7 @@
 //! trips abroad. Attacks start after the first third of the period, so profiles have something to go on.
 
 mod attacks;
+pub mod mmdb;
 mod users;
 mod world;
 
@@ -71,6 +72,14 @@ impl Scenario {
     pub fn new(seed: u64, users: usize, days: u32) -> Scenario {
         Scenario { seed, users, days, start: 1_764_547_200.0, mix: Mix::for_users(users) }
     }
+}
+
+/// The GeoIP database (MaxMind DB format) of the world `scenario` simulates: every provider's blocks with its
+/// ASN, country and city. Give it to the engine to score with ASN, country and impossible travel.
+pub fn geoip(scenario: &Scenario) -> Vec<u8> {
+    let mut rng = ChaCha8Rng::seed_from_u64(scenario.seed);
+    let world = world::World::new(&mut rng);
+    mmdb::write(&world.geoip(), scenario.start as u64)
 }
 
 /// The corpus of `scenario`, in time order. The same scenario gives the same corpus, byte for byte.

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use rand::Rng;
 
-use super::world::{app, browser, host, v6_address};
+use super::world::{app, browser, host, v6_address, World, REGIONS};
 use super::{Scenario, SessionLog, Sim};
 use crate::event::Kind;
 
@@ -41,30 +41,36 @@ pub struct User {
 }
 
 pub fn population(sim: &mut Sim, scenario: &Scenario) -> Vec<User> {
-    let zones = [-8.0, -5.0, 0.0, 1.0, 2.0, 5.5, 8.0, 9.0, -3.0];
     (0..scenario.users)
         .map(|i| {
             let rng = &mut sim.rng;
-            let isp = rng.random_range(0..sim.world.isps.len());
-            let home = sim.world.isps[isp].network(rng);
-            let home_v6 = sim.world.isps[isp].v6.map(|v6| (v6, rng.random()));
-            let work =
-                rng.random_bool(0.6).then(|| sim.world.companies[rng.random_range(0..sim.world.companies.len())]);
+            let world = &sim.world;
+            let region = rng.random_range(0..REGIONS.len());
+            let local_isps = World::in_region(&world.isps, region);
+            let isp = local_isps[rng.random_range(0..local_isps.len())];
+            let home = world.isps[isp].network(rng);
+            let home_v6 = world.isps[isp].v6.map(|v6| (v6, rng.random()));
+            let local_companies: Vec<[u8; 3]> =
+                world.companies.iter().filter(|(_, r)| *r == region).map(|(net, _)| *net).collect();
+            let work = rng.random_bool(0.6).then(|| local_companies[rng.random_range(0..local_companies.len())]);
             let trip = rng.random_bool(0.08).then(|| {
                 let days = scenario.days.max(2);
-                (rng.random_range(1..days), rng.random_range(2..=5), rng.random_range(0..sim.world.isps.len()))
+                let elsewhere = (region + rng.random_range(1..REGIONS.len())) % REGIONS.len();
+                let there = World::in_region(&world.isps, elsewhere);
+                (rng.random_range(1..days), rng.random_range(2..=5), there[rng.random_range(0..there.len())])
             });
             let new_device =
                 rng.random_bool(0.1).then(|| (rng.random_range(1..scenario.days.max(2)), rng.random_range(0..8)));
             let joins = if rng.random_bool(0.05) { rng.random_range(0..scenario.days.max(1)) } else { 0 };
+            let local_carriers = World::in_region(&world.carriers, region);
             User {
                 sub: format!("u{i:05}"),
-                tz: zones[rng.random_range(0..zones.len())],
+                tz: REGIONS[region].0,
                 isp,
                 home,
                 home_v6,
                 work,
-                carrier: rng.random_range(0..sim.world.carriers.len()),
+                carrier: local_carriers[rng.random_range(0..local_carriers.len())],
                 browser: rng.random_range(0..8),
                 phone: rng.random_bool(0.7).then(|| rng.random_bool(0.5)),
                 sessions_per_day: (rng.random_range(-0.7f64..1.6)).exp(),

@@ -5,18 +5,33 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-/// An access provider: IPv4 /16 blocks and, for some, an IPv6 /32.
+/// Where providers are: UTC offset (hours), country, and a city (latitude, longitude).
+pub const REGIONS: [(f64, &str, f64, f64); 9] = [
+    (-8.0, "US", 37.77, -122.42),
+    (-5.0, "US", 40.71, -74.01),
+    (0.0, "GB", 51.51, -0.13),
+    (1.0, "DE", 52.52, 13.40),
+    (1.0, "FR", 48.86, 2.35),
+    (5.5, "IN", 19.08, 72.88),
+    (8.0, "SG", 1.35, 103.82),
+    (9.0, "JP", 35.68, 139.69),
+    (-3.0, "BR", -23.55, -46.63),
+];
+
+/// An access provider: IPv4 /16 blocks and, for some, an IPv6 /32, in one region, with its own ASN.
 #[derive(Debug, Clone)]
 pub struct Provider {
     pub blocks: Vec<[u8; 2]>,
     pub v6: Option<u16>,
+    pub region: usize,
+    pub asn: u32,
 }
 
 impl Provider {
-    fn new(rng: &mut ChaCha8Rng, blocks: usize, v6_share: f64) -> Provider {
+    fn new(rng: &mut ChaCha8Rng, blocks: usize, v6_share: f64, region: usize, asn: u32) -> Provider {
         let blocks = (0..blocks).map(|_| block(rng)).collect();
         let v6 = rng.random_bool(v6_share).then(|| rng.random_range(0x0400..0xfff0));
-        Provider { blocks, v6 }
+        Provider { blocks, v6, region: region % REGIONS.len(), asn }
     }
 
     /// A network (/24) of this provider.
@@ -59,25 +74,58 @@ fn block(rng: &mut ChaCha8Rng) -> [u8; 2] {
 pub struct World {
     pub isps: Vec<Provider>,
     pub carriers: Vec<Provider>,
-    pub companies: Vec<[u8; 3]>,
+    pub business: Vec<Provider>,
+    /// Workplace networks (/24) and their regions.
+    pub companies: Vec<([u8; 3], usize)>,
     pub vpns: Vec<Provider>,
     pub hostings: Vec<Provider>,
 }
 
 impl World {
     pub fn new(rng: &mut ChaCha8Rng) -> World {
-        let isps = (0..40)
-            .map(|_| {
+        let regions = REGIONS.len();
+        let isps = (0..5 * regions)
+            .map(|i| {
                 let blocks = rng.random_range(2..=6);
-                Provider::new(rng, blocks, 0.3)
+                Provider::new(rng, blocks, 0.3, i, 10_000 + i as u32)
             })
             .collect();
-        let carriers = (0..6).map(|_| Provider::new(rng, 6, 0.5)).collect();
-        let business: Vec<Provider> = (0..3).map(|_| Provider::new(rng, 4, 0.0)).collect();
-        let companies = (0..300).map(|i| business[i % business.len()].network(rng)).collect();
-        let vpns = (0..4).map(|_| Provider::new(rng, 2, 0.0)).collect();
-        let hostings = (0..8).map(|_| Provider::new(rng, 4, 0.3)).collect();
-        World { isps, carriers, companies, vpns, hostings }
+        let carriers = (0..2 * regions).map(|i| Provider::new(rng, 6, 0.5, i, 20_000 + i as u32)).collect();
+        let business: Vec<Provider> = (0..regions).map(|i| Provider::new(rng, 2, 0.0, i, 30_000 + i as u32)).collect();
+        let companies = (0..300)
+            .map(|i| {
+                let provider = &business[i % regions];
+                (provider.network(rng), provider.region)
+            })
+            .collect();
+        let vpns = (0..4).map(|i| Provider::new(rng, 2, 0.0, [1, 3, 6, 2][i], 40_000 + i as u32)).collect();
+        let hostings = (0..8).map(|i| Provider::new(rng, 4, 0.3, i * 2 + 1, 50_000 + i as u32)).collect();
+        World { isps, carriers, business, companies, vpns, hostings }
+    }
+
+    /// Providers of a kind in `region`.
+    pub fn in_region(providers: &[Provider], region: usize) -> Vec<usize> {
+        (0..providers.len()).filter(|&i| providers[i].region == region).collect()
+    }
+
+    /// The GeoIP database of this world: every provider's blocks, with its ASN, country and city.
+    pub fn geoip(&self) -> Vec<super::mmdb::Entry> {
+        let all = self.isps.iter().chain(&self.carriers).chain(&self.business).chain(&self.vpns).chain(&self.hostings);
+        let mut entries = Vec::new();
+        for provider in all {
+            let (_, country, lat, lon) = REGIONS[provider.region];
+            // Spread a region's providers over its metropolitan area (about 30 km).
+            let jitter = f64::from(provider.asn % 7) * 0.04;
+            for block in &provider.blocks {
+                entries.push(super::mmdb::Entry {
+                    prefix: *block,
+                    asn: provider.asn,
+                    country,
+                    location: (lat + jitter, lon - jitter),
+                });
+            }
+        }
+        entries
     }
 
     /// An exit of a VPN provider: one of a few dozen /24s.

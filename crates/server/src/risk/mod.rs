@@ -57,14 +57,20 @@ pub struct Verdict {
 }
 
 impl RiskService {
-    pub fn new(settings: &RiskSettings, store: Arc<dyn Store>) -> RiskService {
-        RiskService {
-            engine: Mutex::new(Engine::new(Weights::default())),
+    /// The service, with its GeoIP databases read (a file that cannot be read or is not one is an error).
+    pub fn new(settings: &RiskSettings, store: Arc<dyn Store>) -> Result<RiskService, String> {
+        let mut geo = portcullis_risk::GeoIp::default();
+        for path in &settings.geoip {
+            let bytes = std::fs::read(path).map_err(|e| format!("risk_geoip {}: {e}", path.display()))?;
+            geo.add(bytes).map_err(|e| format!("risk_geoip {}: {e}", path.display()))?;
+        }
+        Ok(RiskService {
+            engine: Mutex::new(Engine::new(Weights::default()).with_geoip(geo)),
             policy: settings.policy.clone(),
             store,
             touched: Mutex::new((HashMap::new(), HashSet::new())),
             webhook: settings.webhook.as_deref().map(webhook::Webhook::new),
-        }
+        })
     }
 
     /// An event about `sub` now, from the current requester.

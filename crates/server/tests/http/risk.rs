@@ -189,3 +189,41 @@ async fn a_guards_reports_revoke_a_shared_session_and_the_guard_then_refuses_it(
     assert!(audit.iter().any(|(k, d)| k == "risk_revoked" && d.contains("127.0.1.1")), "{audit:?}");
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_geoip_file_that_is_not_a_database_stops_the_start_with_its_name() {
+    let dir = temp_dir("risk-geoip");
+    let bogus = dir.join("GeoLite2-City.mmdb");
+    std::fs::write(&bogus, b"not a database").unwrap();
+    let config = Config {
+        listen: format!("127.0.0.1:{}", free_port()),
+        data_dir: dir.clone(),
+        risk_geoip: Some(bogus.display().to_string()),
+        ..Config::default()
+    };
+    let settings = config.validate().unwrap();
+    let started = portcullis_server::serve::start(&settings, Arc::new(ShiftedClock::default()), async {}).await;
+    let Err(error) = started else { panic!("a bogus GeoIP file was accepted") };
+    let message = error.to_string();
+    assert!(message.contains("risk_geoip") && message.contains("GeoLite2-City.mmdb"), "{message}");
+    // A real one (the simulator's world) is accepted.
+    let world = dir.join("world.mmdb");
+    std::fs::write(&world, portcullis_risk::simulate::geoip(&portcullis_risk::simulate::Scenario::new(1, 10, 2)))
+        .unwrap();
+    let config = Config {
+        listen: format!("127.0.0.1:{}", free_port()),
+        data_dir: dir.clone(),
+        risk_geoip: Some(world.display().to_string()),
+        ..Config::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let settings = config.validate().unwrap();
+    let (running, _) = portcullis_server::serve::start(&settings, Arc::new(ShiftedClock::default()), async {
+        let _ = stopped.await;
+    })
+    .await
+    .unwrap();
+    assert!(running.authority.risk.is_some());
+    let _ = stop.send(());
+    let _ = running.task.await;
+}
