@@ -8,8 +8,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use portcullis_risk::simulate::{simulate, Scenario};
-use portcullis_risk::{Engine, Event, Profile, Weights};
+use portcullis_risk::simulate::{geoip, simulate, Scenario};
+use portcullis_risk::{Engine, Event, GeoIp, Profile, Weights};
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -25,20 +25,32 @@ fn main() {
     let users = arg("--users", 2000);
     let days = arg("--days", 14) as u32;
     let rounds = arg("--rounds", 5).max(1);
-    let events = simulate(&Scenario::new(11, users, days));
+    let scenario = Scenario::new(11, users, days);
+    let events = simulate(&scenario);
+    let world = geoip(&scenario);
     let lines: Vec<String> = events.iter().filter_map(|e| serde_json::to_string(e).ok()).collect();
     println!("corpus: seed 11, {users} users, {days} days, {} events", events.len());
 
     let mut score_ns = Vec::new();
+    let mut geo_ns = Vec::new();
     let mut subjects = 0;
     for _ in 0..rounds {
-        let mut engine = Engine::new(Weights::default());
-        let start = Instant::now();
-        for event in &events {
-            black_box(engine.observe(black_box(event)).score);
+        for with_geo in [false, true] {
+            let mut engine = Engine::new(Weights::default());
+            if with_geo {
+                let mut geo = GeoIp::default();
+                if geo.add(world.clone()).is_ok() {
+                    engine = engine.with_geoip(geo);
+                }
+            }
+            let start = Instant::now();
+            for event in &events {
+                black_box(engine.observe(black_box(event)).score);
+            }
+            let ns = start.elapsed().as_nanos() as f64 / events.len() as f64;
+            if with_geo { &mut geo_ns } else { &mut score_ns }.push(ns);
+            subjects = engine.subjects();
         }
-        score_ns.push(start.elapsed().as_nanos() as f64 / events.len() as f64);
-        subjects = engine.subjects();
     }
     let mut parse_ns = Vec::new();
     for _ in 0..rounds {
@@ -56,6 +68,11 @@ fn main() {
         "| score one event (learning included) | {:.0} ns | {:.0} ns | ≤ 5,000 ns |",
         median(score_ns.clone()),
         min(&score_ns)
+    );
+    println!(
+        "| score one event, with the world's GeoIP database | {:.0} ns | {:.0} ns | ≤ 5,000 ns |",
+        median(geo_ns.clone()),
+        min(&geo_ns)
     );
     println!("| parse one JSON line (apart) | {:.0} ns | {:.0} ns | |", median(parse_ns.clone()), min(&parse_ns));
     println!(

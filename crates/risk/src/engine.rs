@@ -437,12 +437,13 @@ fn novelty(w: &Weights, population: &Population, profile: &Profile, f: Features)
     let mut network = w.network
         * feature(0, profile.networks.weight(f.network), population.networks.share(f.network), 0.0)
         + w.block * feature(1, profile.blocks.weight(f.block), population.blocks.share(f.block), 0.0);
+    // Residential proxies are sold by country and by provider: a familiar country or ASN is partly copyable.
     if f.asn != 0 {
-        network += w.asn * feature(5, profile.asns.weight(f.asn), population.asns.share(f.asn), 0.0);
+        network += w.asn * feature(5, profile.asns.weight(f.asn), population.asns.share(f.asn), 0.3);
     }
     if f.country != 0 {
         network +=
-            w.country * feature(6, profile.countries.weight(f.country), population.countries.share(f.country), 0.0);
+            w.country * feature(6, profile.countries.weight(f.country), population.countries.share(f.country), 0.5);
     }
     let agent = w.family * feature(2, profile.families.weight(f.family), population.families.share(f.family), 0.5)
         + w.agent * feature(3, profile.agents.weight(f.agent), population.agents.share(f.agent), 0.5);

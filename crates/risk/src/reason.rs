@@ -88,13 +88,15 @@ pub struct Assessment {
     /// The log-likelihood ratio, attack against the subject's own behaviour.
     pub llr: f32,
     parts: Vec<(f32, Reason)>,
+    /// The strongest exact signal's part: familiarity elsewhere cannot pull the score below it.
+    strongest: f32,
     network: Option<Prefix>,
     family: Option<Family>,
 }
 
 impl Default for Assessment {
     fn default() -> Self {
-        Assessment { score: 0.0, llr: 0.0, parts: Vec::new(), network: None, family: None }
+        Assessment { score: 0.0, llr: 0.0, parts: Vec::new(), strongest: 0.0, network: None, family: None }
     }
 }
 
@@ -107,12 +109,17 @@ impl Assessment {
             return;
         }
         self.llr += part;
+        if reason.signal().is_some() {
+            self.strongest = self.strongest.max(part);
+        }
         if part >= NAMED {
             self.parts.push((part, reason));
         }
     }
 
     pub(crate) fn finish(&mut self, bias: f32, network: Prefix, family: Family) {
+        // An exact signal (200 failures on one account, say) stands even from a network the subject knows.
+        self.llr = self.llr.max(self.strongest);
         self.score = 1.0 / (1.0 + (bias - self.llr).exp());
         self.parts.sort_by(|a, b| b.0.total_cmp(&a.0));
         self.network = Some(network);
