@@ -76,7 +76,7 @@ fn main() -> ExitCode {
         Command::Clients(cmd) => server_cmd::run_clients(&cli.common, cmd),
         Command::Keys(cmd) => server_cmd::run_keys(&cli.common, cmd),
         Command::Audit(cmd) => audit_cmd::run(&cli.common, cmd),
-        Command::Risk(cmd) => risk_cmd::run(cmd),
+        Command::Risk(cmd) => risk_cmd::run(&cli.common, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

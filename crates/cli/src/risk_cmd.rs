@@ -5,6 +5,9 @@ use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 
 use clap::Subcommand;
+use portcullis_server::serve;
+
+use crate::server_cmd::{runtime, settings, Common};
 use portcullis_risk::simulate::{geoip, simulate, Scenario};
 use portcullis_risk::{Engine, Evaluation, Event, GeoIp, Weights};
 
@@ -32,6 +35,13 @@ pub enum RiskCommand {
         #[arg(long)]
         geoip: Vec<PathBuf>,
     },
+    /// Show what the configured store holds about a user's risk profile (by user name, or subject id).
+    Show {
+        user: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a realistic labelled corpus (JSON lines) from a seed.
     Simulate {
         #[arg(long, default_value_t = 1)]
@@ -53,8 +63,9 @@ pub enum RiskCommand {
     },
 }
 
-pub fn run(cmd: RiskCommand) -> Result<(), String> {
+pub fn run(common: &Common, cmd: RiskCommand) -> Result<(), String> {
     match cmd {
+        RiskCommand::Show { user, json } => runtime()?.block_on(show(common, &user, json)),
         RiskCommand::Score { input, geoip } => score(input, engine(&geoip)?),
         RiskCommand::Eval { input, json, geoip } => eval(input, json, engine(&geoip)?),
         RiskCommand::Simulate { seed, users, days, mix, output, geoip_out } => {
@@ -166,6 +177,42 @@ fn eval(input: Option<PathBuf>, json: bool, mut engine: Engine) -> Result<(), St
         println!("{doc:#}");
     } else {
         print!("{report}");
+    }
+    Ok(())
+}
+
+async fn show(common: &Common, user: &str, json: bool) -> Result<(), String> {
+    let settings = settings(common)?;
+    let store = serve::open_store(&settings).await.map_err(|e| e.to_string())?;
+    let subject = match store.find_user_by_name(user).await.map_err(|e| e.to_string())? {
+        Some(found) => found.id,
+        None => user.to_owned(),
+    };
+    let stored = store.risk_profile(&subject).await.map_err(|e| e.to_string())?;
+    let Some(bytes) = stored else { return Err(format!("no risk profile for {user}")) };
+    let profile = portcullis_risk::Profile::from_bytes(&bytes).ok_or_else(|| {
+        format!("the stored profile of {user} is of another version; it is rebuilt as the user is seen")
+    })?;
+    let mut summary = profile.summary();
+    summary["subject"] = serde_json::Value::String(subject);
+    if json {
+        println!("{summary:#}");
+    } else {
+        let known = &summary["known"];
+        println!("subject {}: {:.0} sessions seen", summary["subject"].as_str().unwrap_or_default(), profile.sessions);
+        println!(
+            "known: {} networks in {} blocks, {} agent families ({} user agents), {} clients, {} ASNs, {} countries",
+            known["networks"],
+            known["blocks"],
+            known["agent_families"],
+            known["user_agents"],
+            known["clients"],
+            known["asns"],
+            known["countries"]
+        );
+        let new_network = summary["new_value_rate"]["network"].as_f64().unwrap_or_default() * 100.0;
+        let followed = summary["sessions_followed"].as_array().map_or(0, Vec::len);
+        println!("a new network in {new_network:.0} % of sessions; sessions followed now: {followed}");
     }
     Ok(())
 }

@@ -82,3 +82,56 @@ fn bad_lines_are_reported_and_fail_the_command() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an attack class"));
 }
+
+#[test]
+fn show_prints_what_the_store_holds_about_a_user() {
+    let dir = temp("risk-show");
+    let data = dir.join("data");
+    let cfg = dir.join("p.toml");
+    std::fs::write(&cfg, format!("data_dir = \"{}\"\nlog = \"warn\"\n", data.display())).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    assert!(run(&["--config", cfg, "migrate"], "").status.success());
+    let added = run(&["--config", cfg, "users", "add", "alice", "--password-stdin", "--json"], "a long password here");
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let id = serde_json::from_slice::<serde_json::Value>(&added.stdout).unwrap()["id"].as_str().unwrap().to_owned();
+    // A profile as the server stores it: alice seen in three sessions from two networks.
+    let mut engine = portcullis_risk::Engine::new(portcullis_risk::Weights::default());
+    for (i, ip) in ["198.51.100.7", "198.51.100.8", "192.0.2.1"].iter().enumerate() {
+        let line = format!(
+            r#"{{"ts":{},"kind":"login","sub":"{id}","client_id":"web","ip":"{ip}","ua":"curl/8","sid":"s{i}"}}"#,
+            1_764_547_200 + i * 86_400
+        );
+        engine.observe(&portcullis_risk::Event::from_json(&line).unwrap());
+    }
+    let bytes = engine.profile(&id).unwrap().to_bytes();
+    let url = format!("sqlite://{}", data.join("portcullis.db").display());
+    tokio_block_on(async {
+        use sqlx::Connection;
+        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("INSERT INTO risk_profiles (subject, profile, updated_at) VALUES (?, ?, 1)")
+            .bind(&id)
+            .bind(bytes)
+            .execute(&mut db)
+            .await
+            .unwrap();
+    });
+    let out = run(&["--config", cfg, "risk", "show", "alice", "--json"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["subject"], id.as_str());
+    assert_eq!(summary["sessions"], 3.0);
+    assert_eq!(summary["known"]["networks"], 2);
+    let text = run(&["--config", cfg, "risk", "show", &id], "");
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("3 sessions seen"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+    let none = run(&["--config", cfg, "risk", "show", "bob"], "");
+    assert_eq!(none.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no risk profile for bob"));
+}
+
+fn tokio_block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Runtime::new().unwrap().block_on(f)
+}

@@ -110,6 +110,39 @@ impl Profile {
         self.hours[seen.hour % 24] += 1.0;
     }
 
+    /// What an operator can read of the profile (fingerprints are one-way, so counts and rates, no values).
+    pub fn summary(&self) -> serde_json::Value {
+        let n = self.sessions.max(1.0);
+        let rate = |i: usize| ((self.novel[i] / n) * 1000.0).round() / 1000.0;
+        let tracks: Vec<serde_json::Value> = self
+            .tracks
+            .iter()
+            .filter(|t| t.key != 0)
+            .map(|t| {
+                serde_json::json!({
+                    "last_seen": t.last(), "networks": t.seen.iter().filter(|s| s.network != 0).count(),
+                    "switching": (t.switches * 100.0).round() / 100.0,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "sessions": (self.sessions * 10.0).round() / 10.0,
+            "known": {
+                "networks": self.networks.held(), "blocks": self.blocks.held(), "agent_families": self.families.held(),
+                "user_agents": self.agents.held(), "clients": self.clients.held(), "asns": self.asns.held(),
+                "countries": self.countries.held(),
+            },
+            "new_value_rate": {
+                "network": rate(0), "block": rate(1), "agent_family": rate(2), "user_agent": rate(3), "client": rate(4),
+                "asn": rate(5), "country": rate(6),
+            },
+            "sessions_followed": tracks,
+            "last_place": (self.last_place.2 > 0.0).then(|| serde_json::json!({
+                "latitude": self.last_place.0, "longitude": self.last_place.1, "at": self.last_place.2,
+            })),
+        })
+    }
+
     /// The track of session `key`, made (replacing the longest idle one) when new; the bool says it is new.
     pub fn track(&mut self, key: u32) -> (&mut Track, bool) {
         let index = match self.tracks.iter().position(|t| t.key == key) {

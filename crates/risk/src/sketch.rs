@@ -36,6 +36,11 @@ impl<const N: usize> TopK<N> {
         self.weights[lightest] = w;
     }
 
+    /// How many values it holds.
+    pub fn held(&self) -> usize {
+        self.weights.iter().filter(|w| **w > 0.0).count()
+    }
+
     /// Multiplies every weight by `factor` (ageing).
     pub fn scale(&mut self, factor: f32) {
         for w in &mut self.weights {
