@@ -7,7 +7,7 @@ use crate::geo::GeoIp;
 use crate::net::{networks, source};
 use crate::profile::{Observed, Profile, Seen, Track, SESSION_NETWORKS};
 use crate::reason::{Assessment, Reason};
-use crate::sketch::{CountMin, Decayed, Distinct};
+use crate::sketch::{tally_all, CountMin, Decayed, Distinct, Tally};
 use crate::ua::Family;
 
 /// The model's weights and time constants. The defaults were tuned on one simulated corpus (seed 1) and are
@@ -311,7 +311,7 @@ impl Engine {
 
     fn learn(&mut self, sub: &str, f: Features) {
         let Some(profile) = self.profiles.get_mut(sub) else { return };
-        profile.learn(&Observed {
+        let seen = Observed {
             network: f.network,
             block: f.block,
             asn: f.asn,
@@ -320,36 +320,36 @@ impl Engine {
             agent: f.agent,
             client: f.client,
             hour: f.hour,
-        });
-        let population = &mut self.population;
-        if population.networks.total() > POPULATION_HALF_LIFE {
+        };
+        profile.learn(&seen);
+        let p = &mut self.population;
+        if p.networks.total() > POPULATION_HALF_LIFE {
             for sketch in [
-                &mut population.networks,
-                &mut population.blocks,
-                &mut population.families,
-                &mut population.agents,
-                &mut population.clients,
-                &mut population.asns,
-                &mut population.countries,
+                &mut p.networks,
+                &mut p.blocks,
+                &mut p.families,
+                &mut p.agents,
+                &mut p.clients,
+                &mut p.asns,
+                &mut p.countries,
             ] {
                 sketch.halve();
             }
-            for h in &mut population.hours {
+            for h in &mut p.hours {
                 *h *= 0.5;
             }
         }
-        population.networks.add(f.network, 1.0);
-        population.blocks.add(f.block, 1.0);
-        population.families.add(f.family, 1.0);
-        population.agents.add(f.agent, 1.0);
-        population.clients.add(f.client, 1.0);
-        if f.asn != 0 {
-            population.asns.add(f.asn, 1.0);
-        }
-        if f.country != 0 {
-            population.countries.add(f.country, 1.0);
-        }
-        population.hours[f.hour] += 1.0;
+        let summaries: [&mut dyn Tally; 7] = [
+            &mut p.networks,
+            &mut p.blocks,
+            &mut p.families,
+            &mut p.agents,
+            &mut p.clients,
+            &mut p.asns,
+            &mut p.countries,
+        ];
+        tally_all(summaries, seen.keys());
+        p.hours[f.hour] += 1.0;
     }
 }
 

@@ -1,6 +1,6 @@
 //! A subject's profile: what its sessions look like, in fixed memory (well under 1 KiB).
 
-use crate::sketch::{Decayed, TopK};
+use crate::sketch::{tally_all, Decayed, Tally, TopK};
 
 /// Sessions of a subject that are followed at once (phone, laptop, a second browser, one spare).
 pub const TRACKS: usize = 4;
@@ -83,30 +83,30 @@ impl Profile {
                 *h *= 0.5;
             }
         }
+        let [network, block, family, agent, client, asn, country] = seen.keys();
         let new = [
-            self.networks.weight(seen.network) == 0.0,
-            self.blocks.weight(seen.block) == 0.0,
-            self.families.weight(seen.family) == 0.0,
-            self.agents.weight(seen.agent) == 0.0,
-            self.clients.weight(seen.client) == 0.0,
-            seen.asn != 0 && self.asns.weight(seen.asn) == 0.0,
-            seen.country != 0 && self.countries.weight(seen.country) == 0.0,
+            self.networks.weight(network) == 0.0,
+            self.blocks.weight(block) == 0.0,
+            self.families.weight(family) == 0.0,
+            self.agents.weight(agent) == 0.0,
+            self.clients.weight(client) == 0.0,
+            asn != 0 && self.asns.weight(asn) == 0.0,
+            country != 0 && self.countries.weight(country) == 0.0,
         ];
         for (count, new) in self.novel.iter_mut().zip(new) {
             *count += f32::from(u8::from(new));
         }
         self.sessions += 1.0;
-        self.networks.add(seen.network, 1.0);
-        self.blocks.add(seen.block, 1.0);
-        self.families.add(seen.family, 1.0);
-        self.agents.add(seen.agent, 1.0);
-        self.clients.add(seen.client, 1.0);
-        if seen.asn != 0 {
-            self.asns.add(seen.asn, 1.0);
-        }
-        if seen.country != 0 {
-            self.countries.add(seen.country, 1.0);
-        }
+        let summaries: [&mut dyn Tally; 7] = [
+            &mut self.networks,
+            &mut self.blocks,
+            &mut self.families,
+            &mut self.agents,
+            &mut self.clients,
+            &mut self.asns,
+            &mut self.countries,
+        ];
+        tally_all(summaries, seen.keys());
         self.hours[seen.hour % 24] += 1.0;
     }
 
@@ -268,6 +268,13 @@ pub struct Observed {
     pub agent: u32,
     pub client: u32,
     pub hour: usize,
+}
+
+impl Observed {
+    /// The fingerprints in the order of [`Profile::novel`].
+    pub fn keys(&self) -> [u32; 7] {
+        [self.network, self.block, self.family, self.agent, self.client, self.asn, self.country]
+    }
 }
 
 /// Reads little-endian fields off a byte slice.

@@ -65,6 +65,32 @@ impl<const N: usize> TopK<N> {
     }
 }
 
+/// A summary that counts one more of a value (a fingerprint; 0 means unknown and is not counted).
+pub trait Tally {
+    fn tally(&mut self, key: u32);
+}
+
+impl<const N: usize> Tally for TopK<N> {
+    fn tally(&mut self, key: u32) {
+        self.add(key, 1.0);
+    }
+}
+
+impl Tally for CountMin {
+    fn tally(&mut self, key: u32) {
+        self.add(key, 1.0);
+    }
+}
+
+/// Counts each known key in its summary.
+pub fn tally_all<const N: usize>(summaries: [&mut dyn Tally; N], keys: [u32; N]) {
+    for (summary, key) in summaries.into_iter().zip(keys) {
+        if key != 0 {
+            summary.tally(key);
+        }
+    }
+}
+
 /// A counter that decays exponentially with time constant `tau` seconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Decayed {
