@@ -213,7 +213,10 @@ impl Engine {
         let w = &self.weights;
         let ts = event.ts;
         let key = event.sid.as_deref().or(event.jti.as_deref()).map(|k| fingerprint(b's', k.as_bytes()));
-        let profile = self.profiles.entry(event.sub.as_str().into()).or_default();
+        if !self.profiles.contains_key(event.sub.as_str()) {
+            self.profiles.insert(event.sub.as_str().into(), Profile::default());
+        }
+        let Some(profile) = self.profiles.get_mut(event.sub.as_str()) else { return };
         let fresh = novelty(w, &self.population, profile, f);
         out.add(w.hour * hour_ratio(w, &self.population, profile, f.hour), Reason::UnusualHour(f.hour as u8));
         let rate = profile.rate.add(ts, 60.0, 1.0);
@@ -273,7 +276,7 @@ impl Engine {
         let novelty = profile.map_or([0.0; 3], |p| novelty(&w, &self.population, p, f));
         add_novelty(out, novelty);
         let account = fingerprint(b'n', event.sub.as_bytes());
-        bound(&mut self.account_failures, ts, |d| d.value(ts, FAILURE_TAU) < 0.05);
+        bound(&mut self.account_failures, |d| d.value(ts, FAILURE_TAU) < 0.05);
         let failures = self.account_failures.entry(account).or_default().add(ts, FAILURE_TAU, 1.0);
         if failures >= 3.0 {
             out.add(w.account_failures * (failures - 2.0).min(6.0), Reason::AccountFailures(failures));
@@ -293,7 +296,7 @@ impl Engine {
     fn source_signal(&mut self, event: &Event, failed: bool, out: &mut Assessment) {
         let ts = event.ts;
         let key = source(event.ip).fingerprint();
-        bound(&mut self.sources, ts, |s| ts - s.last > 3600.0);
+        bound(&mut self.sources, |s| ts - s.last > 3600.0);
         let entry = self.sources.entry(key).or_default();
         if ts - entry.last > 3600.0 {
             *entry = Source::default();
@@ -495,7 +498,7 @@ fn fade(seconds: f64, tau: f64) -> f32 {
 }
 
 /// Keeps a follow-map under [`MAX_FOLLOWED`] entries by dropping stale ones (all of them as a last resort).
-fn bound<V>(map: &mut HashMap<u32, V>, _now: f64, stale: impl Fn(&V) -> bool) {
+fn bound<V>(map: &mut HashMap<u32, V>, stale: impl Fn(&V) -> bool) {
     if map.len() < MAX_FOLLOWED {
         return;
     }
