@@ -106,13 +106,19 @@ impl RiskService {
         if !known {
             self.load(&event.sub).await;
         }
-        let assessment = self.lock_engine().observe(event);
+        let (assessment, in_memory) = {
+            let mut engine = self.lock_engine();
+            let assessment = engine.observe(event);
+            (assessment, engine.profile(&event.sub).is_some())
+        };
         let action = self.policy.action(&assessment);
-        if event.kind != Kind::LoginFailure || known {
-            let now = event.ts as i64;
+        if in_memory {
+            // Every profile in memory is followed (so it leaves when idle); a failed login changes none.
             let mut touched = self.lock_touched();
-            touched.0.insert(event.sub.clone(), now);
-            touched.1.insert(event.sub.clone());
+            touched.0.insert(event.sub.clone(), event.ts as i64);
+            if event.kind != Kind::LoginFailure {
+                touched.1.insert(event.sub.clone());
+            }
         }
         metrics::counter!("portcullis_risk_events_total", "kind" => event.kind.as_str(), "action" => action.as_str())
             .increment(1);
@@ -206,4 +212,43 @@ pub fn spawn_flush(risk: Arc<RiskService>, clock: Arc<dyn crate::clock::Clock>, 
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    fn event(ts: f64, kind: &str) -> Event {
+        let line = format!(
+            r#"{{"ts":{ts},"kind":"{kind}","sub":"alice","client_id":"web","ip":"198.51.100.7","ua":"curl/8","sid":"s1"}}"#
+        );
+        Event::from_json(&line).unwrap()
+    }
+
+    #[tokio::test]
+    async fn profiles_are_written_back_and_idle_ones_leave_memory() {
+        let dir = std::env::temp_dir().join(format!("portcullis-risk-service-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&format!("sqlite://{}/p.db", dir.display())).await.unwrap());
+        let settings = RiskSettings { policy: Policy::default(), webhook: None, geoip: Vec::new() };
+        let risk = RiskService::new(&settings, Arc::clone(&store)).unwrap();
+
+        risk.assess(&event(1000.0, "login")).await;
+        assert_eq!(risk.flush(1000).await.unwrap(), 1);
+        assert!(store.risk_profile("alice").await.unwrap().is_some());
+        assert_eq!(risk.flush(1001).await.unwrap(), 0, "nothing new, nothing written");
+        // A failed login changes no profile, so it writes nothing.
+        risk.assess(&event(1100.0, "login_failure")).await;
+        assert_eq!(risk.flush(1100).await.unwrap(), 0);
+        // Idle for 15 minutes: gone from memory...
+        risk.flush(1100 + IDLE_SECONDS + 1).await.unwrap();
+        assert_eq!(risk.lock_engine().subjects(), 0);
+        // ...and read back from the store on the subject's next event (a second visit: two sessions counted).
+        risk.assess(&event(90_000.0, "refresh")).await;
+        assert_eq!(risk.lock_engine().profile("alice").map(|p| p.sessions), Some(2.0));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
