@@ -107,6 +107,21 @@ struct Population {
     hours: [f64; 24],
 }
 
+impl Population {
+    /// The categorical sketches, in the order of [`Observed::keys`].
+    fn sketches(&mut self) -> [&mut CountMin; 7] {
+        [
+            &mut self.networks,
+            &mut self.blocks,
+            &mut self.families,
+            &mut self.agents,
+            &mut self.clients,
+            &mut self.asns,
+            &mut self.countries,
+        ]
+    }
+}
+
 /// A source address's recent login attempts.
 #[derive(Debug, Clone, Copy, Default)]
 struct Source {
@@ -327,30 +342,14 @@ impl Engine {
         profile.learn(&seen);
         let p = &mut self.population;
         if p.networks.total() > POPULATION_HALF_LIFE {
-            for sketch in [
-                &mut p.networks,
-                &mut p.blocks,
-                &mut p.families,
-                &mut p.agents,
-                &mut p.clients,
-                &mut p.asns,
-                &mut p.countries,
-            ] {
+            for sketch in p.sketches() {
                 sketch.halve();
             }
             for h in &mut p.hours {
                 *h *= 0.5;
             }
         }
-        let summaries: [&mut dyn Tally; 7] = [
-            &mut p.networks,
-            &mut p.blocks,
-            &mut p.families,
-            &mut p.agents,
-            &mut p.clients,
-            &mut p.asns,
-            &mut p.countries,
-        ];
+        let summaries: [&mut dyn Tally; 7] = p.sketches().map(|s| s as &mut dyn Tally);
         tally_all(summaries, seen.keys());
         p.hours[f.hour] += 1.0;
     }
