@@ -18,8 +18,6 @@ const QUEUE: usize = 20_000;
 /// Events per `POST` (the server takes up to 1,000 and 64 KiB).
 const BATCH: usize = 150;
 const INTERVAL: Duration = Duration::from_secs(1);
-/// The longest user agent reported.
-const MAX_USER_AGENT: usize = 512;
 
 /// The sending half, held by the guard.
 #[derive(Debug, Clone)]
@@ -38,17 +36,13 @@ impl Reporter {
 
     /// Queues a report that `identity` was used from `ip` with this user agent; never waits.
     pub fn report(&self, identity: &Identity, ip: IpAddr, user_agent: &str) {
-        let mut cut = user_agent.len().min(MAX_USER_AGENT);
-        while !user_agent.is_char_boundary(cut) {
-            cut -= 1;
-        }
         let event = Event {
             ts: self.clock.now().as_secs() as f64,
             kind: Kind::TokenUse,
             sub: identity.subject.clone(),
             client_id: identity.client_id.clone(),
             ip,
-            ua: user_agent[..cut].to_owned(),
+            ua: portcullis_risk::clip_user_agent(user_agent).to_owned(),
             jti: Some(identity.jti.clone()),
             sid: identity.session.clone(),
             label: None,

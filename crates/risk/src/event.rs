@@ -75,6 +75,18 @@ pub enum EventError {
 /// Longest `sub`, `client_id`, `jti`, `sid` or `ua` accepted; longer ones are an error, not truncated.
 pub const MAX_FIELD: usize = 1024;
 
+/// How much of a `User-Agent` producers keep (the rest tells nothing more).
+pub const MAX_USER_AGENT: usize = 512;
+
+/// `ua` cut to [`MAX_USER_AGENT`] bytes on a character boundary, as producers (the server, guards) report it.
+pub fn clip_user_agent(ua: &str) -> &str {
+    let mut cut = ua.len().min(MAX_USER_AGENT);
+    while !ua.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &ua[..cut]
+}
+
 impl Event {
     /// Parses and checks one JSON line.
     pub fn from_json(line: &str) -> Result<Event, EventError> {
@@ -144,6 +156,15 @@ mod tests {
         ] {
             assert!(Event::from_json(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn user_agents_are_clipped_on_a_character_boundary() {
+        assert_eq!(clip_user_agent("curl/8"), "curl/8");
+        let long = "é".repeat(400); // 800 bytes
+        let clipped = clip_user_agent(&long);
+        assert!(clipped.len() <= MAX_USER_AGENT && clipped.len() >= MAX_USER_AGENT - 1);
+        assert!(clipped.chars().all(|c| c == 'é'));
     }
 
     #[test]

@@ -44,7 +44,7 @@ mod ua;
 
 pub use engine::{Engine, Weights};
 pub use eval::{ClassReport, Evaluation, Report, FPRS};
-pub use event::{fingerprint, Event, EventError, Kind, MAX_FIELD};
+pub use event::{clip_user_agent, fingerprint, Event, EventError, Kind, MAX_FIELD, MAX_USER_AGENT};
 pub use geo::{distance_km, GeoIp, GeoIpError, Place};
 pub use net::{networks, source, Prefix};
 pub use policy::{Action, Policy, SignalName, DEFAULT_SIGNALS};

@@ -50,7 +50,7 @@ impl Authority {
         record.detail = serde_json::json!({
             "kind": event.kind.as_str(), "sid": event.sid, "ip": event.ip.to_string(),
             "score": (f64::from(verdict.assessment.score) * 1e4).round() / 1e4,
-            "reasons": verdict.assessment.explain(), "action": verdict.action.as_str(),
+            "reasons": verdict.reasons, "action": verdict.action.as_str(),
         })
         .to_string();
         if let Err(e) = self.audit.record(record).await {

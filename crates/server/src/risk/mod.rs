@@ -32,9 +32,6 @@ pub fn requester() -> Requester {
     REQUESTER.try_with(Clone::clone).unwrap_or_default()
 }
 
-/// Longest `User-Agent` kept for scoring (the engine refuses longer fields; the rest tells nothing more).
-const MAX_USER_AGENT: usize = 512;
-
 /// Subjects idle this long are written back and dropped from memory.
 const IDLE_SECONDS: i64 = 900;
 
@@ -54,6 +51,8 @@ pub struct RiskService {
 pub struct Verdict {
     pub assessment: Assessment,
     pub action: Action,
+    /// The reasons in words, when the action is more than "allow" (empty otherwise).
+    pub reasons: Vec<String>,
 }
 
 impl RiskService {
@@ -77,14 +76,7 @@ impl RiskService {
     pub fn event(kind: Kind, sub: &str, client_id: &str, now: i64) -> Option<Event> {
         let who = requester();
         let ip = who.ip?;
-        let mut ua = who.user_agent;
-        if ua.len() > MAX_USER_AGENT {
-            let mut cut = MAX_USER_AGENT;
-            while !ua.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            ua.truncate(cut);
-        }
+        let ua = portcullis_risk::clip_user_agent(&who.user_agent).to_owned();
         let event = Event {
             ts: now as f64,
             kind,
@@ -123,16 +115,17 @@ impl RiskService {
         metrics::counter!("portcullis_risk_events_total", "kind" => event.kind.as_str(), "action" => action.as_str())
             .increment(1);
         metrics::histogram!("portcullis_risk_score").record(f64::from(assessment.score));
+        let mut reasons = Vec::new();
         if action > Action::Allow {
-            let reasons = assessment.explain();
+            reasons = assessment.explain();
             tracing::warn!(kind = event.kind.as_str(), sub = %event.sub, client_id = %event.client_id,
                 jti = ?event.jti, sid = ?event.sid, score = assessment.score, action = action.as_str(),
                 reasons = ?reasons, "risk: {action}");
             if let Some(webhook) = &self.webhook {
-                webhook.send(event, &assessment, action, reasons);
+                webhook.send(event, &assessment, action, &reasons);
             }
         }
-        Verdict { assessment, action }
+        Verdict { assessment, action, reasons }
     }
 
     async fn load(&self, sub: &str) {

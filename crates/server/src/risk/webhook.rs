@@ -28,7 +28,7 @@ impl Webhook {
     }
 
     /// Sends one flagged event: what happened (the `jti`, never a token), the score, the reasons, the action.
-    pub fn send(&self, event: &Event, assessment: &Assessment, action: Action, reasons: Vec<String>) {
+    pub fn send(&self, event: &Event, assessment: &Assessment, action: Action, reasons: &[String]) {
         let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
             metrics::counter!("portcullis_risk_webhook_total", "result" => "dropped").increment(1);
             return;
