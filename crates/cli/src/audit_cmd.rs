@@ -184,7 +184,7 @@ async fn verify_http(common: &Common, issuer: &str, token_file: &Path) -> Result
             text("subject"),
             text("client_id"),
             text("jti"),
-            e["detail"].clone(),
+            &e["detail"],
         );
         verifier.feed(e["seq"].as_i64().unwrap_or_default(), &data).map_err(|f| f.to_string())
     })

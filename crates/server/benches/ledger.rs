@@ -151,6 +151,7 @@ async fn tokens(dir: &std::path::Path, seconds: u64, rounds: u64, concurrency: u
     for round in 0..rounds as usize {
         for k in [round % 2, 1 - round % 2] {
             let deadline = Instant::now() + Duration::from_secs(seconds);
+            let cpu_before = cpu_seconds();
             let (url, secret) = (bases[k].clone(), secrets[k].clone());
             let (mut sample, elapsed) = run(concurrency, |_| {
                 let (http, url, secret) = (http.clone(), url.clone(), secret.clone());
@@ -164,7 +165,10 @@ async fn tokens(dir: &std::path::Path, seconds: u64, rounds: u64, concurrency: u
             })
             .await;
             let label = if k == 0 { "tokens, ledger on" } else { "tokens, ledger off" };
+            let cpu = (cpu_seconds() - cpu_before) / elapsed.as_secs_f64();
+            let per_token = (cpu_seconds() - cpu_before) * 1e6 / sample.ok.max(1) as f64;
             rates[k].push(report(label, &mut sample, elapsed));
+            println!("{:<34} {cpu:>10.2} cores busy, {per_token:.1} µs of CPU per token (client included)", "");
         }
     }
     // The host's speed drifts from round to round; each round's on/off pair ran back to back, so the median of
@@ -176,6 +180,16 @@ async fn tokens(dir: &std::path::Path, seconds: u64, rounds: u64, concurrency: u
         "client_credentials tokens/s over {rounds} rounds: medians ledger on {on:.0}, off {off:.0}; median of the \
          rounds' on/off ratios {ratio:.3}x"
     );
+}
+
+/// This process's CPU time so far (user + system), from `/proc/self/stat`; 0 where there is none.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state; 100 ticks a second.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn main() {

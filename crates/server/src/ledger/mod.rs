@@ -4,7 +4,10 @@
 //! proofs from the stored nodes. Anyone holding an earlier signed head can check that today's log extends it;
 //! [`Verifier`] checks a whole log against the signed heads and names the first bad entry.
 
+mod leaf;
 pub mod merkle;
+
+pub use leaf::{canonical, detail_value, leaf_data, leaf_data_of};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -12,7 +15,7 @@ use portcullis_jose::{b64, jwt, Algorithm, KeySet, Policy, UnixTime};
 use serde::{Deserialize, Serialize};
 
 use crate::signing::{KeyMaterial, TREE_HEAD_TYP};
-use crate::store::{LedgerGrowth, Store, StoreError, StoredAuditEvent, TreeHead};
+use crate::store::{LedgerGrowth, Store, StoreError, TreeHead};
 use merkle::{Frontier, Hash, ProofPlan};
 
 /// How many events one growth step reads and one transaction stores.
@@ -91,6 +94,25 @@ impl Growth {
         Ok(Growth { frontier, pending, done: LedgerGrowth::default() })
     }
 
+    /// Adds the stored events after the edge, up to `seq` `last` and at most a batch of them.
+    async fn read_back(&mut self, store: &dyn Store, last: u64) -> Result<(), LedgerError> {
+        let after = i64::try_from(self.frontier.size()).map_err(|_| LedgerError::MissingNodes(last))?;
+        let limit = u32::try_from(last.saturating_sub(self.frontier.size())).unwrap_or(BATCH).min(BATCH);
+        let events = store.audit_since(after, limit).await?;
+        if events.is_empty() {
+            let found = i64::try_from(last + 1).unwrap_or(i64::MAX);
+            return Err(LedgerError::Gap { expected: self.frontier.size() + 1, found });
+        }
+        for e in &events {
+            let expected = self.frontier.size() + 1;
+            if u64::try_from(e.seq).ok() != Some(expected) {
+                return Err(LedgerError::Gap { expected, found: e.seq });
+            }
+            self.push(merkle::leaf_hash(&leaf_data(e)));
+        }
+        Ok(())
+    }
+
     fn push(&mut self, leaf: Hash) {
         self.pending.push(leaf);
         for (id, hash) in self.frontier.push(leaf) {
@@ -131,75 +153,6 @@ pub enum LedgerError {
     NoKey,
     #[error("{0}")]
     Invalid(String),
-}
-
-/// An audit event's `detail` as it enters the leaf: the stored JSON, or (if it is not JSON) the raw text.
-pub fn detail_value(raw: &str) -> serde_json::Value {
-    serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_owned()))
-}
-
-/// The leaf of an audit event: canonical JSON (keys sorted, no spaces) of its fields. The admin API serves the
-/// same fields, so anyone can recompute it.
-pub fn leaf_data(e: &StoredAuditEvent) -> Vec<u8> {
-    leaf_data_of(
-        e.seq,
-        e.at,
-        &e.kind,
-        e.subject.as_deref(),
-        e.client_id.as_deref(),
-        e.jti.as_deref(),
-        detail_value(&e.detail),
-    )
-}
-
-/// [`leaf_data`] from the fields.
-pub fn leaf_data_of(
-    seq: i64,
-    at: i64,
-    kind: &str,
-    subject: Option<&str>,
-    client_id: Option<&str>,
-    jti: Option<&str>,
-    detail: serde_json::Value,
-) -> Vec<u8> {
-    let value = serde_json::json!({
-        "seq": seq, "at": at, "kind": kind, "subject": subject, "client_id": client_id, "jti": jti, "detail": detail,
-    });
-    let mut out = String::new();
-    canonical(&value, &mut out);
-    out.into_bytes()
-}
-
-/// JSON with object keys sorted (by bytes) and no whitespace: one text for one value, whatever map order the
-/// JSON library keeps.
-pub fn canonical(value: &serde_json::Value, out: &mut String) {
-    match value {
-        serde_json::Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&serde_json::Value::String(key.clone()).to_string());
-                out.push(':');
-                canonical(&map[key], out);
-            }
-            out.push('}');
-        }
-        serde_json::Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(item, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
 }
 
 /// Adds every audit event not yet in the tree, in `seq` order, a batch per transaction; returns the tree's
@@ -246,9 +199,11 @@ pub async fn extend_until(store: &dyn Store, settled: i64) -> Result<u64, Ledger
 
 /// Adds events to the tree as the audit writer commits them, from memory: no reading back, and one write
 /// transaction per flush (a second), not one per group commit. It keeps the tree's right edge between batches and
-/// stores its work only if the tree is still the size it last saw (the background [`extend`] may have moved it,
-/// or events written elsewhere, e.g. by the CLI, may come first); if not, it leaves the events to [`extend`] and
-/// picks the edge up again from the store.
+/// stores its work only if the tree is still the size it last saw (the background [`extend`] may have moved it).
+/// When the stored tree is not where its edge expects (at the start, after events written elsewhere, e.g. by the
+/// CLI, or after it lost a race), it picks the edge up again from the store and reads back the events between
+/// that edge and the batch in hand: under a steady load the background growth, which stays seconds behind, would
+/// otherwise never hand the tree back.
 #[derive(Debug, Default)]
 pub struct Follower {
     growth: Option<Growth>,
@@ -257,7 +212,8 @@ pub struct Follower {
 }
 
 impl Follower {
-    /// Adds events just committed as `seqs` to the tree in memory; [`Follower::flush`] writes them.
+    /// Adds events just committed as `seqs` (consecutive, and every lower `seq` committed before them) to the
+    /// tree in memory; [`Follower::flush`] writes them.
     pub async fn add(
         &mut self,
         store: &dyn Store,
@@ -267,48 +223,72 @@ impl Follower {
         let Some(&first) = seqs.first() else { return Ok(()) };
         let first = u64::try_from(first).map_err(|_| LedgerError::Invalid("seq".into()))?;
         if self.growth.as_ref().is_some_and(|g| g.frontier.size() + 1 != first) {
-            // Events from elsewhere came in between: write what we have; the background growth takes over.
+            // Events from elsewhere came in between: write what we have, then pick the edge up from the store.
             self.flush(store).await?;
             self.growth = None;
         }
         if self.growth.is_none() {
-            let size = store.ledger_size().await?;
-            if size + 1 != first {
+            self.resync(store, first - 1).await?;
+        }
+        let Some(growth) = self.growth.as_mut() else { return Ok(()) };
+        for (e, seq) in events.iter().zip(seqs) {
+            // The store's tree may already hold the start of the batch (the background growth got there first).
+            if u64::try_from(*seq).ok() != Some(growth.frontier.size() + 1) {
+                continue;
+            }
+            let data = leaf::of_stored(
+                *seq,
+                e.at,
+                e.kind,
+                e.subject.as_deref(),
+                e.client_id.as_deref(),
+                e.jti.as_deref(),
+                &e.detail,
+            );
+            growth.push(merkle::leaf_hash(&data));
+        }
+        Ok(())
+    }
+
+    /// Writes what [`Follower::add`] added since the last flush, in one transaction. If the stored tree moved
+    /// meanwhile (the background growth, or events from elsewhere), picks its edge up and reads back to where it
+    /// was, once.
+    pub async fn flush(&mut self, store: &dyn Store) -> Result<(), LedgerError> {
+        for attempt in 0..2 {
+            let Some(growth) = self.growth.as_mut() else { return Ok(()) };
+            if growth.frontier.size() == self.stored {
                 return Ok(());
             }
-            self.growth = Some(Growth::at(store, size).await?);
-            self.stored = size;
-        }
-        if let Some(growth) = self.growth.as_mut() {
-            for (e, seq) in events.iter().zip(seqs) {
-                let detail = detail_value(&e.detail);
-                let data = leaf_data_of(
-                    *seq,
-                    e.at,
-                    e.kind,
-                    e.subject.as_deref(),
-                    e.client_id.as_deref(),
-                    e.jti.as_deref(),
-                    detail,
-                );
-                growth.push(merkle::leaf_hash(&data));
+            if growth.store(store, self.stored).await? {
+                self.stored = growth.frontier.size();
+                return Ok(());
+            }
+            let reached = growth.frontier.size();
+            self.growth = None;
+            if attempt == 0 {
+                self.resync(store, reached).await?;
             }
         }
         Ok(())
     }
 
-    /// Writes what [`Follower::add`] added since the last flush, in one transaction; if the stored tree moved
-    /// meanwhile, forgets it (the background growth adds those events).
-    pub async fn flush(&mut self, store: &dyn Store) -> Result<(), LedgerError> {
-        let Some(growth) = self.growth.as_mut() else { return Ok(()) };
-        if growth.frontier.size() == self.stored {
-            return Ok(());
+    /// Picks the tree's edge up from the store and reads back the stored events up to `seq` `last`, storing each
+    /// full batch on the way so that a long way back does not pile up in memory. Leaves no edge if another
+    /// writer stores first.
+    async fn resync(&mut self, store: &dyn Store, last: u64) -> Result<(), LedgerError> {
+        let size = store.ledger_size().await?;
+        let mut growth = Growth::at(store, size).await?;
+        self.stored = size;
+        while growth.frontier.size() < last {
+            growth.read_back(store, last).await?;
+            if growth.frontier.size() < last {
+                if !growth.store(store, self.stored).await? {
+                    return Ok(());
+                }
+                self.stored = growth.frontier.size();
+            }
         }
-        if growth.store(store, self.stored).await? {
-            self.stored = growth.frontier.size();
-        } else {
-            self.growth = None;
-        }
+        self.growth = Some(growth);
         Ok(())
     }
 }
@@ -671,6 +651,7 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoredAuditEvent;
 
     fn event(seq: i64, detail: &str) -> StoredAuditEvent {
         StoredAuditEvent {

@@ -506,9 +506,9 @@ impl PurgeAt {
 
 pub(super) const LEDGER_SIZE: &str = "SELECT size FROM audit_ledger WHERE id = 1";
 pub(super) const LEDGER_GROW: &str = "UPDATE audit_ledger SET size = $1 WHERE id = 1 AND size = $2";
-/// Nodes per `INSERT` statement (three parameters each; well under both backends' parameter limits): one
-/// statement per row made growth several times slower.
-pub(super) const NODES_PER_INSERT: usize = 500;
+/// Ledger rows (nodes or leaf blocks) per `INSERT` statement (three parameters at most each; well under both
+/// backends' parameter limits): one statement per row made growth several times slower.
+pub(super) const ROWS_PER_INSERT: usize = 500;
 
 /// Placeholders for `count` rows of `width` parameters: `($1, $2), ($3, $4)` when `numbered` (PostgreSQL), else
 /// `(?, ?), (?, ?)`. SQLite takes `$n` too, but sqlx then looks every parameter's name up among all of them, which
@@ -522,7 +522,10 @@ pub(super) fn placeholders(count: usize, width: usize, numbered: bool) -> String
     (0..count).map(row).collect::<Vec<_>>().join(", ")
 }
 
-pub(super) const LEAVES_INSERT: &str = "INSERT INTO audit_leaves (block, hashes) VALUES ($1, $2)";
+/// `INSERT` of `count` leaf blocks in one statement.
+pub(super) fn leaves_insert_sql(count: usize, numbered: bool) -> String {
+    format!("INSERT INTO audit_leaves (block, hashes) VALUES {}", placeholders(count, 2, numbered))
+}
 
 /// `SELECT` of the leaf blocks `blocks`.
 pub(super) fn leaves_select_sql(count: usize, numbered: bool) -> String {
@@ -606,11 +609,17 @@ macro_rules! ledger_store {
                 if grown.map_err(db_error)?.rows_affected() != 1 {
                     return Ok(false);
                 }
-                for (block, hashes) in &growth.leaf_blocks {
-                    let query = sqlx::query(LEAVES_INSERT).bind(size(*block)?).bind(hashes.as_slice());
+                // Many rows per statement: a statement per block held the one write connection long enough, once
+                // a second, to stall the audit writer's group commits behind it.
+                for chunk in growth.leaf_blocks.chunks(ROWS_PER_INSERT) {
+                    let sql = leaves_insert_sql(chunk.len(), $numbered);
+                    let mut query = sqlx::query(&sql);
+                    for (block, hashes) in chunk {
+                        query = query.bind(size(*block)?).bind(hashes.as_slice());
+                    }
                     query.execute(&mut *tx).await.map_err(conflict("ledger leaves"))?;
                 }
-                for chunk in growth.nodes.chunks(NODES_PER_INSERT) {
+                for chunk in growth.nodes.chunks(ROWS_PER_INSERT) {
                     let sql = ledger_insert_sql(chunk.len(), $numbered);
                     let mut query = sqlx::query(&sql);
                     for ((level, idx), hash) in chunk {
