@@ -60,6 +60,7 @@ impl<'a> JsonStr<'a> {
     }
 
     /// The decoded string; borrowed unless it had escapes.
+    #[inline]
     pub fn to_cow(&self) -> Cow<'a, str> {
         if self.escaped {
             Cow::Owned(unescape(self.raw))
@@ -68,6 +69,8 @@ impl<'a> JsonStr<'a> {
         }
     }
 
+    /// Inlined: most names differ in their fingerprints, which is one comparison.
+    #[inline]
     fn same_as(&self, other: &JsonStr<'_>) -> bool {
         if !self.escaped && !other.escaped {
             self.print == other.print && self.raw == other.raw
@@ -373,11 +376,13 @@ impl<'a> Parser<'a> {
         let start = self.pos;
         let mut escaped = false;
         loop {
-            // Skip eight ordinary bytes at a time; stop at a quote, a backslash or a control byte.
+            // Skip eight ordinary bytes at a time, then straight to the first quote, backslash or control byte.
             while let Some(chunk) = self.bytes.get(self.pos..self.pos + 8) {
                 let mut word = [0u8; 8];
                 word.copy_from_slice(chunk);
-                if has_special_byte(u64::from_le_bytes(word)) {
+                let special = special_bytes(u64::from_le_bytes(word));
+                if special != 0 {
+                    self.pos += (special.trailing_zeros() / 8) as usize;
                     break;
                 }
                 self.pos += 8;
@@ -491,12 +496,13 @@ impl<'a> Parser<'a> {
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
-/// True when some byte of `v` is `"`, `\\` or below 0x20 (exact bit tricks: no false negatives).
-fn has_special_byte(v: u64) -> bool {
-    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS != 0;
-    has_zero(v ^ (ONES * u64::from(b'"')))
-        || has_zero(v ^ (ONES * u64::from(b'\\')))
-        || v.wrapping_sub(ONES * 0x20) & !v & HIGHS != 0
+/// A mask whose lowest set bit is the high bit of the first byte of `v` (little-endian) that is `"`, `\\` or
+/// below 0x20; 0 when there is none. (Higher bits may be set spuriously by borrows; the lowest one is exact.)
+fn special_bytes(v: u64) -> u64 {
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    zero(v ^ (ONES * u64::from(b'"')))
+        | zero(v ^ (ONES * u64::from(b'\\')))
+        | (v.wrapping_sub(ONES * 0x20) & !v & HIGHS)
 }
 
 /// Decodes the escapes of a string the parser has already validated.
@@ -641,15 +647,25 @@ mod tests {
 
     #[test]
     fn the_word_at_a_time_scan_finds_every_special_byte() {
+        // The first special byte is found exactly, whatever ordinary bytes come before it and whatever (special
+        // or not) comes after it.
+        let ordinary = [b'a', 0x20, 0x21, 0x5b, 0x5d, 0x7f, 0x80, 0xa2, 0xdc, 0xff];
+        let any = [b'"', b'\\', 0x00, 0x01, 0x1f, 0x0a, b'a', 0x20, 0x80, 0xff];
         for special in [b'"', b'\\', 0x00, 0x1f, 0x0a] {
             for pos in 0..8 {
-                let mut w = *b"abcdefgh";
-                w[pos] = special;
-                assert!(has_special_byte(u64::from_le_bytes(w)), "{special:#x} at {pos}");
+                for i in 0..ordinary.len() {
+                    for &after in &any {
+                        let mut w = [after; 8];
+                        w[..pos].iter_mut().enumerate().for_each(|(k, b)| *b = ordinary[(i + k) % ordinary.len()]);
+                        w[pos] = special;
+                        let found = special_bytes(u64::from_le_bytes(w)).trailing_zeros() / 8;
+                        assert_eq!(found as usize, pos, "{w:x?}");
+                    }
+                }
             }
         }
         for plain in [*b"abcdefgh", [0x20; 8], [0xff; 8], [0x7f; 8], *b"\xc3\xa9 \xf0\x9f\x98\x80!"] {
-            assert!(!has_special_byte(u64::from_le_bytes(plain)), "{plain:?}");
+            assert_eq!(special_bytes(u64::from_le_bytes(plain)), 0, "{plain:?}");
         }
         // Strings longer than a word, with the special byte at every offset.
         for len in 0..40 {

@@ -157,9 +157,10 @@ pub(crate) fn split(token: &str, max_bytes: usize) -> Result<Segments<'_>, Error
     if token.trim_start().starts_with('{') {
         return Err(Error::JsonSerialization);
     }
-    let Some(first) = token.find('.') else { return Err(Error::Malformed) };
-    let Some(second) = token[first + 1..].find('.').map(|i| first + 1 + i) else { return Err(Error::Malformed) };
-    match token[second + 1..].bytes().filter(|b| *b == b'.').count() {
+    // One pass over the token for every dot.
+    let mut dots = memchr::memchr_iter(b'.', token.as_bytes());
+    let (Some(first), Some(second)) = (dots.next(), dots.next()) else { return Err(Error::Malformed) };
+    match dots.count() {
         0 => {}
         2 => return Err(Error::Jwe),
         _ => return Err(Error::Malformed),
