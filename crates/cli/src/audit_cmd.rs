@@ -177,15 +177,15 @@ async fn verify_http(common: &Common, issuer: &str, token_file: &Path) -> Result
     let mut verifier = Verifier::new(roots);
     all_items(&http, &format!("{issuer}/admin/v1/audit-events"), token, |e| {
         let text = |k: &str| e[k].as_str();
-        let data = ledger::leaf_data_of(
-            e["seq"].as_i64().ok_or("an event without seq")?,
-            e["at"].as_i64().unwrap_or_default(),
-            text("kind").unwrap_or_default(),
-            text("subject"),
-            text("client_id"),
-            text("jti"),
-            &e["detail"],
-        );
+        let fields = ledger::LeafFields {
+            seq: e["seq"].as_i64().ok_or("an event without seq")?,
+            at: e["at"].as_i64().unwrap_or_default(),
+            kind: text("kind").unwrap_or_default(),
+            subject: text("subject"),
+            client_id: text("client_id"),
+            jti: text("jti"),
+        };
+        let data = ledger::leaf_data_of(fields, &e["detail"]);
         verifier.feed(e["seq"].as_i64().unwrap_or_default(), &data).map_err(|f| f.to_string())
     })
     .await?;

@@ -14,23 +14,34 @@ pub fn detail_value(raw: &str) -> serde_json::Value {
     serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_owned()))
 }
 
+/// An audit event's fields besides `detail`, as they enter its leaf.
+#[derive(Debug, Clone, Copy)]
+pub struct LeafFields<'a> {
+    pub seq: i64,
+    pub at: i64,
+    pub kind: &'a str,
+    pub subject: Option<&'a str>,
+    pub client_id: Option<&'a str>,
+    pub jti: Option<&'a str>,
+}
+
 /// The leaf of an audit event: canonical JSON of its fields. The admin API serves the same fields, so anyone can
 /// recompute it.
 pub fn leaf_data(e: &StoredAuditEvent) -> Vec<u8> {
-    of_stored(e.seq, e.at, &e.kind, e.subject.as_deref(), e.client_id.as_deref(), e.jti.as_deref(), &e.detail)
+    let f = LeafFields {
+        seq: e.seq,
+        at: e.at,
+        kind: &e.kind,
+        subject: e.subject.as_deref(),
+        client_id: e.client_id.as_deref(),
+        jti: e.jti.as_deref(),
+    };
+    of_stored(f, &e.detail)
 }
 
 /// [`leaf_data`] from the fields, with `detail` as stored (JSON text, or any text).
-pub(super) fn of_stored(
-    seq: i64,
-    at: i64,
-    kind: &str,
-    subject: Option<&str>,
-    client_id: Option<&str>,
-    jti: Option<&str>,
-    detail: &str,
-) -> Vec<u8> {
-    fields(seq, at, kind, subject, client_id, jti, detail.len(), |out| {
+pub(super) fn of_stored(f: LeafFields<'_>, detail: &str) -> Vec<u8> {
+    fields(f, detail.len(), |out| {
         if is_canonical(detail.as_bytes()) {
             out.push_str(detail);
         } else {
@@ -40,30 +51,13 @@ pub(super) fn of_stored(
 }
 
 /// [`leaf_data`] from the fields, with `detail` as the admin API serves it.
-pub fn leaf_data_of(
-    seq: i64,
-    at: i64,
-    kind: &str,
-    subject: Option<&str>,
-    client_id: Option<&str>,
-    jti: Option<&str>,
-    detail: &serde_json::Value,
-) -> Vec<u8> {
-    fields(seq, at, kind, subject, client_id, jti, 64, |out| canonical(detail, out))
+pub fn leaf_data_of(f: LeafFields<'_>, detail: &serde_json::Value) -> Vec<u8> {
+    fields(f, 64, |out| canonical(detail, out))
 }
 
 /// The leaf's object, its keys in byte order, with `detail` written by `detail`.
-#[allow(clippy::too_many_arguments)]
-fn fields(
-    seq: i64,
-    at: i64,
-    kind: &str,
-    subject: Option<&str>,
-    client_id: Option<&str>,
-    jti: Option<&str>,
-    detail_len: usize,
-    detail: impl FnOnce(&mut String),
-) -> Vec<u8> {
+fn fields(f: LeafFields<'_>, detail_len: usize, detail: impl FnOnce(&mut String)) -> Vec<u8> {
+    let LeafFields { seq, at, kind, subject, client_id, jti } = f;
     let mut out = String::with_capacity(
         96 + kind.len() + detail_len + [subject, client_id, jti].map(text_len).iter().sum::<usize>(),
     );
@@ -114,30 +108,33 @@ pub fn canonical(value: &serde_json::Value, out: &mut String) {
         serde_json::Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
-            out.push('{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
+            joined(out, ('{', '}'), keys, |key, out| {
                 text(key, out);
                 out.push(':');
                 canonical(&map[key], out);
-            }
-            out.push('}');
+            });
         }
-        serde_json::Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(item, out);
-            }
-            out.push(']');
-        }
+        serde_json::Value::Array(items) => joined(out, ('[', ']'), items, canonical),
         serde_json::Value::String(s) => text(s, out),
         other => out.push_str(&other.to_string()),
     }
+}
+
+/// `items` written by `each`, between `brackets`, separated by commas.
+fn joined<T>(
+    out: &mut String,
+    brackets: (char, char),
+    items: impl IntoIterator<Item = T>,
+    mut each: impl FnMut(T, &mut String),
+) {
+    out.push(brackets.0);
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        each(item, out);
+    }
+    out.push(brackets.1);
 }
 
 /// Whether `raw` is already what [`canonical`] makes of it: JSON with no whitespace, object keys strictly
@@ -179,36 +176,30 @@ impl<'a> Scan<'a> {
     }
 
     fn object(&mut self, depth: usize) -> bool {
-        self.i += 1;
-        if self.eat(b'}') {
-            return true;
-        }
         let mut previous: Option<&'a [u8]> = None;
-        loop {
-            let Some(key) = self.string() else { return false };
-            if previous.is_some_and(|p| p >= key) || !self.eat(b':') || !self.value(depth + 1) {
-                return false;
-            }
+        self.sequence(b'}', |scan| {
+            let Some(key) = scan.string() else { return false };
+            let increasing = previous.is_none_or(|p| p < key);
             previous = Some(key);
-            if self.eat(b'}') {
-                return true;
-            }
-            if !self.eat(b',') {
-                return false;
-            }
-        }
+            increasing && scan.eat(b':') && scan.value(depth + 1)
+        })
     }
 
     fn array(&mut self, depth: usize) -> bool {
+        self.sequence(b']', |scan| scan.value(depth + 1))
+    }
+
+    /// The elements of an object or array (past its opening bracket), comma-separated, up to `close`.
+    fn sequence(&mut self, close: u8, mut element: impl FnMut(&mut Self) -> bool) -> bool {
         self.i += 1;
-        if self.eat(b']') {
+        if self.eat(close) {
             return true;
         }
         loop {
-            if !self.value(depth + 1) {
+            if !element(self) {
                 return false;
             }
-            if self.eat(b']') {
+            if self.eat(close) {
                 return true;
             }
             if !self.eat(b',') {
@@ -266,8 +257,9 @@ mod tests {
     }
 
     fn fast(raw: &str) -> String {
-        let leaf = String::from_utf8(of_stored(1, 2, "k", None, None, None, raw)).unwrap();
-        let general = String::from_utf8(leaf_data_of(1, 2, "k", None, None, None, &detail_value(raw))).unwrap();
+        let f = LeafFields { seq: 1, at: 2, kind: "k", subject: None, client_id: None, jti: None };
+        let leaf = String::from_utf8(of_stored(f, raw)).unwrap();
+        let general = String::from_utf8(leaf_data_of(f, &detail_value(raw))).unwrap();
         assert_eq!(leaf, general, "both paths make one leaf for {raw:?}");
         leaf
     }

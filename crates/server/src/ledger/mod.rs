@@ -7,7 +7,7 @@
 mod leaf;
 pub mod merkle;
 
-pub use leaf::{canonical, detail_value, leaf_data, leaf_data_of};
+pub use leaf::{canonical, detail_value, leaf_data, leaf_data_of, LeafFields};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -236,15 +236,15 @@ impl Follower {
             if u64::try_from(*seq).ok() != Some(growth.frontier.size() + 1) {
                 continue;
             }
-            let data = leaf::of_stored(
-                *seq,
-                e.at,
-                e.kind,
-                e.subject.as_deref(),
-                e.client_id.as_deref(),
-                e.jti.as_deref(),
-                &e.detail,
-            );
+            let fields = LeafFields {
+                seq: *seq,
+                at: e.at,
+                kind: e.kind,
+                subject: e.subject.as_deref(),
+                client_id: e.client_id.as_deref(),
+                jti: e.jti.as_deref(),
+            };
+            let data = leaf::of_stored(fields, &e.detail);
             growth.push(merkle::leaf_hash(&data));
         }
         Ok(())
