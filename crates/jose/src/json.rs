@@ -24,7 +24,8 @@ const LINEAR_DUP_CHECK: usize = 32;
 pub struct JsonStr<'a> {
     raw: &'a str,
     escaped: bool,
-    /// Length and a few bytes of the raw text: different fingerprints mean different unescaped strings.
+    /// For member names: length and a few bytes of the raw text, so that different fingerprints mean different
+    /// unescaped names. 0 for other strings, which are never compared this way.
     print: u64,
 }
 
@@ -47,7 +48,7 @@ impl<'a> JsonStr<'a> {
 
     /// Rebuilds a string from raw text the parser already validated.
     pub(crate) fn from_raw(raw: &'a str, escaped: bool) -> Self {
-        JsonStr { raw, escaped, print: fingerprint(raw.as_bytes()) }
+        JsonStr { raw, escaped, print: 0 }
     }
 
     /// True when the decoded string equals `s`. Free of allocation unless the string has escapes.
@@ -286,6 +287,11 @@ impl<'a> Parser<'a> {
         // Member names seen so far: the output's own when there is one, else the scratch list.
         let out_mark = out.as_deref().map_or(0, Vec::len);
         let mark = self.keys.len();
+        // A 64-bit filter of the names' fingerprints: a name whose bit is not set yet cannot be a repeat, so the
+        // siblings are compared only on a hit. Escaped names have fingerprints of their raw text, so once one is
+        // seen every name is compared.
+        let mut seen = 0u64;
+        let mut escapes = false;
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.pos += 1;
@@ -295,17 +301,23 @@ impl<'a> Parser<'a> {
                 if self.peek() != Some(b'"') {
                     return Err(JsonError::Syntax);
                 }
-                let key = self.parse_string()?;
-                let duplicate = match out.as_deref() {
-                    Some(out) => {
-                        let siblings = &out[out_mark..];
-                        siblings.len() < LINEAR_DUP_CHECK && siblings.iter().any(|m| m.key.same_as(&key))
-                    }
-                    None => {
-                        let siblings = &self.keys[mark..];
-                        siblings.len() < LINEAR_DUP_CHECK && siblings.iter().any(|k| k.same_as(&key))
-                    }
-                };
+                let mut key = self.parse_string()?;
+                key.print = fingerprint(key.raw.as_bytes());
+                let bit = 1u64 << (key.print.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58);
+                escapes |= key.escaped;
+                let maybe_repeat = escapes || seen & bit != 0;
+                seen |= bit;
+                let duplicate = maybe_repeat
+                    && match out.as_deref() {
+                        Some(out) => {
+                            let siblings = &out[out_mark..];
+                            siblings.len() < LINEAR_DUP_CHECK && siblings.iter().any(|m| m.key.same_as(&key))
+                        }
+                        None => {
+                            let siblings = &self.keys[mark..];
+                            siblings.len() < LINEAR_DUP_CHECK && siblings.iter().any(|k| k.same_as(&key))
+                        }
+                    };
                 if duplicate {
                     return Err(JsonError::DuplicateMember);
                 }
@@ -371,6 +383,7 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
+    #[inline]
     fn parse_string(&mut self) -> Result<JsonStr<'a>, JsonError> {
         self.expect(b'"')?;
         let start = self.pos;
@@ -586,6 +599,16 @@ mod tests {
     fn refuses_duplicates_at_any_depth_and_after_unescaping() {
         assert_eq!(obj(r#"{"a":1,"a":2}"#).unwrap_err(), JsonError::DuplicateMember);
         assert_eq!(obj(r#"{"a":1,"\u0061":2}"#).unwrap_err(), JsonError::DuplicateMember);
+        assert_eq!(obj(r#"{"\u0061":1,"b":2,"a":3}"#).unwrap_err(), JsonError::DuplicateMember);
+        // Every repeat is found whichever names share a bit of the fingerprint filter.
+        for n in 1..40 {
+            let names: Vec<String> = (0..n).map(|i| format!("\"name{i}\":{i}")).collect();
+            assert!(obj(&format!("{{{}}}", names.join(","))).is_ok());
+            for repeat in 0..n {
+                let text = format!("{{{},\"name{repeat}\":0}}", names.join(","));
+                assert_eq!(obj(&text).unwrap_err(), JsonError::DuplicateMember, "{text}");
+            }
+        }
         assert_eq!(obj(r#"{"x":{"b":1,"b":1}}"#).unwrap_err(), JsonError::DuplicateMember);
         assert_eq!(obj(r#"{"x":[{"b":1,"b":1}]}"#).unwrap_err(), JsonError::DuplicateMember);
         // The same name in sibling objects is fine.
