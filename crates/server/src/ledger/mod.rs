@@ -197,8 +197,8 @@ pub async fn extend_until(store: &dyn Store, settled: i64) -> Result<u64, Ledger
     }
 }
 
-/// Adds events to the tree as the audit writer commits them, from memory: no reading back, and one write
-/// transaction per flush (a second), not one per group commit. It keeps the tree's right edge between batches and
+/// Adds events to the tree as the audit writer commits them, from memory (in the steady state nothing is read
+/// back), and one write transaction per flush (a second), not one per group commit. It keeps the tree's right edge between batches and
 /// stores its work only if the tree is still the size it last saw (the background [`extend`] may have moved it).
 /// When the stored tree is not where its edge expects (at the start, after events written elsewhere, e.g. by the
 /// CLI, or after it lost a race), it picks the edge up again from the store and reads back the events between
@@ -228,7 +228,7 @@ impl Follower {
             self.growth = None;
         }
         if self.growth.is_none() {
-            self.resync(store, first - 1).await?;
+            self.resync(store, first.saturating_sub(1)).await?;
         }
         let Some(growth) = self.growth.as_mut() else { return Ok(()) };
         for (e, seq) in events.iter().zip(seqs) {
