@@ -165,8 +165,8 @@ async fn tokens(dir: &std::path::Path, seconds: u64, rounds: u64, concurrency: u
             })
             .await;
             let label = if k == 0 { "tokens, ledger on" } else { "tokens, ledger off" };
-            let cpu = (cpu_seconds() - cpu_before) / elapsed.as_secs_f64();
-            let per_token = (cpu_seconds() - cpu_before) * 1e6 / sample.ok.max(1) as f64;
+            let used = cpu_seconds() - cpu_before;
+            let (cpu, per_token) = (used / elapsed.as_secs_f64(), used * 1e6 / sample.ok.max(1) as f64);
             rates[k].push(report(label, &mut sample, elapsed));
             println!("{:<34} {cpu:>10.2} cores busy, {per_token:.1} µs of CPU per token (client included)", "");
         }
@@ -188,7 +188,8 @@ fn cpu_seconds() -> f64 {
     // The fields after the command name (which may hold spaces) start after the last ')'.
     let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state; 100 ticks a second.
+    // utime and stime are fields 14 and 15 of the line: indexes 11 and 12 of what follows the name (whose first
+    // field is the state). Linux counts them in ticks of 1/100 s (USER_HZ).
     (ticks(11) + ticks(12)) / 100.0
 }
 
