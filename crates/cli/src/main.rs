@@ -13,6 +13,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc's per-thread free lists suit the gateway's and the server's many short-lived request allocations
+/// better than the system allocator (measured in the README's gateway figures).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Portcullis: JWT authentication that is correct by default.
 #[derive(Debug, Parser)]
 #[command(name = "portcullis", version, about)]

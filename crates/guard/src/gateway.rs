@@ -25,13 +25,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 
 use crate::layer::{authorize_http, rejection_response_for, request_origin, scheme_of};
+use crate::upstream::Upstreams;
 use crate::{Guard, GuardConfig, GuardError, Identity, Requirement};
 
 /// `gateway.toml`.
@@ -141,7 +139,7 @@ impl Route {
 pub struct Gateway {
     guard: Guard,
     routes: Vec<Route>,
-    client: Client<HttpConnector, Body>,
+    upstreams: Arc<Upstreams>,
     metrics: Option<PrometheusHandle>,
     timeout: Duration,
     /// Handles for the series every request touches, registered once (a lookup by name and labels costs more
@@ -229,12 +227,11 @@ impl Gateway {
             return Err(GuardError::Config("client_id and client_secret_file: set both, or neither".into()));
         }
         let guard = Guard::start(guard_config).await?;
-        let client = upstream_client();
         let timeout = Duration::from_secs(config.upstream_timeout.max(1));
         Ok(Arc::new(Gateway {
             guard,
             routes,
-            client,
+            upstreams: Upstreams::new(),
             metrics,
             timeout,
             allowed: metrics::counter!(DECISIONS, "result" => "allow", "reason" => "ok"),
@@ -253,7 +250,7 @@ impl Gateway {
         Arc::new(Gateway {
             guard: self.guard.clone(),
             routes: self.routes.clone(),
-            client: upstream_client(),
+            upstreams: Upstreams::new(),
             metrics: self.metrics.clone(),
             timeout: self.timeout,
             allowed: self.allowed.clone(),
@@ -279,13 +276,6 @@ impl Gateway {
         let path = crate::target::normalize(path).ok_or(())?;
         Ok(self.routes.iter().find(|r| r.matches(host, method, &path)))
     }
-}
-
-fn upstream_client() -> Client<HttpConnector, Body> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector)
 }
 
 /// Installs the process-wide Prometheus recorder for `/metrics` (once; `None` if another is installed).
@@ -461,7 +451,7 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
         gw.guard.report_use(identity, peer, request.headers());
     }
     let (mut parts, body) = request.into_parts();
-    let Some(uri) = upstream_uri(authority, base, &parts.uri) else {
+    let Some(uri) = upstream_target(base, &parts.uri) else {
         return (StatusCode::BAD_REQUEST, "bad request target\n").into_response();
     };
     parts.uri = uri;
@@ -494,7 +484,8 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
         headers.insert(header::HOST, v);
     }
     let started = Instant::now();
-    let upstream = tokio::time::timeout(gw.timeout, gw.client.request(Request::from_parts(parts, body))).await;
+    let upstream =
+        tokio::time::timeout(gw.timeout, gw.upstreams.send(authority, Request::from_parts(parts, body))).await;
     gw.upstream_seconds.record(started.elapsed().as_secs_f64());
     match upstream {
         Ok(Ok(response)) => {
@@ -514,13 +505,14 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     }
 }
 
-/// The upstream's URI for a request: its authority, its base path, then the request's path and query.
-fn upstream_uri(authority: &http::uri::Authority, base: &str, request: &Uri) -> Option<Uri> {
+/// The request target sent upstream (origin-form, RFC 9112 §3.2.1): the route's base path, then the request's
+/// path and query.
+fn upstream_target(base: &str, request: &Uri) -> Option<Uri> {
     let path_and_query = match (base.is_empty(), request.path_and_query()) {
         (true, Some(pq)) => pq.clone(),
         (_, pq) => format!("{base}{}", pq.map_or("/", |p| p.as_str())).parse().ok()?,
     };
-    Uri::builder().scheme("http").authority(authority.clone()).path_and_query(path_and_query).build().ok()
+    Some(Uri::from(path_and_query))
 }
 
 /// Removes the hop-by-hop headers (RFC 9110 §7.6.1): the fixed ones, and any the `Connection` header names.

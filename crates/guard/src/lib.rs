@@ -29,6 +29,7 @@ pub mod jwks_timing;
 pub mod layer;
 mod report;
 mod target;
+pub mod upstream;
 pub mod workers;
 
 use std::sync::Arc;

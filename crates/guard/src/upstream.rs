@@ -1,0 +1,325 @@
+//! The gateway's upstream client: HTTP/1.1 keep-alive connections, pooled per worker and per upstream.
+//!
+//! Each gateway worker owns one [`Upstreams`] (see [`crate::workers`]), so checking a connection out and back in
+//! takes an uncontended lock on a short list, and a connection's task runs on the thread that uses it. A
+//! connection goes back to the pool when the response body it carried has been read to its end; one whose body
+//! was abandoned halfway is closed (HTTP/1.1 cannot reuse it). Idle connections are dropped after
+//! [`IDLE_TIMEOUT`], checked whenever the pool is used, and at most [`MAX_IDLE`] stay open per upstream.
+//!
+//! A request that never left the gateway because a pooled connection turned out closed (the upstream ended an
+//! idle keep-alive connection) is sent again on another connection; one that may have reached the upstream is
+//! not, and answers 502.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::uri::Authority;
+use http::{Request, Response};
+use http_body::{Body as _, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+
+/// How long an idle upstream connection is kept.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most idle connections kept per upstream and worker.
+pub const MAX_IDLE: usize = 256;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why an upstream request failed (the gateway answers 502).
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+}
+
+struct Idle {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+/// One worker's pooled upstream connections.
+#[derive(Default)]
+pub struct Upstreams {
+    /// Per upstream, the idle connections, oldest first. Routes name few upstreams: a list beats a hash map.
+    idle: Mutex<Vec<(Authority, VecDeque<Idle>)>>,
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let idle: usize = self.lock().iter().map(|(_, list)| list.len()).sum();
+        f.debug_struct("Upstreams").field("idle", &idle).finish()
+    }
+}
+
+impl Upstreams {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<(Authority, VecDeque<Idle>)>> {
+        // A panic while holding the lock leaves a list of connections, which is still a valid list.
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Idle connections open now, over all upstreams.
+    pub fn idle_count(&self) -> usize {
+        self.lock().iter().map(|(_, list)| list.len()).sum()
+    }
+
+    /// The most recently used idle connection to `authority` that is still open; drops the expired ones.
+    fn checkout(&self, authority: &Authority) -> Option<SendRequest<Body>> {
+        let mut pools = self.lock();
+        let (_, list) = pools.iter_mut().find(|(a, _)| a == authority)?;
+        let now = Instant::now();
+        while list.front().is_some_and(|c| c.sender.is_closed() || now.duration_since(c.since) > IDLE_TIMEOUT) {
+            list.pop_front();
+        }
+        while let Some(c) = list.pop_back() {
+            if !c.sender.is_closed() {
+                return Some(c.sender);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, authority: Authority, sender: SendRequest<Body>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut pools = self.lock();
+        let since = Instant::now();
+        let list = match pools.iter().position(|(a, _)| *a == authority) {
+            Some(i) => &mut pools[i].1,
+            None => {
+                pools.push((authority, VecDeque::new()));
+                let last = pools.len() - 1;
+                &mut pools[last].1
+            }
+        };
+        if list.len() >= MAX_IDLE {
+            list.pop_front();
+        }
+        list.push_back(Idle { sender, since });
+    }
+
+    async fn connect(authority: &Authority) -> Result<SendRequest<Body>, UpstreamError> {
+        let addr = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout)?
+            .map_err(UpstreamError::Connect)?;
+        stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+        let (sender, connection) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Sends `request` (origin-form target, `Host` set) to `authority` on a pooled connection or a new one.
+    pub async fn send(
+        self: &Arc<Self>,
+        authority: &Authority,
+        mut request: Request<Body>,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        // Pooled connections found closed are skipped; after two, a new connection is made.
+        let mut reused_tries = 0;
+        loop {
+            let pooled = if reused_tries < 2 { self.checkout(authority) } else { None };
+            let reused = pooled.is_some();
+            let mut sender = match pooled {
+                Some(sender) => sender,
+                None => Self::connect(authority).await?,
+            };
+            reused_tries += usize::from(reused);
+            if let Err(e) = sender.ready().await {
+                if reused {
+                    continue;
+                }
+                return Err(e.into());
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let back = Some((sender, Arc::clone(self), authority.clone()));
+                    return Ok(response.map(|inner| PooledBody { inner, back, ended: false }));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Not written to the connection: safe to send again on another one.
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(e.into_error().into()),
+                },
+            }
+        }
+    }
+}
+
+/// An upstream response body that returns its connection to the pool once read to the end.
+pub struct PooledBody {
+    inner: Incoming,
+    back: Option<(SendRequest<Body>, Arc<Upstreams>, Authority)>,
+    ended: bool,
+}
+
+impl std::fmt::Debug for PooledBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBody").field("ended", &self.ended).finish()
+    }
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let Some((sender, pool, authority)) = self.back.take() {
+            pool.checkin(authority, sender);
+        }
+    }
+}
+
+impl http_body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                self.ended = true;
+                self.release();
+            }
+            Poll::Ready(Some(Err(_))) => self.back = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // A body dropped before its end leaves unread bytes on the connection: it is not reused.
+        if self.ended || self.inner.is_end_stream() {
+            self.release();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A raw HTTP/1.1 upstream that counts its connections; with `close_after_each`, it answers
+    /// `Connection: close` and hangs up after every response.
+    async fn upstream(close_after_each: bool) -> (Authority, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&connections);
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut seen = Vec::new();
+                    loop {
+                        let Ok(n) = stream.read(&mut buf).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            let close = if close_after_each { "Connection: close\r\n" } else { "" };
+                            let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n{close}\r\nok");
+                            if stream.write_all(answer.as_bytes()).await.is_err() || close_after_each {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (authority, connections)
+    }
+
+    fn request(authority: &Authority) -> Request<Body> {
+        Request::builder().uri("/x").header("host", authority.as_str()).body(Body::empty()).unwrap()
+    }
+
+    async fn fetch(pool: &Arc<Upstreams>, authority: &Authority) -> Bytes {
+        let response = pool.send(authority, request(authority)).await.unwrap();
+        response.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_connection_read_to_its_end_is_reused() {
+        let (authority, connections) = upstream(false).await;
+        let pool = Upstreams::new();
+        for _ in 0..5 {
+            assert_eq!(fetch(&pool, &authority).await, "ok");
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_body_does_not_return_its_connection() {
+        let (authority, connections) = upstream(false).await;
+        let pool = Upstreams::new();
+        // A body of unknown progress dropped unread: the connection may hold unread bytes.
+        let response = pool.send(&authority, request(&authority)).await.unwrap();
+        let body = response.into_body();
+        if !body.is_end_stream() {
+            drop(body);
+            assert_eq!(pool.idle_count(), 0);
+        }
+        assert_eq!(fetch(&pool, &authority).await, "ok");
+        assert!(connections.load(Ordering::SeqCst) >= 1);
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_hangs_up_costs_a_new_connection_not_a_failed_request() {
+        let (authority, connections) = upstream(true).await;
+        let pool = Upstreams::new();
+        for _ in 0..4 {
+            assert_eq!(fetch(&pool, &authority).await, "ok");
+            // Let the closed connection's task see the hang-up, as it would between real requests.
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_upstream_is_a_connect_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+        drop(listener);
+        let pool = Upstreams::new();
+        let err = pool.send(&authority, request(&authority)).await.unwrap_err();
+        assert!(matches!(err, UpstreamError::Connect(_)), "{err}");
+    }
+}
