@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, JsonError, Part};
-use crate::json::{self, Kind, RawValue};
+use crate::json::{self, Kind, Member, RawValue};
 use crate::jws::Span;
 use crate::time::UnixTime;
 
@@ -79,46 +79,31 @@ impl Claims {
     pub fn parse(payload: Vec<u8>, max_depth: usize) -> Result<Claims, Error> {
         let json = String::from_utf8(payload)
             .map_err(|_| Error::Json { part: Part::Payload, error: JsonError::InvalidUnicode })?;
-        let parsed = json::parse_object(&json, max_depth).map_err(Error::json(Part::Payload))?;
         let (mut exp, mut nbf, mut iat) = (None, None, None);
         let mut strings = [None; STRING_CLAIMS.len()];
         let mut aud = Audience::Absent;
-        let mut members = Vec::with_capacity(parsed.len());
-        for m in &parsed {
-            // Classify decoded names: `"\u0065xp"` is `exp` and must be checked as `exp`.
-            let name = m.key.to_cow();
-            match classify(name.as_bytes()) {
-                Class::Str(i) => {
-                    let value = m.value.as_str().ok_or(Error::ClaimType(STRING_CLAIMS[i]))?;
-                    strings[i] = Some(Span::of(&json, value));
+        let mut members = Vec::with_capacity(16);
+        // The first claim error, reported only if the whole text is strict JSON: a syntax error or a duplicate
+        // anywhere wins over a wrong-typed claim before it, as if the text were parsed first and read after.
+        let mut claim_error = None;
+        let mut visit = |m: &Member<'_>| {
+            if claim_error.is_none() {
+                match read_claim(&json, m, &mut strings, &mut aud) {
+                    Ok(Some(("exp", t))) => exp = Some(t),
+                    Ok(Some(("nbf", t))) => nbf = Some(t),
+                    Ok(Some(("iat", t))) => iat = Some(t),
+                    Ok(_) => {}
+                    Err(e) => claim_error = Some(e),
                 }
-                Class::Time(claim) => {
-                    let t = numeric_date(claim, &m.value)?;
-                    match claim {
-                        "exp" => exp = Some(t),
-                        "nbf" => nbf = Some(t),
-                        "iat" => iat = Some(t),
-                        _ => {}
-                    }
-                }
-                Class::Aud => {
-                    check_aud(&m.value)?;
-                    aud = match m.value.as_str() {
-                        Some(one) => Audience::One(Span::of(&json, one)),
-                        None => {
-                            let start = offset(&json, m.value.text());
-                            Audience::Many(start, start + m.value.text().len() as u32)
-                        }
-                    };
-                }
-                Class::Cnf if !matches!(m.value.kind(), Kind::Object) => return Err(Error::ClaimType("cnf")),
-                Class::Cnf | Class::Other => {}
             }
             let start = offset(&json, m.value.text());
             members
                 .push(MemberSpan { key: Span::of(&json, m.key), value: (start, start + m.value.text().len() as u32) });
+        };
+        json::visit_object(&json, max_depth, &mut visit).map_err(Error::json(Part::Payload))?;
+        if let Some(e) = claim_error {
+            return Err(e);
         }
-        drop(parsed);
         Ok(Claims { json, members, max_depth, exp, nbf, iat, strings, aud })
     }
 
@@ -255,6 +240,38 @@ impl Claims {
     }
 }
 
+/// Type-checks one member if it is a registered claim, recording string claims and `aud` as spans of `json`.
+/// Returns a time claim's name and value.
+fn read_claim(
+    json: &str,
+    m: &Member<'_>,
+    strings: &mut [Option<Span>; STRING_CLAIMS.len()],
+    aud: &mut Audience,
+) -> Result<Option<(&'static str, i64)>, Error> {
+    // Classify decoded names: `"\u0065xp"` is `exp` and must be checked as `exp`.
+    let name = m.key.to_cow();
+    match classify(name.as_bytes()) {
+        Class::Str(i) => {
+            let value = m.value.as_str().ok_or(Error::ClaimType(STRING_CLAIMS[i]))?;
+            strings[i] = Some(Span::of(json, value));
+        }
+        Class::Time(claim) => return Ok(Some((claim, numeric_date(claim, &m.value)?))),
+        Class::Aud => {
+            check_aud(&m.value)?;
+            *aud = match m.value.as_str() {
+                Some(one) => Audience::One(Span::of(json, one)),
+                None => {
+                    let start = offset(json, m.value.text());
+                    Audience::Many(start, start + m.value.text().len() as u32)
+                }
+            };
+        }
+        Class::Cnf if !matches!(m.value.kind(), Kind::Object) => return Err(Error::ClaimType("cnf")),
+        Class::Cnf | Class::Other => {}
+    }
+    Ok(None)
+}
+
 fn numeric_date(claim: &'static str, value: &RawValue<'_>) -> Result<i64, Error> {
     match value.kind() {
         Kind::Int(t) if (0..=UnixTime::MAX).contains(&t) => Ok(t),
@@ -297,6 +314,10 @@ mod tests {
         assert_eq!(parse(r#"{"aud":["a",1]}"#).unwrap_err(), Error::ClaimType("aud"));
         assert_eq!(parse(r#"{"cnf":"x"}"#).unwrap_err(), Error::ClaimType("cnf"));
         assert!(matches!(parse(r#"{"exp":1,"exp":2}"#), Err(Error::Json { .. })));
+        // A broken text is a JSON error even after a wrong-typed claim: the text is judged whole first.
+        assert!(matches!(parse(r#"{"exp":"x","a":1,"a":2}"#), Err(Error::Json { .. })));
+        assert!(matches!(parse(r#"{"sub":5,}"#), Err(Error::Json { .. })));
+        assert_eq!(parse(r#"{"sub":5,"exp":"x"}"#).unwrap_err(), Error::ClaimType("sub"));
         assert_eq!(parse(r#"{"\u0065xp":"soon"}"#).unwrap_err(), Error::ClaimType("exp"));
         assert_eq!(parse(r#"{"\u0065xp":7}"#).unwrap().exp(), Some(7));
     }

@@ -165,20 +165,37 @@ pub fn parse_object(text: &str, max_depth: usize) -> Result<Vec<Member<'_>>, Jso
     p.skip_ws();
     if p.peek() != Some(b'{') {
         // Distinguish "valid JSON but not an object" from "not JSON".
-        p.parse_value(None)?;
+        p.parse_value(Out::Nothing)?;
         p.finish()?;
         return Err(JsonError::NotAnObject);
     }
-    let mut members = Vec::with_capacity(12);
-    p.parse_object(Some(&mut members))?;
+    // Eight members fit most headers and keys, in an allocation small enough for the allocator's fast path.
+    let mut members = Vec::with_capacity(8);
+    p.parse_object(Out::Members(&mut members))?;
     p.finish()?;
     Ok(members)
+}
+
+/// Parses a JSON text whose top level must be an object, handing each top-level member to `visit` in order,
+/// without collecting them. `visit` sees members as they are parsed, so a later syntax error can follow a
+/// member it was shown: the text is strict only when this returns `Ok`.
+pub fn visit_object<'a>(text: &'a str, max_depth: usize, visit: &mut dyn FnMut(&Member<'a>)) -> Result<(), JsonError> {
+    let mut p = Parser::new(text, max_depth);
+    p.skip_ws();
+    if p.peek() != Some(b'{') {
+        p.parse_value(Out::Nothing)?;
+        p.finish()?;
+        return Err(JsonError::NotAnObject);
+    }
+    p.keys.reserve(16);
+    p.parse_object(Out::Visit(visit))?;
+    p.finish()
 }
 
 /// Validates a JSON text of any kind and returns it as a value.
 pub fn parse_value(text: &str, max_depth: usize) -> Result<RawValue<'_>, JsonError> {
     let mut p = Parser::new(text, max_depth);
-    let v = p.parse_value(None)?;
+    let v = p.parse_value(Out::Nothing)?;
     p.finish()?;
     Ok(v)
 }
@@ -192,6 +209,13 @@ pub fn parse_object_bytes(bytes: &[u8], max_depth: usize) -> Result<Vec<Member<'
 /// Finds a member by name.
 pub fn find<'a, 'm>(members: &'m [Member<'a>], name: &str) -> Option<&'m RawValue<'a>> {
     members.iter().find(|m| m.key.is(name)).map(|m| &m.value)
+}
+
+/// Where an object's members go: a list, a visitor, or nowhere (nested values, validated only).
+enum Out<'o, 'a> {
+    Nothing,
+    Members(&'o mut Vec<Member<'a>>),
+    Visit(&'o mut dyn FnMut(&Member<'a>)),
 }
 
 struct Parser<'a> {
@@ -241,7 +265,10 @@ impl<'a> Parser<'a> {
         RawValue { text: &self.text[start..self.pos], kind, max_depth: self.max_depth }
     }
 
-    fn parse_value(&mut self, out: Option<&mut Vec<Member<'a>>>) -> Result<RawValue<'a>, JsonError> {
+    // Inlined (as is `parse_string`) so that a value stays in registers: returned through memory, it is read back
+    // in wider loads than it was written in, and each member then stalls the store-to-load forwarding.
+    #[inline(always)]
+    fn parse_value(&mut self, out: Out<'_, 'a>) -> Result<RawValue<'a>, JsonError> {
         self.skip_ws();
         let start = self.pos;
         let kind = match self.peek().ok_or(JsonError::Syntax)? {
@@ -281,11 +308,14 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn parse_object(&mut self, mut out: Option<&mut Vec<Member<'a>>>) -> Result<(), JsonError> {
+    fn parse_object(&mut self, mut out: Out<'_, 'a>) -> Result<(), JsonError> {
         self.enter()?;
         self.expect(b'{')?;
-        // Member names seen so far: the output's own when there is one, else the scratch list.
-        let out_mark = out.as_deref().map_or(0, Vec::len);
+        // Member names seen so far: the list's own when members are collected, else the scratch list.
+        let out_mark = match &out {
+            Out::Members(out) => out.len(),
+            _ => 0,
+        };
         let mark = self.keys.len();
         // A 64-bit filter of the names' fingerprints: a name whose bit is not set yet cannot be a repeat, so the
         // siblings are compared only on a hit. Escaped names have fingerprints of their raw text, so once one is
@@ -308,12 +338,12 @@ impl<'a> Parser<'a> {
                 let maybe_repeat = escapes || seen & bit != 0;
                 seen |= bit;
                 let duplicate = maybe_repeat
-                    && match out.as_deref() {
-                        Some(out) => {
+                    && match &out {
+                        Out::Members(out) => {
                             let siblings = &out[out_mark..];
                             siblings.len() < LINEAR_DUP_CHECK && siblings.iter().any(|m| m.key.same_as(&key))
                         }
-                        None => {
+                        Out::Nothing | Out::Visit(_) => {
                             let siblings = &self.keys[mark..];
                             siblings.len() < LINEAR_DUP_CHECK && siblings.iter().any(|k| k.same_as(&key))
                         }
@@ -323,10 +353,14 @@ impl<'a> Parser<'a> {
                 }
                 self.skip_ws();
                 self.expect(b':')?;
-                let value = self.parse_value(None)?;
-                match out.as_deref_mut() {
-                    Some(out) => out.push(Member { key, value }),
-                    None => self.keys.push(key),
+                let value = self.parse_value(Out::Nothing)?;
+                match &mut out {
+                    Out::Members(out) => out.push(Member { key, value }),
+                    Out::Visit(visit) => {
+                        self.keys.push(key);
+                        visit(&Member { key, value });
+                    }
+                    Out::Nothing => self.keys.push(key),
                 }
                 self.skip_ws();
                 match self.peek() {
@@ -339,9 +373,11 @@ impl<'a> Parser<'a> {
                 }
             }
         }
-        let names: Vec<JsonStr<'a>> = match out.as_deref() {
-            Some(out) if out.len() - out_mark > LINEAR_DUP_CHECK => out[out_mark..].iter().map(|m| m.key).collect(),
-            None if self.keys.len() - mark > LINEAR_DUP_CHECK => self.keys[mark..].to_vec(),
+        let names: Vec<JsonStr<'a>> = match &out {
+            Out::Members(out) if out.len() - out_mark > LINEAR_DUP_CHECK => {
+                out[out_mark..].iter().map(|m| m.key).collect()
+            }
+            Out::Nothing | Out::Visit(_) if self.keys.len() - mark > LINEAR_DUP_CHECK => self.keys[mark..].to_vec(),
             _ => Vec::new(),
         };
         if !names.is_empty() {
@@ -364,7 +400,7 @@ impl<'a> Parser<'a> {
             self.pos += 1;
         } else {
             loop {
-                let v = self.parse_value(None)?;
+                let v = self.parse_value(Out::Nothing)?;
                 if let Some(out) = out.as_deref_mut() {
                     out.push(v);
                 }
@@ -383,7 +419,7 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    #[inline]
+    #[inline(always)]
     fn parse_string(&mut self) -> Result<JsonStr<'a>, JsonError> {
         self.expect(b'"')?;
         let start = self.pos;
@@ -579,8 +615,20 @@ pub fn write_str(out: &mut String, s: &str) {
 mod tests {
     use super::*;
 
+    /// Parses with `parse_object`, and checks that `visit_object` shows the same members or fails the same way.
     fn obj(text: &str) -> Result<Vec<Member<'_>>, JsonError> {
-        parse_object(text, DEFAULT_MAX_DEPTH)
+        let listed = parse_object(text, DEFAULT_MAX_DEPTH);
+        let mut visited = Vec::new();
+        let walked = visit_object(text, DEFAULT_MAX_DEPTH, &mut |m| visited.push((m.key.raw(), m.value.text())));
+        match (&listed, walked) {
+            (Ok(members), Ok(())) => {
+                let listed: Vec<_> = members.iter().map(|m| (m.key.raw(), m.value.text())).collect();
+                assert_eq!(listed, visited, "{text}");
+            }
+            (Err(a), Err(b)) => assert_eq!(*a, b, "{text}"),
+            (a, b) => panic!("parse_object {a:?} but visit_object {b:?} for {text}"),
+        }
+        listed
     }
 
     #[test]
