@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, JsonError, Part};
-use crate::json::{self, Kind, Member, RawValue};
+use crate::json::{self, JsonStr, Kind, RawValue};
 use crate::jws::Span;
 use crate::time::UnixTime;
 
@@ -86,9 +86,9 @@ impl Claims {
         // The first claim error, reported only if the whole text is strict JSON: a syntax error or a duplicate
         // anywhere wins over a wrong-typed claim before it, as if the text were parsed first and read after.
         let mut claim_error = None;
-        let mut visit = |m: &Member<'_>| {
+        let mut visit = |key: &JsonStr<'_>, value: &RawValue<'_>| {
             if claim_error.is_none() {
-                match read_claim(&json, m, &mut strings, &mut aud) {
+                match read_claim(&json, key, value, &mut strings, &mut aud) {
                     Ok(Some(("exp", t))) => exp = Some(t),
                     Ok(Some(("nbf", t))) => nbf = Some(t),
                     Ok(Some(("iat", t))) => iat = Some(t),
@@ -96,9 +96,8 @@ impl Claims {
                     Err(e) => claim_error = Some(e),
                 }
             }
-            let start = offset(&json, m.value.text());
-            members
-                .push(MemberSpan { key: Span::of(&json, m.key), value: (start, start + m.value.text().len() as u32) });
+            let start = offset(&json, value.text());
+            members.push(MemberSpan { key: Span::of(&json, *key), value: (start, start + value.text().len() as u32) });
         };
         json::visit_object(&json, max_depth, &mut visit).map_err(Error::json(Part::Payload))?;
         if let Some(e) = claim_error {
@@ -244,29 +243,30 @@ impl Claims {
 /// Returns a time claim's name and value.
 fn read_claim(
     json: &str,
-    m: &Member<'_>,
+    key: &JsonStr<'_>,
+    value: &RawValue<'_>,
     strings: &mut [Option<Span>; STRING_CLAIMS.len()],
     aud: &mut Audience,
 ) -> Result<Option<(&'static str, i64)>, Error> {
     // Classify decoded names: `"\u0065xp"` is `exp` and must be checked as `exp`.
-    let name = m.key.to_cow();
+    let name = key.to_cow();
     match classify(name.as_bytes()) {
         Class::Str(i) => {
-            let value = m.value.as_str().ok_or(Error::ClaimType(STRING_CLAIMS[i]))?;
+            let value = value.as_str().ok_or(Error::ClaimType(STRING_CLAIMS[i]))?;
             strings[i] = Some(Span::of(json, value));
         }
-        Class::Time(claim) => return Ok(Some((claim, numeric_date(claim, &m.value)?))),
+        Class::Time(claim) => return Ok(Some((claim, numeric_date(claim, value)?))),
         Class::Aud => {
-            check_aud(&m.value)?;
-            *aud = match m.value.as_str() {
+            check_aud(value)?;
+            *aud = match value.as_str() {
                 Some(one) => Audience::One(Span::of(json, one)),
                 None => {
-                    let start = offset(json, m.value.text());
-                    Audience::Many(start, start + m.value.text().len() as u32)
+                    let start = offset(json, value.text());
+                    Audience::Many(start, start + value.text().len() as u32)
                 }
             };
         }
-        Class::Cnf if !matches!(m.value.kind(), Kind::Object) => return Err(Error::ClaimType("cnf")),
+        Class::Cnf if !matches!(value.kind(), Kind::Object) => return Err(Error::ClaimType("cnf")),
         Class::Cnf | Class::Other => {}
     }
     Ok(None)

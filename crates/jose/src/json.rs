@@ -176,10 +176,15 @@ pub fn parse_object(text: &str, max_depth: usize) -> Result<Vec<Member<'_>>, Jso
     Ok(members)
 }
 
-/// Parses a JSON text whose top level must be an object, handing each top-level member to `visit` in order,
+/// Parses a JSON text whose top level must be an object, handing each top-level member (name and value) to
+/// `visit` in order,
 /// without collecting them. `visit` sees members as they are parsed, so a later syntax error can follow a
 /// member it was shown: the text is strict only when this returns `Ok`.
-pub fn visit_object<'a>(text: &'a str, max_depth: usize, visit: &mut dyn FnMut(&Member<'a>)) -> Result<(), JsonError> {
+pub fn visit_object<'a>(
+    text: &'a str,
+    max_depth: usize,
+    visit: &mut dyn FnMut(&JsonStr<'a>, &RawValue<'a>),
+) -> Result<(), JsonError> {
     let mut p = Parser::new(text, max_depth);
     p.skip_ws();
     if p.peek() != Some(b'{') {
@@ -215,7 +220,7 @@ pub fn find<'a, 'm>(members: &'m [Member<'a>], name: &str) -> Option<&'m RawValu
 enum Out<'o, 'a> {
     Nothing,
     Members(&'o mut Vec<Member<'a>>),
-    Visit(&'o mut dyn FnMut(&Member<'a>)),
+    Visit(&'o mut dyn FnMut(&JsonStr<'a>, &RawValue<'a>)),
 }
 
 struct Parser<'a> {
@@ -358,7 +363,8 @@ impl<'a> Parser<'a> {
                     Out::Members(out) => out.push(Member { key, value }),
                     Out::Visit(visit) => {
                         self.keys.push(key);
-                        visit(&Member { key, value });
+                        // By reference, in place: a `Member` built here would be copied byte by byte.
+                        visit(&key, &value);
                     }
                     Out::Nothing => self.keys.push(key),
                 }
@@ -619,7 +625,7 @@ mod tests {
     fn obj(text: &str) -> Result<Vec<Member<'_>>, JsonError> {
         let listed = parse_object(text, DEFAULT_MAX_DEPTH);
         let mut visited = Vec::new();
-        let walked = visit_object(text, DEFAULT_MAX_DEPTH, &mut |m| visited.push((m.key.raw(), m.value.text())));
+        let walked = visit_object(text, DEFAULT_MAX_DEPTH, &mut |k, v| visited.push((k.raw(), v.text())));
         match (&listed, walked) {
             (Ok(members), Ok(())) => {
                 let listed: Vec<_> = members.iter().map(|m| (m.key.raw(), m.value.text())).collect();

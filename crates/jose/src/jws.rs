@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use crate::alg::Algorithm;
 use crate::b64;
 use crate::error::{Error, Part};
-use crate::json::{self, find, JsonStr, Member};
+use crate::json::{self, find, JsonStr, Member, RawValue};
 use crate::key::SigningKey;
 use crate::keyset::KeySet;
 use crate::policy::AlgSet;
@@ -91,55 +91,95 @@ pub(crate) struct HeaderFacts<'a> {
 }
 
 pub(crate) fn check_header<'a>(members: &[Member<'a>], rules: HeaderRules) -> Result<HeaderFacts<'a>, Error> {
-    let (mut alg, mut kid, mut typ, mut cty) = (None, None, None, None);
-    let (mut alg_not_str, mut key_in_header, mut crit, mut unencoded, mut zip, mut bad_type) =
-        (false, None, false, false, false, None);
-    // One pass records what is there; the verdicts below follow a fixed order, whatever the member order.
+    let mut scan = HeaderScan::new(rules);
     for m in members {
-        let name = m.key.to_cow();
-        let mut string = |slot: &mut Option<JsonStr<'a>>, label: &'static str| match m.value.as_str() {
+        scan.see(&m.key, &m.value);
+    }
+    scan.verdict()
+}
+
+/// The header rules applied one member at a time (so a header can be checked while it is parsed): `see`
+/// records what is there, and `verdict` judges it in a fixed order, whatever the member order.
+pub(crate) struct HeaderScan<'a> {
+    rules: HeaderRules,
+    alg: Option<JsonStr<'a>>,
+    kid: Option<JsonStr<'a>>,
+    typ: Option<JsonStr<'a>>,
+    cty: Option<JsonStr<'a>>,
+    alg_not_str: bool,
+    key_in_header: Option<&'static str>,
+    crit: bool,
+    unencoded: bool,
+    zip: bool,
+    bad_type: Option<&'static str>,
+}
+
+impl<'a> HeaderScan<'a> {
+    pub(crate) fn new(rules: HeaderRules) -> Self {
+        HeaderScan {
+            rules,
+            alg: None,
+            kid: None,
+            typ: None,
+            cty: None,
+            alg_not_str: false,
+            key_in_header: None,
+            crit: false,
+            unencoded: false,
+            zip: false,
+            bad_type: None,
+        }
+    }
+
+    pub(crate) fn see(&mut self, key: &JsonStr<'a>, value: &RawValue<'a>) {
+        let name = key.to_cow();
+        let bad_type = &mut self.bad_type;
+        let mut string = |slot: &mut Option<JsonStr<'a>>, label: &'static str| match value.as_str() {
             Some(v) => *slot = Some(v),
-            None => bad_type = bad_type.or(Some(label)),
+            None => *bad_type = bad_type.or(Some(label)),
         };
         match name.as_bytes() {
-            b"alg" => match m.value.as_str() {
-                Some(v) => alg = Some(v),
-                None => alg_not_str = true,
+            b"alg" => match value.as_str() {
+                Some(v) => self.alg = Some(v),
+                None => self.alg_not_str = true,
             },
-            b"kid" => string(&mut kid, "kid"),
-            b"typ" => string(&mut typ, "typ"),
-            b"cty" => string(&mut cty, "cty"),
-            b"jwk" if rules.allow_jwk => {}
+            b"kid" => string(&mut self.kid, "kid"),
+            b"typ" => string(&mut self.typ, "typ"),
+            b"cty" => string(&mut self.cty, "cty"),
+            b"jwk" if self.rules.allow_jwk => {}
             n @ (b"jku" | b"x5u" | b"jwk" | b"x5c") => {
-                key_in_header = key_in_header.or(KEY_BEARING.iter().find(|k| k.as_bytes() == n).copied());
+                self.key_in_header = self.key_in_header.or(KEY_BEARING.iter().find(|k| k.as_bytes() == n).copied());
             }
-            b"crit" => crit = true,
-            b"b64" => unencoded |= m.value.as_bool() != Some(true),
-            b"zip" => zip = true,
+            b"crit" => self.crit = true,
+            b"b64" => self.unencoded |= value.as_bool() != Some(true),
+            b"zip" => self.zip = true,
             _ => {}
         }
     }
-    let alg = match alg {
-        Some(alg) if !alg_not_str => Algorithm::from_name(&alg.to_cow())?,
-        _ => return Err(Error::MissingAlgorithm),
-    };
-    if let Some(name) = key_in_header {
-        return Err(Error::KeyInHeader(name));
+
+    pub(crate) fn verdict(self) -> Result<HeaderFacts<'a>, Error> {
+        let alg = match self.alg {
+            Some(alg) if !self.alg_not_str => Algorithm::from_name(&alg.to_cow())?,
+            _ => return Err(Error::MissingAlgorithm),
+        };
+        if let Some(name) = self.key_in_header {
+            return Err(Error::KeyInHeader(name));
+        }
+        // No extension is implemented, so any `crit` (RFC 7515 §4.1.11) names one we do not understand.
+        if self.crit {
+            return Err(Error::UnsupportedCritical);
+        }
+        if self.unencoded {
+            return Err(Error::UnencodedPayload);
+        }
+        if self.zip {
+            return Err(Error::Compressed);
+        }
+        if let Some(label) = self.bad_type {
+            return Err(Error::HeaderType(label));
+        }
+        Ok(HeaderFacts { alg, kid: self.kid, typ: self.typ, cty: self.cty })
     }
-    // No extension is implemented, so any `crit` (RFC 7515 §4.1.11) names one we do not understand.
-    if crit {
-        return Err(Error::UnsupportedCritical);
-    }
-    if unencoded {
-        return Err(Error::UnencodedPayload);
-    }
-    if zip {
-        return Err(Error::Compressed);
-    }
-    if let Some(label) = bad_type {
-        return Err(Error::HeaderType(label));
-    }
-    Ok(HeaderFacts { alg, kid, typ, cty })
 }
 
 /// The three segments of a compact JWS, split and size-checked but not yet decoded.
@@ -208,8 +248,10 @@ pub fn verify(token: &str, keys: &KeySet, options: &JwsOptions) -> Result<Verifi
     let header_bytes = b64::decode(seg.header.as_bytes()).ok_or(Error::Base64(Part::Header))?;
     let header_json = String::from_utf8(header_bytes)
         .map_err(|_| Error::Json { part: Part::Header, error: crate::error::JsonError::InvalidUnicode })?;
-    let members = json::parse_object(&header_json, options.max_depth).map_err(Error::json(Part::Header))?;
-    let facts = check_header(&members, HeaderRules::default())?;
+    let mut scan = HeaderScan::new(HeaderRules::default());
+    json::visit_object(&header_json, options.max_depth, &mut |k, v| scan.see(k, v))
+        .map_err(Error::json(Part::Header))?;
+    let facts = scan.verdict()?;
     let kid = facts.kid.map(|k| k.to_cow());
     let key = keys.select(kid.as_deref(), facts.alg)?;
     if !options.algorithms.contains(facts.alg) {
@@ -218,9 +260,18 @@ pub fn verify(token: &str, keys: &KeySet, options: &JwsOptions) -> Result<Verifi
     if seg.signature.is_empty() {
         return Err(Error::Malformed);
     }
-    let signature = b64::decode(seg.signature.as_bytes()).ok_or(Error::Base64(Part::Signature))?;
+    // Signatures up to RSA-4096's are decoded on the stack; ML-DSA's (2.4-4.6 KB) on the heap.
+    let mut stack = [0u8; 512];
+    let heap;
+    let signature = match b64::decode_to_slice(seg.signature.as_bytes(), &mut stack) {
+        Some(signature) => signature,
+        None => {
+            heap = b64::decode(seg.signature.as_bytes()).ok_or(Error::Base64(Part::Signature))?;
+            &heap[..]
+        }
+    };
     let payload = b64::decode(seg.payload.as_bytes()).ok_or(Error::Base64(Part::Payload))?;
-    key.verify(seg.signing_input.as_bytes(), &signature)?;
+    key.verify(seg.signing_input.as_bytes(), signature)?;
     let header = Header {
         alg: facts.alg,
         kid: facts.kid.map(|s| Span::of(&header_json, s)),
