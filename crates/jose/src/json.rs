@@ -161,6 +161,24 @@ impl<'a> RawValue<'a> {
 
 /// Parses a JSON text whose top level must be an object, returning its members in order.
 pub fn parse_object(text: &str, max_depth: usize) -> Result<Vec<Member<'_>>, JsonError> {
+    // Eight members fit most headers and keys, in an allocation small enough for the allocator's fast path.
+    let mut members = Vec::with_capacity(8);
+    parse_top_object(text, max_depth, Out::Members(&mut members))?;
+    Ok(members)
+}
+
+/// Parses a JSON text whose top level must be an object, handing each top-level member (name and value) to
+/// `visit` in order, without collecting them. `visit` sees members as they are parsed, so a later syntax error
+/// can follow a member it was shown: the text is strict only when this returns `Ok`.
+pub fn visit_object<'a>(
+    text: &'a str,
+    max_depth: usize,
+    visit: &mut dyn FnMut(&JsonStr<'a>, &RawValue<'a>),
+) -> Result<(), JsonError> {
+    parse_top_object(text, max_depth, Out::Visit(visit))
+}
+
+fn parse_top_object<'a>(text: &'a str, max_depth: usize, out: Out<'_, 'a>) -> Result<(), JsonError> {
     let mut p = Parser::new(text, max_depth);
     p.skip_ws();
     if p.peek() != Some(b'{') {
@@ -169,31 +187,11 @@ pub fn parse_object(text: &str, max_depth: usize) -> Result<Vec<Member<'_>>, Jso
         p.finish()?;
         return Err(JsonError::NotAnObject);
     }
-    // Eight members fit most headers and keys, in an allocation small enough for the allocator's fast path.
-    let mut members = Vec::with_capacity(8);
-    p.parse_object(Out::Members(&mut members))?;
-    p.finish()?;
-    Ok(members)
-}
-
-/// Parses a JSON text whose top level must be an object, handing each top-level member (name and value) to
-/// `visit` in order,
-/// without collecting them. `visit` sees members as they are parsed, so a later syntax error can follow a
-/// member it was shown: the text is strict only when this returns `Ok`.
-pub fn visit_object<'a>(
-    text: &'a str,
-    max_depth: usize,
-    visit: &mut dyn FnMut(&JsonStr<'a>, &RawValue<'a>),
-) -> Result<(), JsonError> {
-    let mut p = Parser::new(text, max_depth);
-    p.skip_ws();
-    if p.peek() != Some(b'{') {
-        p.parse_value(Out::Nothing)?;
-        p.finish()?;
-        return Err(JsonError::NotAnObject);
+    if matches!(out, Out::Visit(_)) {
+        // The visited object's names are kept here for the duplicate check.
+        p.keys.reserve(16);
     }
-    p.keys.reserve(16);
-    p.parse_object(Out::Visit(visit))?;
+    p.parse_object(out)?;
     p.finish()
 }
 
