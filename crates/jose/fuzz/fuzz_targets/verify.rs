@@ -1,5 +1,6 @@
 //! Feeds arbitrary bytes to every parser that sees untrusted input: the compact JWS/JWT verifier (against
-//! fixed HMAC and ES256 key sets), the JWK Set importer, the thumbprint, and the JSON scanner. Any panic,
+//! fixed HMAC and ES256 key sets), the JWK Set importer, the thumbprint, the claims reader, and the JSON scanner
+//! (both ways of parsing an object, which must agree). Any panic,
 //! hang or out-of-bounds access is a finding; errors are the expected outcome.
 #![no_main]
 
@@ -7,7 +8,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use portcullis_jose::jws::{self, JwsOptions};
-use portcullis_jose::{json, jwk, jwt, Algorithm, KeySet, Policy, SigningKey, UnixTime, VerifyingKey};
+use portcullis_jose::{json, jwk, jwt, Algorithm, Claims, KeySet, Policy, SigningKey, UnixTime, VerifyingKey};
 
 struct Fixture {
     mac: KeySet,
@@ -35,7 +36,21 @@ fuzz_target!(|data: &[u8]| {
         let _ = jws::decode_unverified(text, 1 << 16);
         let _ = KeySet::from_jwks(text, &[Algorithm::RS256]);
         let _ = jwk::thumbprint(text);
-        if let Ok(members) = json::parse_object(text, json::DEFAULT_MAX_DEPTH) {
+        // The claims reader, which a fuzzer cannot reach through a signature it cannot forge.
+        let _ = Claims::parse(data.to_vec(), json::DEFAULT_MAX_DEPTH);
+        let listed = json::parse_object(text, json::DEFAULT_MAX_DEPTH);
+        // The visiting parser must see exactly the members the listing parser returns, or fail the same way.
+        let mut visited = Vec::new();
+        let walked = json::visit_object(text, json::DEFAULT_MAX_DEPTH, &mut |k, v| visited.push((k.raw(), v.text())));
+        match (&listed, walked) {
+            (Ok(members), Ok(())) => {
+                let names: Vec<_> = members.iter().map(|m| (m.key.raw(), m.value.text())).collect();
+                assert_eq!(names, visited);
+            }
+            (Err(a), Err(b)) => assert_eq!(*a, b),
+            (a, b) => panic!("parse_object {a:?} but visit_object {b:?}"),
+        }
+        if let Ok(members) = listed {
             for m in members {
                 let _ = m.key.to_cow();
                 let _ = m.value.items();
