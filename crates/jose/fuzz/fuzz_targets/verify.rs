@@ -1,7 +1,7 @@
 //! Feeds arbitrary bytes to every parser that sees untrusted input: the compact JWS/JWT verifier (against
 //! fixed HMAC and ES256 key sets), the JWK Set importer, the thumbprint, the claims reader, and the JSON scanner
-//! (both ways of parsing an object, which must agree). Any panic,
-//! hang or out-of-bounds access is a finding; errors are the expected outcome.
+//! (both ways of parsing an object, which must agree). Any panic, hang or out-of-bounds access is a finding;
+//! errors are the expected outcome.
 #![no_main]
 
 use std::sync::OnceLock;
