@@ -1,10 +1,12 @@
 //! The guard: verifies an access token with the cached JWKS, checks it against the revocation set, and judges a
 //! route's scope and role requirements. Verification results are cached by the token's SHA-256 (tied to the key
 //! set, never past the token's `exp`), so a token used many times is verified once; revocation and the route
-//! policy are still judged on every request.
+//! policy are still judged on every request. A worker's handle ([`Guard::for_worker`]) keeps a front of its own
+//! before that shared cache, so that a hit touches nothing another core writes.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use aws_lc_rs::digest;
 use portcullis_jose::dpop::{verify_proof, JtiCache, Nonces, ProofKeys, ProofPolicy, ProofRequest};
@@ -12,13 +14,18 @@ use portcullis_jose::{jwt, Algorithm, Error as JoseError, KeySet, Policy, AT_JWT
 use portcullis_revocation::{RevocationSet, TokenFacts};
 
 use crate::feed::Feed;
-use crate::jwks::JwksCache;
+use crate::jwks::{JwksCache, KeysView};
 use crate::jwks_timing::JwksTiming;
 use crate::{Clock, GuardError};
 
 /// The largest token the guard looks at.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 const MAX_CACHED: usize = 100_000;
+/// A worker's front cache (see [`Guard::for_worker`]) holds at most this many tokens, and this many bytes of them.
+const FRONT_MAX_TOKENS: usize = 10_000;
+const FRONT_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// Cache hits a worker counts before adding them to the shared counter (it also adds them once a second).
+const FRONT_HITS_BATCH: u64 = 64;
 const VERIFY_CACHE: &str = "portcullis_guard_verify_cache_total";
 /// The proof algorithms the guard accepts, as its `DPoP` challenges name them (RFC 9449 §7.1).
 pub const DPOP_ALGS: &str = "ES256 ES384 ES512 EdDSA PS256 PS384 PS512 RS256 RS384 RS512 ML-DSA-44 ML-DSA-65 ML-DSA-87";
@@ -219,6 +226,11 @@ fn dpop_reason(e: &JoseError) -> &'static str {
     }
 }
 
+/// What revocation is judged on.
+fn facts(identity: &Identity) -> TokenFacts<'_> {
+    TokenFacts { jti: &identity.jti, sid: identity.session.as_deref(), sub: &identity.subject, iat: identity.issued_at }
+}
+
 fn reason_of(e: &JoseError) -> &'static str {
     match e {
         JoseError::Expired => "expired",
@@ -295,6 +307,70 @@ struct Verified {
 #[derive(Debug, Clone)]
 pub struct Guard {
     inner: Arc<Inner>,
+    /// A worker's own front to the verified-token cache, if this handle was made by [`Guard::for_worker`].
+    front: Option<Arc<Mutex<Front>>>,
+}
+
+/// What one worker keeps of the verified tokens, so that a token it has seen costs it no shared lock, no
+/// shared reference count and no SHA-256: every worker touching the same locks and counters on every request
+/// costs more than the check itself once two cores do it. Everything here is tied to one key snapshot (a
+/// new one empties it) and remembers the revocation set's version each token was last checked at (a new one
+/// makes the next request check again), so it answers exactly what the shared path would.
+#[derive(Debug, Default)]
+struct Front {
+    /// The keys the tokens below were verified with; none before the first request.
+    keys: Option<KeysView>,
+    tokens: hashbrown::HashTable<FrontEntry>,
+    hasher: hashbrown::DefaultHashBuilder,
+    bytes: usize,
+    /// Hits not yet added to the shared counter, and the second they were last added at.
+    pending_hits: u64,
+    flushed_at: i64,
+}
+
+#[derive(Debug)]
+struct FrontEntry {
+    /// The token itself, compared in constant time and wiped when the entry goes (see [`Drop`] below).
+    token: Box<str>,
+    /// This worker's own copy, so that handing it out touches no other core's cache line.
+    identity: Arc<Identity>,
+    /// The revocation set's version when the token was last found not revoked.
+    revocations: u64,
+}
+
+impl Drop for FrontEntry {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut *self.token);
+    }
+}
+
+impl Front {
+    fn count_hit(&mut self, now: i64, counter: &metrics::Counter) {
+        self.pending_hits += 1;
+        if self.pending_hits >= FRONT_HITS_BATCH || now != self.flushed_at {
+            counter.increment(self.pending_hits);
+            self.pending_hits = 0;
+            self.flushed_at = now;
+        }
+    }
+
+    fn insert(&mut self, token: &str, identity: &Identity, revocations: u64) {
+        if self.tokens.len() >= FRONT_MAX_TOKENS || self.bytes + token.len() > FRONT_MAX_BYTES {
+            self.tokens.clear();
+            self.bytes = 0;
+        }
+        let hash = self.hasher.hash_one(token.as_bytes());
+        let entry = FrontEntry { token: token.into(), identity: Arc::new(identity.clone()), revocations };
+        self.bytes += token.len();
+        self.tokens.insert_unique(hash, entry, |e| self.hasher.hash_one(e.token.as_bytes()));
+    }
+}
+
+/// Whether a presented token is a remembered one, in time that does not depend on where they first differ (a
+/// bearer token is a secret).
+fn same_token(remembered: &str, presented: &str) -> bool {
+    let (a, b) = (remembered.as_bytes(), presented.as_bytes());
+    a.len() == b.len() && std::hint::black_box(a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y))) == 0
 }
 
 #[derive(Debug)]
@@ -409,7 +485,15 @@ impl Guard {
             },
             proof_jtis: std::sync::Mutex::new(JtiCache::new(MAX_PROOF_JTIS)),
         };
-        Ok(Guard { inner: Arc::new(inner) })
+        Ok(Guard { inner: Arc::new(inner), front: None })
+    }
+
+    /// The same guard, with a front cache of its own for one worker thread (the gateway makes one per worker):
+    /// a token this handle has seen is then judged without touching state other threads write, which on a
+    /// busy multi-core host costs more than the check. Answers are the same as the shared guard's: the front
+    /// follows key replacements and revocations as they happen. Clones of the handle share its front.
+    pub fn for_worker(&self) -> Guard {
+        Guard { inner: Arc::clone(&self.inner), front: Some(Arc::default()) }
     }
 
     pub fn config(&self) -> &GuardConfig {
@@ -527,30 +611,77 @@ impl Guard {
                 return Err(Rejection::Unavailable("revocation feed unreachable"));
             }
         }
-        let keys = self.inner.jwks.keys().ok_or(Rejection::Unavailable("no usable keys"))?;
+        match &self.front {
+            Some(front) => self.verify_in_front(front, token, now),
+            None => {
+                let keys = self.inner.jwks.keys().ok_or(Rejection::Unavailable("no usable keys"))?;
+                self.verify_shared(token, &keys, now)
+            }
+        }
+    }
+
+    /// [`Guard::verify`] through a worker's front: a token it holds is judged there (lifetime, and revocation
+    /// again only if the set changed since); any other goes the shared way and is then remembered.
+    fn verify_in_front(&self, front: &Mutex<Front>, token: &str, now: i64) -> Result<Arc<Identity>, Rejection> {
+        let mut f = front.lock().unwrap_or_else(PoisonError::into_inner);
+        let generation = self.inner.jwks.generation();
+        if f.keys.as_ref().is_none_or(|k| k.generation != generation) {
+            // New keys: what was verified with the old ones is forgotten (a removed key stops verifying).
+            f.tokens.clear();
+            f.bytes = 0;
+            f.keys = self.inner.jwks.view();
+        }
+        let keys = match &f.keys {
+            Some(view) if self.inner.jwks.usable(view, now) => Arc::clone(&view.keys),
+            _ => return Err(Rejection::Unavailable("no usable keys")),
+        };
+        let generation = f.keys.as_ref().map_or(0, |k| k.generation);
+        let hash = f.hasher.hash_one(token.as_bytes());
+        if let Some(entry) = f.tokens.find_mut(hash, |e| same_token(&e.token, token)) {
+            if now >= entry.identity.expires_at.saturating_add(self.inner.config.leeway) {
+                return Err(Rejection::Invalid("expired"));
+            }
+            let version = self.inner.revocations.version();
+            if entry.revocations != version {
+                if self.inner.revocations.is_revoked(&facts(&entry.identity)) {
+                    return Err(Rejection::Revoked);
+                }
+                entry.revocations = version;
+            }
+            let identity = Arc::clone(&entry.identity);
+            f.count_hit(now, &self.inner.cache_hits);
+            return Ok(identity);
+        }
+        drop(f);
+        // Read before the shared path checks revocation, so a revocation landing in between is checked again.
+        let revocations = self.inner.revocations.version();
+        let identity = self.verify_shared(token, &keys, now)?;
+        let mut f = front.lock().unwrap_or_else(PoisonError::into_inner);
+        if f.keys.as_ref().is_some_and(|k| k.generation == generation) {
+            f.insert(token, &identity, revocations);
+        }
+        Ok(identity)
+    }
+
+    /// The verified-token cache shared by every handle of this guard, then revocation.
+    fn verify_shared(&self, token: &str, keys: &Arc<KeySet>, now: i64) -> Result<Arc<Identity>, Rejection> {
         let digest: [u8; 32] = {
             let mut out = [0u8; 32];
             out.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
             out
         };
-        let cached = self.cached(&keys, &digest);
+        let cached = self.cached(keys, &digest);
         if cached.is_some() { &self.inner.cache_hits } else { &self.inner.cache_misses }.increment(1);
         let identity = match cached {
             Some(identity) if now < identity.expires_at.saturating_add(self.inner.config.leeway) => identity,
             Some(_) => return Err(Rejection::Invalid("expired")),
             None => {
-                let identity = self.verify_fully(token, &keys)?;
-                self.remember(&keys, digest, Arc::clone(&identity));
+                let identity = self.verify_fully(token, keys)?;
+                self.remember(keys, digest, Arc::clone(&identity));
                 identity
             }
         };
-        let facts = TokenFacts {
-            jti: &identity.jti,
-            sid: identity.session.as_deref(),
-            sub: &identity.subject,
-            iat: identity.issued_at,
-        };
-        if self.inner.revocations.is_revoked(&facts) {
+        if self.inner.revocations.is_revoked(&facts(&identity)) {
             return Err(Rejection::Revoked);
         }
         Ok(identity)
@@ -599,5 +730,49 @@ impl Guard {
             v.keys = Some(Arc::clone(keys));
         }
         v.tokens.insert(digest, identity);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_the_same_only_byte_for_byte() {
+        assert!(same_token("abc.def.ghi", "abc.def.ghi"));
+        assert!(!same_token("abc.def.ghi", "abc.def.ghj"), "last byte");
+        assert!(!same_token("abc.def.ghi", "Abc.def.ghi"), "first byte");
+        assert!(!same_token("abc.def.ghi", "abc.def.gh"), "a prefix");
+        assert!(!same_token("abc", "abc.def"), "an extension");
+        assert!(same_token("", ""));
+    }
+
+    #[test]
+    fn a_full_front_starts_over() {
+        let identity = Identity {
+            subject: "s".into(),
+            client_id: "c".into(),
+            scopes: vec![],
+            roles: vec![],
+            audiences: vec!["api".into()],
+            jti: "j".into(),
+            session: None,
+            issued_at: 0,
+            expires_at: 10,
+            bound_jkt: None,
+        };
+        let mut front = Front::default();
+        for i in 0..FRONT_MAX_TOKENS {
+            front.insert(&format!("t{i}"), &identity, 0);
+        }
+        assert_eq!(front.tokens.len(), FRONT_MAX_TOKENS);
+        front.insert("one more", &identity, 0);
+        assert_eq!((front.tokens.len(), front.bytes), (1, "one more".len()), "emptied, then the new one");
+        let big = "x".repeat(FRONT_MAX_BYTES / 2);
+        front.insert(&big, &identity, 0);
+        front.insert(&big.replace('x', "y"), &identity, 0);
+        assert_eq!(front.tokens.len(), 1, "bounded by bytes too");
+        let hash = front.hasher.hash_one(b"one more");
+        assert!(front.tokens.find(hash, |e| same_token(&e.token, "one more")).is_none());
     }
 }

@@ -20,6 +20,16 @@ struct Snapshot {
     keys: Arc<KeySet>,
     fetched_at: i64,
     ttl: i64,
+    generation: u64,
+}
+
+/// One fetched key set, as a worker keeps it to verify with (see [`JwksCache::generation`]).
+#[derive(Debug, Clone)]
+pub(crate) struct KeysView {
+    pub(crate) keys: Arc<KeySet>,
+    pub(crate) generation: u64,
+    fetched_at: i64,
+    ttl: i64,
 }
 
 /// A JWKS fetched from one URL, kept fresh.
@@ -31,6 +41,8 @@ pub struct JwksCache {
     algorithms: Vec<Algorithm>,
     clock: Clock,
     snapshot: RwLock<Option<Arc<Snapshot>>>,
+    /// The generation of the snapshot, moved (under the snapshot's write lock) each time the keys are replaced.
+    generation: AtomicU64,
     last_attempt: AtomicI64,
     fetches: AtomicU64,
     fetching: tokio::sync::Mutex<()>,
@@ -51,6 +63,7 @@ impl JwksCache {
             algorithms,
             clock,
             snapshot: RwLock::new(None),
+            generation: AtomicU64::new(0),
             last_attempt: AtomicI64::new(i64::MIN),
             fetches: AtomicU64::new(0),
             fetching: tokio::sync::Mutex::new(()),
@@ -69,6 +82,27 @@ impl JwksCache {
     pub fn keys(&self) -> Option<Arc<KeySet>> {
         let s = self.current()?;
         self.timing.usable(s.fetched_at, s.ttl, self.now()).then(|| Arc::clone(&s.keys))
+    }
+
+    /// The generation of the current keys: it moves each time they are replaced, so a worker holding a
+    /// [`KeysView`] of this generation may keep using it (within [`Self::usable`]) without taking the lock.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The current keys with their generation (whether or not they are still usable), if any were fetched.
+    pub(crate) fn view(&self) -> Option<KeysView> {
+        self.current().map(|s| KeysView {
+            keys: Arc::clone(&s.keys),
+            generation: s.generation,
+            fetched_at: s.fetched_at,
+            ttl: s.ttl,
+        })
+    }
+
+    /// Whether a view's keys may still verify at `now` (fresh, or stale within the bound).
+    pub(crate) fn usable(&self, view: &KeysView, now: i64) -> bool {
+        self.timing.usable(view.fetched_at, view.ttl, now)
     }
 
     /// How many fetches were attempted (for metrics, and to show that floods are bounded).
@@ -93,8 +127,11 @@ impl JwksCache {
             return Err(GuardError::Jwks("a published JWKS holds a symmetric key".into()));
         }
         let ttl = self.timing.ttl(cache_control.as_deref());
-        let snapshot = Snapshot { keys: Arc::new(keys), fetched_at: self.now(), ttl };
-        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(snapshot));
+        let mut slot = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
+        let generation = self.generation.load(Ordering::Relaxed) + 1;
+        *slot = Some(Arc::new(Snapshot { keys: Arc::new(keys), fetched_at: self.now(), ttl, generation }));
+        self.generation.store(generation, Ordering::Release);
+        drop(slot);
         tracing::debug!(url = %self.url, ttl, "JWKS fetched");
         Ok(())
     }

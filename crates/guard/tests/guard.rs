@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use portcullis_guard::layer::rejection_response;
 use portcullis_guard::{Clock, Guard, GuardConfig, Rejection, Requirement};
 use portcullis_jose::{jwt, Algorithm, SigningKey, UnixTime, AT_JWT};
+use portcullis_revocation::Kind;
 
 const ISSUER: &str = "https://auth.test";
 
@@ -46,7 +47,18 @@ fn sign(key: &SigningKey, aud: &str, iat: i64, exp: i64, scope: &str) -> String 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verification_expiry_audience_key_removal_and_an_unreachable_server() {
+async fn verification_expiry_audience_revocation_key_removal_and_an_unreachable_server() {
+    judged(false).await;
+}
+
+/// A worker's handle (with its own front cache, as each gateway worker has) gives every answer the shared guard
+/// gives, through the same changes: expiry, revocation of a token it holds, and new keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_handle_answers_as_the_shared_guard_does() {
+    judged(true).await;
+}
+
+async fn judged(worker: bool) {
     let key = SigningKey::generate(Algorithm::ES256).unwrap().with_kid("k1");
     let jwks = Arc::new(Jwks {
         doc: Mutex::new(format!(r#"{{"keys":[{}]}}"#, key.verifying_key().to_jwk().unwrap())),
@@ -63,6 +75,7 @@ async fn verification_expiry_audience_key_removal_and_an_unreachable_server() {
     config.leeway = 0;
     config.timing.max_stale = 600;
     let guard = Guard::start_with_clock(config, clock).await.unwrap();
+    let guard = if worker { guard.for_worker() } else { guard };
     let t0 = now.load(Ordering::SeqCst);
     let good = sign(&key, "api", t0, t0 + 300, "read write");
     let bearer = format!("Bearer {good}");
@@ -82,9 +95,22 @@ async fn verification_expiry_audience_key_removal_and_an_unreachable_server() {
     assert_eq!(guard.authorize(None, &Requirement::default()).await, Err(Rejection::Missing));
     assert_eq!(guard.authorize(Some("Basic abc"), &Requirement::default()).await, Err(Rejection::Malformed));
 
+    // Revocation is judged on every use, cached or not; other tokens are not affected.
+    let revoked = sign(&key, "api", t0 - 1, t0 + 300, "read");
+    assert!(guard.verify(&revoked).is_ok() && guard.verify(&revoked).is_ok());
+    guard.revocations().apply(1, Kind::Token, &format!("j{}{}", t0 - 1, t0 + 300), 0, t0 + 400);
+    assert_eq!(guard.verify(&revoked), Err(Rejection::Revoked));
+    assert_eq!(guard.verify(&revoked), Err(Rejection::Revoked), "and stays revoked");
+    assert_eq!(guard.verify(&good).unwrap(), who);
+    guard.revocations().apply(2, Kind::Subject, "alice", t0, t0 + 400);
+    assert_eq!(guard.verify(&good), Err(Rejection::Revoked), "a subject's cut-off reaches a cached token");
+    now.store(t0 + 2, Ordering::SeqCst);
+    let after_cut = sign(&key, "api", t0 + 2, t0 + 300, "read write");
+    assert!(guard.verify(&after_cut).is_ok(), "tokens issued after the cut-off pass");
+
     // Expiry is judged on every use, cached or not.
     now.store(t0 + 300, Ordering::SeqCst);
-    assert_eq!(guard.verify(&good), Err(Rejection::Invalid("expired")));
+    assert_eq!(guard.verify(&after_cut), Err(Rejection::Invalid("expired")));
     now.store(t0 + 10, Ordering::SeqCst);
 
     // The server goes down: the last keys serve until the stale bound (ttl 300 + 600), then 503.
@@ -93,6 +119,7 @@ async fn verification_expiry_audience_key_removal_and_an_unreachable_server() {
     now.store(t0 + 850, Ordering::SeqCst);
     assert!(guard.jwks().fetch().await.is_err());
     assert!(guard.verify(&late).is_ok(), "stale keys still serve within the bound");
+    assert!(guard.verify(&late).is_ok(), "from the cache too");
     now.store(t0 + 900, Ordering::SeqCst);
     assert_eq!(guard.verify(&late), Err(Rejection::Unavailable("no usable keys")));
     let response = rejection_response(&Rejection::Unavailable("no usable keys"), "api");
@@ -223,6 +250,7 @@ async fn an_unreachable_feed_fails_closed_after_the_bound_when_configured() {
     config.events = Some(("gateway".into(), "secret".into()));
     config.fail_closed_after = Some(60);
     let guard = Guard::start_with_clock(config, clock).await.unwrap();
+    let worker = guard.for_worker();
     let t0 = now.load(Ordering::SeqCst);
     let token = jwt::Signer::new(key, Some(AT_JWT))
         .sign_json(&format!(
@@ -231,9 +259,11 @@ async fn an_unreachable_feed_fails_closed_after_the_bound_when_configured() {
         ))
         .unwrap();
     assert!(guard.verify(&token).is_ok(), "within the bound the guard keeps serving");
+    assert!(worker.verify(&token).is_ok() && worker.verify(&token).is_ok(), "so does a worker, cache warm");
     now.store(t0 + 61, Ordering::SeqCst);
     assert_eq!(guard.feed_lag(), Some(61));
     assert_eq!(guard.verify(&token), Err(Rejection::Unavailable("revocation feed unreachable")));
+    assert_eq!(worker.verify(&token), Err(Rejection::Unavailable("revocation feed unreachable")));
 }
 
 /// `Authorization: DPoP` with a proof (RFC 9449 §7): every proof check runs on every request, cached token or

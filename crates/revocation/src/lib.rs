@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The `typ` of the Security Event Tokens that carry revocations on the server's `/events` feed (RFC 8417 §2.3).
@@ -74,15 +75,30 @@ struct Entries {
 
 /// The live revocations. Cheap to query from many threads at once.
 #[derive(Debug, Default)]
-pub struct RevocationSet(RwLock<Entries>);
+pub struct RevocationSet {
+    entries: RwLock<Entries>,
+    /// Moves on every change, before the change is visible: see [`RevocationSet::version`].
+    version: AtomicU64,
+}
 
 impl RevocationSet {
-    fn read(&self) -> RwLockReadGuard<'_, Entries> {
-        self.0.read().unwrap_or_else(|p| p.into_inner())
+    /// A number that changes whenever the set does. An answer of [`Self::is_revoked`] given while the version
+    /// was `v` (read before asking) still holds while the version is `v`: a caller may keep a "not revoked"
+    /// for a token and ask again only when the version moves, without taking the set's lock on every request.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 
+    fn read(&self) -> RwLockReadGuard<'_, Entries> {
+        self.entries.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The entries, to change: the version moves once the lock is held, so a reader that saw the old version
+    /// asks again after the change.
     fn write(&self) -> RwLockWriteGuard<'_, Entries> {
-        self.0.write().unwrap_or_else(|p| p.into_inner())
+        let entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        self.version.fetch_add(1, Ordering::AcqRel);
+        entries
     }
 
     /// Adds a revocation. `seq` orders revocations from one source; the largest seen is [`Self::last_seq`].
@@ -173,5 +189,20 @@ mod tests {
         assert!(set.is_revoked(&TokenFacts { jti: "x", sid: None, sub: "u", iat: 80 }), "the later cut-off wins");
         set.prune(200);
         assert!(set.is_empty());
+    }
+
+    #[test]
+    fn the_version_moves_with_every_change_and_only_then() {
+        let set = RevocationSet::default();
+        let t = TokenFacts { jti: "j1", sid: None, sub: "u1", iat: 900 };
+        let v0 = set.version();
+        assert!(!set.is_revoked(&t));
+        assert_eq!(set.len(), 0);
+        assert_eq!(set.version(), v0, "reading changes nothing");
+        set.apply(1, Kind::Token, "j1", 0, 2000);
+        let v1 = set.version();
+        assert_ne!(v1, v0, "a revocation moves it");
+        set.prune(10);
+        assert_ne!(set.version(), v1, "so does pruning");
     }
 }

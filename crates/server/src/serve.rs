@@ -81,6 +81,16 @@ pub fn metrics_handle() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics may be incomplete");
             }
+            // Histogram samples are kept until drained, which a scrape does; without a scraper, memory would
+            // grow by every request. The upkeep drains them on its own.
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                upkeep.run_upkeep();
+            });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start the metrics upkeep; histogram samples wait for /metrics");
+            }
             handle
         })
         .clone()
