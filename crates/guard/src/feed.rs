@@ -120,6 +120,8 @@ pub struct Feed {
     jwks: Arc<JwksCache>,
     revocations: Arc<RevocationSet>,
     clock: Clock,
+    /// The guard's leeway: a revocation is kept until a token it covers could no longer pass even with it.
+    leeway: i64,
     last_ok: AtomicI64,
 }
 
@@ -134,6 +136,7 @@ impl Feed {
         jwks: Arc<JwksCache>,
         revocations: Arc<RevocationSet>,
         clock: Clock,
+        leeway: i64,
     ) -> Self {
         let now = clock.now().as_secs();
         Feed {
@@ -151,6 +154,7 @@ impl Feed {
             jwks,
             revocations,
             clock,
+            leeway,
             last_ok: AtomicI64::new(now),
         }
     }
@@ -234,7 +238,9 @@ impl Feed {
             .map_err(|e| GuardError::Event(format!("not a revocation event: {e}")))?;
         let kind = Kind::parse(&event.kind).ok_or(GuardError::Event(format!("unknown kind {:?}", event.kind)))?;
         self.revocations.apply(seq, kind, &event.value, event.issued_before, event.expires_at);
-        self.revocations.prune(self.clock.now().as_secs());
+        // An entry lives until its `expires_at`, the latest `exp` of a token it covers; the guard accepts such a
+        // token until `exp` + leeway, so the entry must outlive its `expires_at` by the leeway.
+        self.revocations.prune(self.clock.now().as_secs().saturating_sub(self.leeway.max(0)));
         Ok(())
     }
 }

@@ -461,6 +461,7 @@ impl Guard {
                     Arc::clone(&jwks),
                     Arc::clone(&revocations),
                     clock.clone(),
+                    config.leeway,
                 ));
                 feed.spawn();
                 Some(feed)

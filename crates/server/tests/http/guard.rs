@@ -32,7 +32,10 @@ async fn the_guard_verifies_offline_follows_revocations_and_survives_rotation() 
     let secret = srv.service_client("svc", &["read", "write"]).await;
     let feed_secret = srv.service_client("gateway", &["portcullis:events"]).await;
     let clock = Arc::clone(&srv.clock);
-    let config = GuardConfig { events: Some(("gateway".into(), feed_secret)), ..GuardConfig::new(&srv.base, "api") };
+    let mut config =
+        GuardConfig { events: Some(("gateway".into(), feed_secret)), ..GuardConfig::new(&srv.base, "api") };
+    // Longer than the minute the server keeps a revocation past the token's `exp` (see below).
+    config.leeway = 120;
     let guard = Guard::start_with_clock(config, GuardClock::new(move || clock.now())).await.unwrap();
     let api = guarded_api(guard.clone()).await;
     let token = |scope: &'static str| srv.client_token("svc", &secret, scope);
@@ -88,6 +91,20 @@ async fn the_guard_verifies_offline_follows_revocations_and_survives_rotation() 
         assert!(revoked_at.elapsed().as_millis() < 1000, "still accepted {:?} after revocation", revoked_at.elapsed());
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+
+    // Past the revoked token's `exp` by more than the server's minute but within the guard's leeway, a later
+    // event (the guard prunes its set as it applies one) must not bring the revoked token back.
+    let payload = portcullis_jose::jws::decode_unverified(&read, 16 * 1024).unwrap().1;
+    let exp = serde_json::from_slice::<Value>(&payload).unwrap()["exp"].as_i64().unwrap();
+    srv.clock.advance(exp + 90 - srv.clock.now().as_secs());
+    let later = token("write").await;
+    assert_eq!(srv.form("/oauth2/revoke", Some(("svc", &secret)), &[("token", &later)]).await.0, 200);
+    let applied_at = std::time::Instant::now();
+    while guard.verify(&later).is_ok() {
+        assert!(applied_at.elapsed().as_millis() < 1000, "the later revocation did not arrive");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(call(Some(read.clone())).await.0, 401, "a revoked token within the leeway stays refused");
 
     // A key rotation: every token verifies at the guard, before, during and after, with no failed request.
     let authority = Arc::clone(&srv.running.authority);
