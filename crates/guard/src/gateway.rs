@@ -16,7 +16,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -166,11 +166,13 @@ pub struct Gateway {
     allowed_public: metrics::Counter,
     upstream_seconds: metrics::Histogram,
     /// This worker's tally of those, added to them in batches (see [`Tally`]).
-    tally: std::sync::Mutex<Tally>,
+    tally: Arc<Mutex<Tally>>,
+    /// Every worker's tally, so that a scrape served by any worker adds them all.
+    tallies: Arc<Mutex<Vec<Weak<Mutex<Tally>>>>>,
 }
 
 /// What a worker's requests add to the series every request touches, kept by the worker and added to the
-/// shared metrics every [`TALLY_BATCH`] requests, at least once a second while requests flow, and when this
+/// shared metrics every [`TALLY_BATCH`] requests, at least once a second while requests flow, and whenever any
 /// worker renders `/metrics`: two workers writing one counter on every request cost more than the count.
 #[derive(Debug, Default)]
 struct Tally {
@@ -186,7 +188,7 @@ const TALLY_BATCH: usize = 64;
 impl Gateway {
     /// Adds one request's counts to this worker's tally, and the tally to the shared metrics when due.
     fn count(&self, now: Instant, add: impl FnOnce(&mut Tally)) {
-        let mut t = self.tally.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut t = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
         add(&mut t);
         t.pending += 1;
         if t.pending >= TALLY_BATCH || t.flushed_at.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
@@ -202,6 +204,20 @@ impl Gateway {
         }
         t.pending = 0;
         t.flushed_at = Some(now);
+    }
+
+    /// Adds every worker's tally (and every worker's count of verified-token cache hits) to the shared
+    /// metrics, for a scrape: a worker with no traffic since would otherwise hold its last counts back.
+    fn flush_all(&self, now: Instant) {
+        let tallies: Vec<Arc<Mutex<Tally>>> = {
+            let mut list = self.tallies.lock().unwrap_or_else(PoisonError::into_inner);
+            list.retain(|w| w.strong_count() > 0);
+            list.iter().filter_map(Weak::upgrade).collect()
+        };
+        for tally in tallies {
+            self.flush(&mut tally.lock().unwrap_or_else(PoisonError::into_inner), now);
+        }
+        self.guard.flush_counts();
     }
 }
 
@@ -285,6 +301,7 @@ impl Gateway {
         }
         let guard = Guard::start(guard_config).await?;
         let timeout = Duration::from_secs(config.upstream_timeout.max(1));
+        let tally = Arc::default();
         Ok(Arc::new(Gateway {
             guard,
             routes,
@@ -294,7 +311,8 @@ impl Gateway {
             allowed: metrics::counter!(DECISIONS, "result" => "allow", "reason" => "ok"),
             allowed_public: metrics::counter!(DECISIONS, "result" => "allow", "reason" => "public"),
             upstream_seconds: metrics::histogram!("portcullis_gateway_upstream_seconds"),
-            tally: std::sync::Mutex::default(),
+            tally: Arc::clone(&tally),
+            tallies: Arc::new(Mutex::new(vec![Arc::downgrade(&tally)])),
         }))
     }
 
@@ -305,6 +323,8 @@ impl Gateway {
     /// The same gateway (guard, routes, metrics) with an upstream connection pool of its own, for a worker
     /// thread: a connection then lives and is used on one thread only.
     pub fn for_worker(&self) -> Arc<Gateway> {
+        let tally = Arc::default();
+        self.tallies.lock().unwrap_or_else(PoisonError::into_inner).push(Arc::downgrade(&tally));
         Arc::new(Gateway {
             guard: self.guard.for_worker(),
             routes: self.routes.clone(),
@@ -314,7 +334,8 @@ impl Gateway {
             allowed: self.allowed.clone(),
             allowed_public: self.allowed_public.clone(),
             upstream_seconds: self.upstream_seconds.clone(),
-            tally: std::sync::Mutex::default(),
+            tally,
+            tallies: Arc::clone(&self.tallies),
         })
     }
 
@@ -392,11 +413,7 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
         metrics::gauge!("portcullis_guard_feed_lag_seconds").set(lag as f64);
     }
     metrics::gauge!("portcullis_guard_revocations").set(gw.guard.revocations().len() as f64);
-    // This worker's own tally now; the other workers' reach the counters within a second while they serve.
-    {
-        let mut t = gw.tally.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        gw.flush(&mut t, Instant::now());
-    }
+    gw.flush_all(Instant::now());
     let body = gw.metrics.as_ref().map(|m| m.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

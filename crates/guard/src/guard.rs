@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 
 use aws_lc_rs::digest;
 use portcullis_jose::dpop::{verify_proof, JtiCache, Nonces, ProofKeys, ProofPolicy, ProofRequest};
@@ -388,6 +388,8 @@ struct Inner {
     cache_misses: metrics::Counter,
     proof_policy: ProofPolicy,
     proof_jtis: std::sync::Mutex<JtiCache>,
+    /// Every worker handle's front, so that [`Guard::flush_counts`] reaches them all.
+    fronts: Mutex<Vec<Weak<Mutex<Front>>>>,
 }
 
 impl Guard {
@@ -485,6 +487,7 @@ impl Guard {
                 ..ProofPolicy::default()
             },
             proof_jtis: std::sync::Mutex::new(JtiCache::new(MAX_PROOF_JTIS)),
+            fronts: Mutex::default(),
         };
         Ok(Guard { inner: Arc::new(inner), front: None })
     }
@@ -494,7 +497,22 @@ impl Guard {
     /// busy multi-core host costs more than the check. Answers are the same as the shared guard's: the front
     /// follows key replacements and revocations as they happen. Clones of the handle share its front.
     pub fn for_worker(&self) -> Guard {
-        Guard { inner: Arc::clone(&self.inner), front: Some(Arc::default()) }
+        let front = Arc::default();
+        let mut fronts = self.inner.fronts.lock().unwrap_or_else(PoisonError::into_inner);
+        fronts.retain(|f| f.strong_count() > 0);
+        fronts.push(Arc::downgrade(&front));
+        Guard { inner: Arc::clone(&self.inner), front: Some(front) }
+    }
+
+    /// Adds the cache hits every worker handle has counted but not yet added (each adds them every 64 hits or
+    /// second while it serves) to `portcullis_guard_verify_cache_total`: call it before rendering metrics.
+    pub fn flush_counts(&self) {
+        let fronts: Vec<Arc<Mutex<Front>>> =
+            self.inner.fronts.lock().unwrap_or_else(PoisonError::into_inner).iter().filter_map(Weak::upgrade).collect();
+        for front in fronts {
+            let mut f = front.lock().unwrap_or_else(PoisonError::into_inner);
+            self.inner.cache_hits.increment(std::mem::take(&mut f.pending_hits));
+        }
     }
 
     pub fn config(&self) -> &GuardConfig {

@@ -338,6 +338,27 @@ scopes = ["write"]
         assert!(metrics.contains(series), "{series} missing from /metrics");
     }
 
+    // A scrape adds every worker's counts, not only those of the worker serving it: twenty requests, each on a
+    // connection of its own (so that both workers serve some), move the counters by exactly twenty.
+    let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let count = |text: &str, series: &str| -> u64 {
+        text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0)
+    };
+    let (allowed, hits) = (
+        r#"portcullis_gateway_decisions_total{result="allow",reason="ok"} "#,
+        r#"portcullis_guard_verify_cache_total{result="hit"} "#,
+    );
+    let counted = token("read").await;
+    let send = || fresh.get(format!("{base}/api/orders")).bearer_auth(&counted).send();
+    assert_eq!(send().await.unwrap().status().as_u16(), 200, "verified once, and cached");
+    let before = fresh.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    for _ in 0..20 {
+        assert_eq!(send().await.unwrap().status().as_u16(), 200);
+    }
+    let after = fresh.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(count(&after, allowed) - count(&before, allowed), 20, "allowed requests");
+    assert_eq!(count(&after, hits) - count(&before, hits), 20, "verified-token cache hits");
+
     // The server goes away: the gateway keeps serving from its cached keys (no fail_closed_after configured).
     let (fresh, http) = (token("read").await, srv.http.clone());
     srv.stop().await;
