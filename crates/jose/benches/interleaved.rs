@@ -2,8 +2,8 @@
 //! each implementation in rotating order, and the table reports each one's median over the rounds. A shared
 //! host's drifting speed then affects all columns alike, so the ratios hold where sequential runs would not.
 //!
-//! Run: `cargo bench -p portcullis-jose --bench interleaved [-- dpop]` (prints Markdown tables; about a minute;
-//! `dpop` runs the DPoP table alone).
+//! Run: `cargo bench -p portcullis-jose --bench interleaved [-- dpop | ALG...]` (prints Markdown tables; about a
+//! minute; `dpop` runs the DPoP table alone, algorithm names such as `HS256` restrict the tables to them).
 //!
 //! The last table is the cost of checking one DPoP proof (RFC 9449) at a resource server, against its floor:
 //! the bare signature verification of the proof plus one SHA-256 of the access token (for `ath`).
@@ -64,7 +64,8 @@ fn table(title: &str, cases: Vec<common::Case>) {
     println!("\n{title} (median of {ROUNDS} interleaved rounds; ratio to raw aws-lc-rs)\n");
     println!("| alg | {} |", common::IMPLS.join(" | "));
     println!("|---|{}", "---|".repeat(common::IMPLS.len()));
-    for alg in common::ALGS {
+    let wanted: Vec<String> = std::env::args().filter(|a| common::ALGS.iter().any(|g| g.name() == a)).collect();
+    for alg in common::ALGS.into_iter().filter(|a| wanted.is_empty() || wanted.iter().any(|w| w == a.name())) {
         let group: Vec<&common::Case> = cases.iter().filter(|c| c.alg == alg.name()).collect();
         let times = measure(&group);
         let raw = group.iter().zip(&times).find(|(c, _)| c.imp == "raw").map(|(_, t)| *t);
@@ -136,9 +137,12 @@ fn main() {
         return;
     }
     // `-- dpop` runs the DPoP table alone.
-    if !std::env::args().any(|a| a == "dpop") {
+    let dpop_only = std::env::args().any(|a| a == "dpop");
+    if !dpop_only {
         table("verify", common::verify_cases());
         table("sign", common::sign_cases());
     }
-    dpop_table();
+    if dpop_only || !std::env::args().any(|a| common::ALGS.iter().any(|g| g.name() == a)) {
+        dpop_table();
+    }
 }

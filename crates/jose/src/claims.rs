@@ -13,31 +13,41 @@ use crate::time::UnixTime;
 /// String-valued registered claims (RFC 7519 §4.1, RFC 9068 §2.2, RFC 8693, OpenID Connect Core).
 const STRING_CLAIMS: [&str; 8] = ["iss", "sub", "jti", "client_id", "scope", "sid", "azp", "nonce"];
 
-/// What a member name is to the parser. Matching on bytes compiles to length and word compares.
+/// NumericDate claims (RFC 7519 §2, OpenID Connect Core's `auth_time`); the first three by name below.
+const TIME_CLAIMS: [&str; 4] = ["exp", "nbf", "iat", "auth_time"];
+const EXP: usize = 0;
+const NBF: usize = 1;
+const IAT: usize = 2;
+
+/// What a member name is to the parser.
 enum Class {
     Str(usize),
-    Time(&'static str),
+    /// An index into `TIME_CLAIMS`.
+    Time(usize),
     Aud,
     Cnf,
     Other,
 }
 
+/// Byte-by-byte slice patterns compile to a decision tree (length, then first byte, ...); literal patterns
+/// (`b"iss"`) to one comparison after another. Called for every claim and every required one.
+#[inline]
 fn classify(name: &[u8]) -> Class {
     match name {
-        b"iss" => Class::Str(0),
-        b"sub" => Class::Str(1),
-        b"jti" => Class::Str(2),
-        b"client_id" => Class::Str(3),
-        b"scope" => Class::Str(4),
-        b"sid" => Class::Str(5),
-        b"azp" => Class::Str(6),
-        b"nonce" => Class::Str(7),
-        b"exp" => Class::Time("exp"),
-        b"nbf" => Class::Time("nbf"),
-        b"iat" => Class::Time("iat"),
-        b"auth_time" => Class::Time("auth_time"),
-        b"aud" => Class::Aud,
-        b"cnf" => Class::Cnf,
+        [b'i', b's', b's'] => Class::Str(0),
+        [b's', b'u', b'b'] => Class::Str(1),
+        [b'j', b't', b'i'] => Class::Str(2),
+        [b'c', b'l', b'i', b'e', b'n', b't', b'_', b'i', b'd'] => Class::Str(3),
+        [b's', b'c', b'o', b'p', b'e'] => Class::Str(4),
+        [b's', b'i', b'd'] => Class::Str(5),
+        [b'a', b'z', b'p'] => Class::Str(6),
+        [b'n', b'o', b'n', b'c', b'e'] => Class::Str(7),
+        [b'e', b'x', b'p'] => Class::Time(EXP),
+        [b'n', b'b', b'f'] => Class::Time(NBF),
+        [b'i', b'a', b't'] => Class::Time(IAT),
+        [b'a', b'u', b't', b'h', b'_', b't', b'i', b'm', b'e'] => Class::Time(3),
+        [b'a', b'u', b'd'] => Class::Aud,
+        [b'c', b'n', b'f'] => Class::Cnf,
         _ => Class::Other,
     }
 }
@@ -89,9 +99,9 @@ impl Claims {
         let mut visit = |key: &JsonStr<'_>, value: &RawValue<'_>| {
             if claim_error.is_none() {
                 match read_claim(&json, key, value, &mut strings, &mut aud) {
-                    Ok(Some(("exp", t))) => exp = Some(t),
-                    Ok(Some(("nbf", t))) => nbf = Some(t),
-                    Ok(Some(("iat", t))) => iat = Some(t),
+                    Ok(Some((EXP, t))) => exp = Some(t),
+                    Ok(Some((NBF, t))) => nbf = Some(t),
+                    Ok(Some((IAT, t))) => iat = Some(t),
                     Ok(_) => {}
                     Err(e) => claim_error = Some(e),
                 }
@@ -122,9 +132,9 @@ impl Claims {
     pub fn contains(&self, name: &str) -> bool {
         match classify(name.as_bytes()) {
             Class::Str(i) => self.strings[i].is_some(),
-            Class::Time("exp") => self.exp.is_some(),
-            Class::Time("iat") => self.iat.is_some(),
-            Class::Time("nbf") => self.nbf.is_some(),
+            Class::Time(EXP) => self.exp.is_some(),
+            Class::Time(IAT) => self.iat.is_some(),
+            Class::Time(NBF) => self.nbf.is_some(),
             Class::Aud => !matches!(self.aud, Audience::Absent),
             _ => self.members.iter().any(|m| m.key.get(&self.json) == name),
         }
@@ -247,7 +257,7 @@ fn read_claim(
     value: &RawValue<'_>,
     strings: &mut [Option<Span>; STRING_CLAIMS.len()],
     aud: &mut Audience,
-) -> Result<Option<(&'static str, i64)>, Error> {
+) -> Result<Option<(usize, i64)>, Error> {
     // Classify decoded names: `"\u0065xp"` is `exp` and must be checked as `exp`.
     let name = key.to_cow();
     match classify(name.as_bytes()) {
@@ -255,7 +265,7 @@ fn read_claim(
             let value = value.as_str().ok_or(Error::ClaimType(STRING_CLAIMS[i]))?;
             strings[i] = Some(Span::of(json, value));
         }
-        Class::Time(claim) => return Ok(Some((claim, numeric_date(claim, value)?))),
+        Class::Time(i) => return Ok(Some((i, numeric_date(TIME_CLAIMS[i], value)?))),
         Class::Aud => {
             check_aud(value)?;
             *aud = match value.as_str() {

@@ -11,6 +11,8 @@
 
 use std::borrow::Cow;
 
+use smallvec::SmallVec;
+
 use crate::error::JsonError;
 
 /// The default nesting limit: objects and arrays deeper than this are refused.
@@ -23,16 +25,19 @@ const LINEAR_DUP_CHECK: usize = 32;
 #[derive(Debug, Clone, Copy)]
 pub struct JsonStr<'a> {
     raw: &'a str,
-    escaped: bool,
-    /// For member names: length and a few bytes of the raw text, so that different fingerprints mean different
-    /// unescaped names. 0 for other strings, which are never compared this way.
-    print: u64,
+    /// Bit 31: the raw text has escapes. For member names, the other bits are a fingerprint (the length's low
+    /// 31 bits and four bytes of the raw text), so that different fingerprints mean different unescaped names; 0
+    /// for other strings, which are never compared this way. One word with no padding: a string with a separate
+    /// flag byte is copied in odd-sized pieces, which stall the store-to-load forwarding when read back whole.
+    meta: u64,
 }
+
+const ESCAPED: u64 = 1 << 31;
 
 fn fingerprint(raw: &[u8]) -> u64 {
     let at = |i: usize| raw.get(i).copied().map_or(0, u64::from);
     let n = raw.len();
-    n as u64 | at(0) << 32 | at(1) << 40 | at(n.wrapping_sub(1)) << 48 | at(n.wrapping_sub(2)) << 56
+    (n as u64 & (ESCAPED - 1)) | at(0) << 32 | at(1) << 40 | at(n.wrapping_sub(1)) << 48 | at(n.wrapping_sub(2)) << 56
 }
 
 impl<'a> JsonStr<'a> {
@@ -42,18 +47,19 @@ impl<'a> JsonStr<'a> {
     }
 
     /// True when the raw text has escapes to decode.
+    #[inline]
     pub fn is_escaped(&self) -> bool {
-        self.escaped
+        self.meta & ESCAPED != 0
     }
 
     /// Rebuilds a string from raw text the parser already validated.
     pub(crate) fn from_raw(raw: &'a str, escaped: bool) -> Self {
-        JsonStr { raw, escaped, print: 0 }
+        JsonStr { raw, meta: if escaped { ESCAPED } else { 0 } }
     }
 
     /// True when the decoded string equals `s`. Free of allocation unless the string has escapes.
     pub fn is(&self, s: &str) -> bool {
-        if self.escaped {
+        if self.is_escaped() {
             self.to_cow() == s
         } else {
             self.raw == s
@@ -63,7 +69,7 @@ impl<'a> JsonStr<'a> {
     /// The decoded string; borrowed unless it had escapes.
     #[inline]
     pub fn to_cow(&self) -> Cow<'a, str> {
-        if self.escaped {
+        if self.is_escaped() {
             Cow::Owned(unescape(self.raw))
         } else {
             Cow::Borrowed(self.raw)
@@ -73,8 +79,8 @@ impl<'a> JsonStr<'a> {
     /// Inlined: most names differ in their fingerprints, which is one comparison.
     #[inline]
     fn same_as(&self, other: &JsonStr<'_>) -> bool {
-        if !self.escaped && !other.escaped {
-            self.print == other.print && self.raw == other.raw
+        if (self.meta | other.meta) & ESCAPED == 0 {
+            self.meta == other.meta && self.raw == other.raw
         } else {
             self.to_cow() == other.to_cow()
         }
@@ -187,10 +193,6 @@ fn parse_top_object<'a>(text: &'a str, max_depth: usize, out: Out<'_, 'a>) -> Re
         p.finish()?;
         return Err(JsonError::NotAnObject);
     }
-    if matches!(out, Out::Visit(_)) {
-        // The visited object's names are kept here for the duplicate check.
-        p.keys.reserve(16);
-    }
     p.parse_object(out)?;
     p.finish()
 }
@@ -227,13 +229,14 @@ struct Parser<'a> {
     pos: usize,
     depth: usize,
     max_depth: usize,
-    /// Member names of the objects being parsed, innermost last; each object owns a tail of it.
-    keys: Vec<JsonStr<'a>>,
+    /// Member names of the objects being parsed, innermost last; each object owns a tail of it. On the stack
+    /// up to a size that holds a claims set's names.
+    keys: SmallVec<[JsonStr<'a>; 24]>,
 }
 
 impl<'a> Parser<'a> {
     fn new(text: &'a str, max_depth: usize) -> Self {
-        Parser { text, bytes: text.as_bytes(), pos: 0, depth: 0, max_depth, keys: Vec::new() }
+        Parser { text, bytes: text.as_bytes(), pos: 0, depth: 0, max_depth, keys: SmallVec::new() }
     }
 
     fn peek(&self) -> Option<u8> {
@@ -335,9 +338,9 @@ impl<'a> Parser<'a> {
                     return Err(JsonError::Syntax);
                 }
                 let mut key = self.parse_string()?;
-                key.print = fingerprint(key.raw.as_bytes());
-                let bit = 1u64 << (key.print.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58);
-                escapes |= key.escaped;
+                key.meta |= fingerprint(key.raw.as_bytes());
+                let bit = 1u64 << (key.meta.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58);
+                escapes |= key.is_escaped();
                 let maybe_repeat = escapes || seen & bit != 0;
                 seen |= bit;
                 let duplicate = maybe_repeat
@@ -429,13 +432,20 @@ impl<'a> Parser<'a> {
         let start = self.pos;
         let mut escaped = false;
         loop {
-            // Skip eight ordinary bytes at a time, then straight to the first quote, backslash or control byte.
+            // Skip eight ordinary bytes at a time. A closing quote with nothing special before it ends the string
+            // here, found from the masks alone; a backslash or control byte first goes to the byte-wise checks.
             while let Some(chunk) = self.bytes.get(self.pos..self.pos + 8) {
                 let mut word = [0u8; 8];
                 word.copy_from_slice(chunk);
-                let special = special_bytes(u64::from_le_bytes(word));
-                if special != 0 {
-                    self.pos += (special.trailing_zeros() / 8) as usize;
+                let (quote, other) = special_bytes(u64::from_le_bytes(word));
+                if quote | other != 0 {
+                    let (q, o) = (quote.trailing_zeros(), other.trailing_zeros());
+                    self.pos += (q.min(o) / 8) as usize;
+                    if q < o {
+                        let raw = &self.text[start..self.pos];
+                        self.pos += 1;
+                        return Ok(JsonStr::from_raw(raw, escaped));
+                    }
                     break;
                 }
                 self.pos += 8;
@@ -549,13 +559,15 @@ impl<'a> Parser<'a> {
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
-/// A mask whose lowest set bit is the high bit of the first byte of `v` (little-endian) that is `"`, `\\` or
-/// below 0x20; 0 when there is none. (Higher bits may be set spuriously by borrows; the lowest one is exact.)
-fn special_bytes(v: u64) -> u64 {
+/// Two masks over the bytes of `v` (little-endian): the lowest set bit of the first is the high bit of the first
+/// `"`, that of the second the high bit of the first `\\` or byte below 0x20; 0 when there is none. (Higher bits
+/// may be set spuriously by borrows; the lowest one of each mask is exact.)
+#[inline(always)]
+fn special_bytes(v: u64) -> (u64, u64) {
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    zero(v ^ (ONES * u64::from(b'"')))
-        | zero(v ^ (ONES * u64::from(b'\\')))
-        | (v.wrapping_sub(ONES * 0x20) & !v & HIGHS)
+    let quote = zero(v ^ (ONES * u64::from(b'"')));
+    let other = zero(v ^ (ONES * u64::from(b'\\'))) | (v.wrapping_sub(ONES * 0x20) & !v & HIGHS);
+    (quote, other)
 }
 
 /// Decodes the escapes of a string the parser has already validated.
@@ -733,20 +745,30 @@ mod tests {
                         let mut w = [after; 8];
                         w[..pos].iter_mut().enumerate().for_each(|(k, b)| *b = ordinary[(i + k) % ordinary.len()]);
                         w[pos] = special;
-                        let found = special_bytes(u64::from_le_bytes(w)).trailing_zeros() / 8;
-                        assert_eq!(found as usize, pos, "{w:x?}");
+                        let (quote, other) = special_bytes(u64::from_le_bytes(w));
+                        assert_eq!((quote | other).trailing_zeros() as usize / 8, pos, "{w:x?}");
+                        // Which kind comes first is exact too: the string ends there only at a quote.
+                        let first = if special == b'"' { quote } else { other };
+                        assert_eq!(first.trailing_zeros() as usize / 8, pos, "{w:x?}");
                     }
                 }
             }
         }
         for plain in [*b"abcdefgh", [0x20; 8], [0xff; 8], [0x7f; 8], *b"\xc3\xa9 \xf0\x9f\x98\x80!"] {
-            assert_eq!(special_bytes(u64::from_le_bytes(plain)), 0, "{plain:?}");
+            assert_eq!(special_bytes(u64::from_le_bytes(plain)), (0, 0), "{plain:?}");
         }
         // Strings longer than a word, with the special byte at every offset.
         for len in 0..40 {
             let body = "x".repeat(len);
             assert_eq!(obj(&format!("{{\"k\":\"{body}\"}}")).unwrap()[0].value.as_str().unwrap().raw(), body);
             assert!(obj(&format!("{{\"k\":\"{body}\u{1}\"}}")).is_err());
+            // An escaped quote in the same word as the closing one does not end the string.
+            let escaped = format!("{body}\\\"z");
+            let text = format!("{{\"k\":\"{escaped}\"}}");
+            let members = obj(&text).unwrap();
+            let value = members[0].value.as_str().unwrap();
+            assert_eq!((value.raw(), value.is_escaped()), (escaped.as_str(), true));
+            assert_eq!(value.to_cow(), format!("{body}\"z"));
         }
     }
 

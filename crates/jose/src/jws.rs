@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use crate::alg::Algorithm;
 use crate::b64;
 use crate::error::{Error, Part};
-use crate::json::{self, find, JsonStr, Member, RawValue};
+use crate::json::{self, find, JsonStr, Kind, Member, RawValue};
 use crate::key::SigningKey;
 use crate::keyset::KeySet;
 use crate::policy::AlgSet;
@@ -88,6 +88,8 @@ pub(crate) struct HeaderFacts<'a> {
     pub kid: Option<JsonStr<'a>>,
     pub typ: Option<JsonStr<'a>>,
     pub cty: Option<JsonStr<'a>>,
+    /// No member's value is an object or an array.
+    pub flat: bool,
 }
 
 pub(crate) fn check_header<'a>(members: &[Member<'a>], rules: HeaderRules) -> Result<HeaderFacts<'a>, Error> {
@@ -112,6 +114,7 @@ pub(crate) struct HeaderScan<'a> {
     unencoded: bool,
     zip: bool,
     bad_type: Option<&'static str>,
+    nested: bool,
 }
 
 impl<'a> HeaderScan<'a> {
@@ -128,11 +131,13 @@ impl<'a> HeaderScan<'a> {
             unencoded: false,
             zip: false,
             bad_type: None,
+            nested: false,
         }
     }
 
     pub(crate) fn see(&mut self, key: &JsonStr<'a>, value: &RawValue<'a>) {
         let name = key.to_cow();
+        self.nested |= matches!(value.kind(), Kind::Object | Kind::Array);
         let bad_type = &mut self.bad_type;
         let mut string = |slot: &mut Option<JsonStr<'a>>, label: &'static str| match value.as_str() {
             Some(v) => *slot = Some(v),
@@ -178,7 +183,7 @@ impl<'a> HeaderScan<'a> {
         if let Some(label) = self.bad_type {
             return Err(Error::HeaderType(label));
         }
-        Ok(HeaderFacts { alg, kid: self.kid, typ: self.typ, cty: self.cty })
+        Ok(HeaderFacts { alg, kid: self.kid, typ: self.typ, cty: self.cty, flat: !self.nested })
     }
 }
 
@@ -245,6 +250,12 @@ pub struct VerifiedJws {
 /// Verifies a compact JWS against the trusted keys and returns its header and payload.
 pub fn verify(token: &str, keys: &KeySet, options: &JwsOptions) -> Result<VerifiedJws, Error> {
     let seg = split(token, options.max_token_bytes)?;
+    // A header segment the set accepted before needs no decoding, parsing or key selection: those depend on
+    // its bytes alone. Remembered headers are flat, so they pass any nesting limit but zero.
+    if let Some((header, key)) = keys.known_header(seg.header).filter(|_| options.max_depth > 0) {
+        let payload = verify_signed(&seg, header.alg, key, options)?;
+        return Ok(VerifiedJws { header: header.clone(), payload });
+    }
     let header_bytes = b64::decode(seg.header.as_bytes()).ok_or(Error::Base64(Part::Header))?;
     let header_json = String::from_utf8(header_bytes)
         .map_err(|_| Error::Json { part: Part::Header, error: crate::error::JsonError::InvalidUnicode })?;
@@ -254,8 +265,30 @@ pub fn verify(token: &str, keys: &KeySet, options: &JwsOptions) -> Result<Verifi
     let facts = scan.verdict()?;
     let kid = facts.kid.map(|k| k.to_cow());
     let key = keys.select(kid.as_deref(), facts.alg)?;
-    if !options.algorithms.contains(facts.alg) {
-        return Err(Error::AlgorithmNotAllowed(facts.alg.name()));
+    let payload = verify_signed(&seg, facts.alg, key, options)?;
+    let flat = facts.flat;
+    let header = Header {
+        alg: facts.alg,
+        kid: facts.kid.map(|s| Span::of(&header_json, s)),
+        typ: facts.typ.map(|s| Span::of(&header_json, s)),
+        cty: facts.cty.map(|s| Span::of(&header_json, s)),
+        json: header_json,
+    };
+    if flat {
+        keys.remember_header(seg.header, &header, key);
+    }
+    Ok(VerifiedJws { header, payload })
+}
+
+/// The checks after the header: the policy's algorithm list, then the signature; returns the decoded payload.
+fn verify_signed(
+    seg: &Segments<'_>,
+    alg: Algorithm,
+    key: &crate::key::VerifyingKey,
+    options: &JwsOptions,
+) -> Result<Vec<u8>, Error> {
+    if !options.algorithms.contains(alg) {
+        return Err(Error::AlgorithmNotAllowed(alg.name()));
     }
     if seg.signature.is_empty() {
         return Err(Error::Malformed);
@@ -272,14 +305,7 @@ pub fn verify(token: &str, keys: &KeySet, options: &JwsOptions) -> Result<Verifi
     };
     let payload = b64::decode(seg.payload.as_bytes()).ok_or(Error::Base64(Part::Payload))?;
     key.verify(seg.signing_input.as_bytes(), signature)?;
-    let header = Header {
-        alg: facts.alg,
-        kid: facts.kid.map(|s| Span::of(&header_json, s)),
-        typ: facts.typ.map(|s| Span::of(&header_json, s)),
-        cty: facts.cty.map(|s| Span::of(&header_json, s)),
-        json: header_json,
-    };
-    Ok(VerifiedJws { header, payload })
+    Ok(payload)
 }
 
 /// Header parameters for signing, besides `alg` and `kid` (which come from the key).
@@ -368,6 +394,53 @@ mod tests {
         assert_eq!(v.header.kid().as_deref(), Some("k"));
         assert_eq!(v.header.typ().as_deref(), Some("JWT"));
         assert_eq!(v.header.algorithm(), Algorithm::ES256);
+    }
+
+    #[test]
+    fn a_remembered_header_gives_the_same_result_and_every_later_check_still_runs() {
+        let (key, set) = setup();
+        let opts = JwsOptions::default();
+        let header = r#"{"alg":"ES256","kid":"k","typ":"at+jwt"}"#;
+        let token = forge(&key, header, b"hello");
+        let first = verify(&token, &set, &opts).unwrap();
+        assert_eq!(set.known_headers(), 1);
+        let second = verify(&token, &set, &opts).unwrap();
+        assert_eq!((second.header.json(), second.header.typ()), (first.header.json(), first.header.typ()));
+        assert_eq!((second.header.kid(), second.header.algorithm()), (Some("k".into()), Algorithm::ES256));
+        assert_eq!(second.payload, b"hello");
+        // Same header bytes: the signature, the payload's encoding and the caller's algorithms are still checked.
+        let (input, _) = token.rsplit_once('.').unwrap();
+        let other = forge(&key, header, b"other");
+        let spliced = format!("{input}.{}", other.rsplit_once('.').unwrap().1);
+        assert_eq!(verify(&spliced, &set, &opts).unwrap_err(), Error::BadSignature);
+        let (head, rest) = token.split_once('.').unwrap();
+        assert_eq!(verify(&format!("{head}.+{rest}"), &set, &opts).unwrap_err(), Error::Base64(Part::Payload));
+        let only_eddsa = JwsOptions { algorithms: AlgSet::of(&[Algorithm::EdDSA]), ..JwsOptions::default() };
+        assert_eq!(verify(&token, &set, &only_eddsa).unwrap_err(), Error::AlgorithmNotAllowed("ES256"));
+        let flat_only = JwsOptions { max_depth: 0, ..JwsOptions::default() };
+        assert_eq!(verify(&token, &set, &flat_only).unwrap_err(), Error::json(Part::Header)(JsonError::TooDeep));
+        // A key of another set is not trusted through a header this set remembers.
+        let (_, other_set) = setup();
+        assert_eq!(verify(&token, &other_set, &opts).unwrap_err(), Error::BadSignature);
+        assert_eq!(set.known_headers(), 1);
+    }
+
+    #[test]
+    fn only_flat_headers_of_verified_tokens_are_remembered_and_only_a_few() {
+        let (key, set) = setup();
+        let opts = JwsOptions::default();
+        let nested = forge(&key, r#"{"alg":"ES256","kid":"k","x":{"y":[1]}}"#, b"p");
+        verify(&nested, &set, &opts).unwrap();
+        let fresh = forge(&key, r#"{"alg":"ES256","kid":"k","n":0}"#, b"p");
+        let forged = format!("{}.{}", fresh.rsplit_once('.').unwrap().0, nested.rsplit_once('.').unwrap().1);
+        assert_eq!(verify(&forged, &set, &opts).unwrap_err(), Error::BadSignature);
+        assert_eq!(set.known_headers(), 0, "a nested header or a bad signature is not remembered");
+        for n in 1..=6 {
+            let token = forge(&key, &format!(r#"{{"alg":"ES256","kid":"k","n":{n}}}"#), b"p");
+            verify(&token, &set, &opts).unwrap();
+            verify(&token, &set, &opts).unwrap();
+        }
+        assert_eq!(set.known_headers(), 4);
     }
 
     #[test]

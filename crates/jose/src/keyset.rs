@@ -1,10 +1,13 @@
 //! The trusted keys a verifier chooses from. A token picks a key only by `kid` (or, with no `kid`, when
 //! exactly one key has the token's algorithm); nothing in the token can add a key.
 
+use std::sync::OnceLock;
+
 use crate::alg::Algorithm;
 use crate::error::{Error, Part};
 use crate::json::{self, find};
 use crate::jwk;
+use crate::jws::Header;
 use crate::key::VerifyingKey;
 
 /// A key from a JWK Set that was not imported, and why (for the operator's log).
@@ -21,6 +24,22 @@ pub struct Skipped {
 pub struct KeySet {
     keys: Vec<VerifyingKey>,
     skipped: Vec<Skipped>,
+    /// Header segments of tokens that verified, with what checking them found; filled in order.
+    known: [OnceLock<KnownHeader>; KNOWN_HEADERS],
+}
+
+/// How many distinct header segments a set remembers. An issuer writes the same header on every token of a key,
+/// so a few cover the overlap of a key rotation; once they are taken, other headers are checked every time.
+const KNOWN_HEADERS: usize = 4;
+
+/// A header segment that this set accepted, with its checked header and the key it selected. Checking a header
+/// and selecting its key depend on nothing but the segment's bytes and the set, so a token with the same bytes
+/// can skip both. Only headers with no nested value are kept: they pass any nesting limit the caller sets.
+#[derive(Debug)]
+struct KnownHeader {
+    segment: Box<str>,
+    header: Header,
+    key: usize,
 }
 
 /// The most keys a JWK Set may hold; a larger set is refused outright.
@@ -39,12 +58,12 @@ impl KeySet {
         if keys.iter().any(VerifyingKey::is_symmetric) && keys.iter().any(|k| !k.is_symmetric()) {
             return Err(Error::AmbiguousKeySet("symmetric and asymmetric keys mixed"));
         }
-        Ok(KeySet { keys, skipped: Vec::new() })
+        Ok(KeySet { keys, skipped: Vec::new(), known: Default::default() })
     }
 
     /// A set of one key.
     pub fn single(key: VerifyingKey) -> Self {
-        KeySet { keys: vec![key], skipped: Vec::new() }
+        KeySet { keys: vec![key], skipped: Vec::new(), known: Default::default() }
     }
 
     /// Parses a JWK Set (`{"keys":[...]}`) or a single JWK. Keys that cannot be used for verifying
@@ -129,6 +148,40 @@ impl KeySet {
             return Err(Error::AlgorithmKeyMismatch { token: alg.name(), key: key.algorithm().name() });
         }
         Ok(key)
+    }
+
+    /// The checked header and the key of a header segment this set accepted before.
+    pub(crate) fn known_header(&self, segment: &str) -> Option<(&Header, &VerifyingKey)> {
+        for slot in &self.known {
+            // Slots fill in order: the first empty one ends the search.
+            let known = slot.get()?;
+            if *known.segment == *segment {
+                return Some((&known.header, self.keys.get(known.key)?));
+            }
+        }
+        None
+    }
+
+    /// Remembers a header segment whose token verified with `key` (a key of this set), if a slot is free. Two
+    /// threads racing for one slot: one wins, the other's segment waits for its next token.
+    pub(crate) fn remember_header(&self, segment: &str, header: &Header, key: &VerifyingKey) {
+        let Some(index) = self.keys.iter().position(|k| std::ptr::eq(k, key)) else { return };
+        for slot in &self.known {
+            match slot.get() {
+                Some(known) if *known.segment == *segment => return,
+                Some(_) => {}
+                None => {
+                    let known = KnownHeader { segment: segment.into(), header: header.clone(), key: index };
+                    let _ = slot.set(known);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// How many header segments this set remembers (for tests and diagnostics).
+    pub fn known_headers(&self) -> usize {
+        self.known.iter().take_while(|slot| slot.get().is_some()).count()
     }
 
     /// The public JWK Set of this key set (`{"keys":[...]}`), for publishing. HMAC keys are left out.
