@@ -202,13 +202,14 @@ pub(crate) fn split(token: &str, max_bytes: usize) -> Result<Segments<'_>, Error
     if token.trim_start().starts_with('{') {
         return Err(Error::JsonSerialization);
     }
-    // One pass over the token for every dot.
-    let mut dots = memchr::memchr_iter(b'.', token.as_bytes());
-    let (Some(first), Some(second)) = (dots.next(), dots.next()) else { return Err(Error::Malformed) };
-    match dots.count() {
-        0 => {}
-        2 => return Err(Error::Jwe),
-        _ => return Err(Error::Malformed),
+    let bytes = token.as_bytes();
+    let dot_after = |from: usize| memchr::memchr(b'.', bytes.get(from..)?).map(|i| from + i);
+    let first = dot_after(0).ok_or(Error::Malformed)?;
+    let second = dot_after(first + 1).ok_or(Error::Malformed)?;
+    if dot_after(second + 1).is_some() {
+        // A JWE compact serialization has five segments.
+        let more = memchr::memchr_iter(b'.', &bytes[second + 1..]).count();
+        return Err(if more == 2 { Error::Jwe } else { Error::Malformed });
     }
     let header = &token[..first];
     if header.is_empty() {

@@ -232,7 +232,7 @@ pub fn typ_matches(actual: &str, expected: &str) -> bool {
             _ => s,
         }
     }
-    strip(actual).eq_ignore_ascii_case(strip(expected))
+    actual == expected || strip(actual).eq_ignore_ascii_case(strip(expected))
 }
 
 #[cfg(test)]
