@@ -87,7 +87,9 @@ impl Signer {
 
     /// Signs claims given as any serializable value (a struct, or a `serde_json` map).
     pub fn sign<C: Serialize + ?Sized>(&self, claims: &C) -> Result<String, Error> {
-        let payload = serde_json::to_vec(claims)
+        // Sized for an access token's claims, so that serializing does not grow the buffer two or three times.
+        let mut payload = Vec::with_capacity(512);
+        serde_json::to_writer(&mut payload, claims)
             .map_err(|_| Error::Json { part: Part::Payload, error: crate::error::JsonError::Syntax })?;
         jws::sign_with_encoded_header(&self.key, &self.header_b64, &payload)
     }
