@@ -442,7 +442,7 @@ impl<'a> Parser<'a> {
                     let (q, o) = (quote.trailing_zeros(), other.trailing_zeros());
                     self.pos += (q.min(o) / 8) as usize;
                     if q < o {
-                        let raw = &self.text[start..self.pos];
+                        let raw = self.slice(start)?;
                         self.pos += 1;
                         return Ok(JsonStr::from_raw(raw, escaped));
                     }
@@ -482,9 +482,17 @@ impl<'a> Parser<'a> {
                 _ => self.pos += 1,
             }
         }
-        let raw = &self.text[start..self.pos];
+        let raw = self.slice(start)?;
         self.pos += 1;
         Ok(JsonStr::from_raw(raw, escaped))
+    }
+
+    /// The text from `start` to the current position. Both ends are at quotes, so at character boundaries; the
+    /// `split_at` checks inline where the range index's are a call per string.
+    #[inline(always)]
+    fn slice(&self, start: usize) -> Result<&'a str, JsonError> {
+        let (before, _) = self.text.split_at_checked(self.pos).ok_or(JsonError::Syntax)?;
+        Ok(before.split_at_checked(start).ok_or(JsonError::Syntax)?.1)
     }
 
     fn hex4(&mut self) -> Result<u32, JsonError> {
