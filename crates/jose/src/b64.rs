@@ -2,6 +2,8 @@
 //! alphabet's `+` and `/`, whitespace, and non-zero bits in the final symbol (so each byte string has exactly
 //! one accepted encoding).
 
+use std::mem::MaybeUninit;
+
 /// Encodes bytes as unpadded base64url.
 pub fn encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
@@ -33,9 +35,9 @@ pub fn decode_into(text: &[u8], out: &mut Vec<u8>) -> Option<()> {
     Some(())
 }
 
-/// Decodes canonical unpadded base64url into the front of `out`; `None` for anything else, or when the bytes
-/// would not fit.
-pub fn decode_to_slice<'o>(text: &[u8], out: &'o mut [u8]) -> Option<&'o [u8]> {
+/// Decodes canonical unpadded base64url into the front of `out` (which need not be initialised: a stack buffer
+/// costs no clearing); `None` for anything else, or when the bytes would not fit.
+pub fn decode_to_slice<'o>(text: &[u8], out: &'o mut [MaybeUninit<u8>]) -> Option<&'o [u8]> {
     let len = text.len();
     // A length of 1 mod 4 cannot come from any byte string.
     if len % 4 == 1 {
@@ -43,8 +45,8 @@ pub fn decode_to_slice<'o>(text: &[u8], out: &'o mut [u8]) -> Option<&'o [u8]> {
     }
     let decoded = len / 4 * 3 + (len % 4).saturating_sub(1);
     let out = out.get_mut(..decoded)?;
-    let n = base64_simd::URL_SAFE_NO_PAD.decode(text, base64_simd::Out::from_slice(out)).ok()?.len();
-    out.get(..n)
+    let bytes = base64_simd::URL_SAFE_NO_PAD.decode(text, base64_simd::Out::from_uninit_slice(out)).ok()?;
+    Some(bytes)
 }
 
 /// Decodes into a fixed-size buffer, refusing any other length.
@@ -79,12 +81,12 @@ mod tests {
             let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
             let text = encode(&bytes);
             assert_eq!(decode(text.as_bytes()).as_deref(), Some(&bytes[..]));
-            let mut buf = [0u8; 32];
+            let mut buf = [MaybeUninit::uninit(); 32];
             let fits = decode_to_slice(text.as_bytes(), &mut buf).map(<[u8]>::to_vec);
             assert_eq!(fits, (len <= 32).then(|| bytes.clone()), "{len}");
         }
         for bad in [&b"QQ=="[..], b"QR", b"a+b/", b"QUJD RA", b"Q", b"QUJD\n"] {
-            assert_eq!(decode_to_slice(bad, &mut [0u8; 8]), None, "{bad:?}");
+            assert_eq!(decode_to_slice(bad, &mut [MaybeUninit::uninit(); 8]), None, "{bad:?}");
         }
         assert!(decode(b"QQ==").is_none(), "padding");
         assert!(decode(b"QQ").is_some());

@@ -295,7 +295,7 @@ fn verify_signed(
         return Err(Error::Malformed);
     }
     // Signatures up to RSA-4096's are decoded on the stack; ML-DSA's (2.4-4.6 KB) on the heap.
-    let mut stack = [0u8; 512];
+    let mut stack = [std::mem::MaybeUninit::uninit(); 512];
     let heap;
     let signature = match b64::decode_to_slice(seg.signature.as_bytes(), &mut stack) {
         Some(signature) => signature,
