@@ -19,7 +19,8 @@ pub struct Skipped {
     pub reason: Error,
 }
 
-/// An immutable set of verifying keys with unique `kid`s.
+/// An immutable set of verifying keys with unique `kid`s. It also remembers the first few header segments it
+/// accepted, so that tokens with the same header skip checking it again (see `known_header`).
 #[derive(Debug, Default)]
 pub struct KeySet {
     keys: Vec<VerifyingKey>,
