@@ -163,21 +163,14 @@ impl KeySet {
         None
     }
 
-    /// Remembers a header segment whose token verified with `key` (a key of this set), if a slot is free. Two
-    /// threads racing for one slot: one wins, the other's segment waits for its next token.
+    /// Remembers a header segment whose token verified with `key` (a key of this set), if a slot is free; called
+    /// after `known_header` missed it. Two threads racing for one slot: one wins, the other's segment waits for
+    /// its next token (two threads with the same new segment may take two slots: harmless, and rare).
     pub(crate) fn remember_header(&self, segment: &str, header: &Header, key: &VerifyingKey) {
+        // Slots fill in order: the first empty one is the one to take, and when none is, nothing more is done.
+        let Some(slot) = self.known.iter().find(|slot| slot.get().is_none()) else { return };
         let Some(index) = self.keys.iter().position(|k| std::ptr::eq(k, key)) else { return };
-        for slot in &self.known {
-            match slot.get() {
-                Some(known) if *known.segment == *segment => return,
-                Some(_) => {}
-                None => {
-                    let known = KnownHeader { segment: segment.into(), header: header.clone(), key: index };
-                    let _ = slot.set(known);
-                    return;
-                }
-            }
-        }
+        let _ = slot.set(KnownHeader { segment: segment.into(), header: header.clone(), key: index });
     }
 
     /// How many header segments this set remembers (for tests and diagnostics).
