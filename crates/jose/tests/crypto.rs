@@ -218,3 +218,84 @@ proptest! {
         }
     }
 }
+
+/// The two HMAC keys of the header-memo property: `mac` signs, `other` is a second key of the same algorithm
+/// that a header without a `kid` makes ambiguous.
+fn memo_keys() -> KeySet {
+    KeySet::new(vec![
+        VerifyingKey::hmac(Algorithm::HS256, &[7u8; 32]).unwrap().with_kid("mac"),
+        VerifyingKey::hmac(Algorithm::HS256, &[9u8; 32]).unwrap().with_kid("other"),
+    ])
+    .unwrap()
+}
+
+/// A set kept across the cases, so that its four remembered headers are taken by early cases and hit by later ones.
+fn warm_memo_keys() -> &'static KeySet {
+    static WARM: std::sync::OnceLock<KeySet> = std::sync::OnceLock::new();
+    WARM.get_or_init(memo_keys)
+}
+
+/// Header members, valid and hostile: the generator joins a few of them into an object.
+const HEADER_MEMBERS: [&str; 16] = [
+    r#""alg":"HS256""#,
+    r#""alg":"HS384""#,
+    r#""alg":"none""#,
+    r#""alg":"HS\u0032\u0035\u0036""#,
+    r#""kid":"mac""#,
+    r#""kid":"m\u0061c""#,
+    r#""kid":"other""#,
+    r#""kid":"nobody""#,
+    r#""typ":"at+jwt""#,
+    r#""typ":"JWT""#,
+    r#""crit":["exp"]"#,
+    r#""b64":false"#,
+    r#""zip":"DEF""#,
+    r#""jwk":{"kty":"oct"}"#,
+    r#""x-ext":{"a":[1,{"b":null}]}"#,
+    r#""jku":"https://attacker.example/jwks""#,
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// A key set that remembers a header it accepted answers every token exactly as a set that never saw it:
+    /// same header, payload and error, whatever the header holds (escapes, nesting, forbidden parameters), the
+    /// payload, a tampered signature, the caller's algorithm list and nesting limit.
+    #[test]
+    fn a_remembered_header_changes_no_outcome(
+        members in proptest::collection::vec(0usize..HEADER_MEMBERS.len(), 1..5),
+        spaced in any::<bool>(),
+        payload in prop_oneof![
+            Just(br#"{"sub":"a","exp":2000000000}"#.to_vec()),
+            Just(br#"{"sub":"a","sub":"b"}"#.to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..40),
+        ],
+        signer in prop_oneof![Just([7u8; 32]), Just([9u8; 32])],
+        tamper in proptest::option::of(any::<prop::sample::Index>()),
+    ) {
+        let sep = if spaced { ", " } else { "," };
+        let header = format!("{{{}}}", members.iter().map(|&i| HEADER_MEMBERS[i]).collect::<Vec<_>>().join(sep));
+        let input = format!("{}.{}", portcullis_jose::b64::encode(header.as_bytes()), portcullis_jose::b64::encode(&payload));
+        let mac = SigningKey::hmac(Algorithm::HS256, &signer).unwrap();
+        let mut signature = mac.sign(input.as_bytes()).unwrap();
+        if let Some(at) = tamper {
+            let i = at.index(signature.len());
+            signature[i] ^= 1;
+        }
+        let token = format!("{input}.{}", portcullis_jose::b64::encode(&signature));
+        let option_sets = [
+            JwsOptions::default(),
+            JwsOptions { algorithms: portcullis_jose::AlgSet::of(&[Algorithm::HS384]), ..JwsOptions::default() },
+            JwsOptions { max_depth: 0, ..JwsOptions::default() },
+            JwsOptions { max_depth: 1, ..JwsOptions::default() },
+        ];
+        let seen = memo_keys();
+        // The first verification may remember the header; every later one may use what it remembered.
+        let _ = jws::verify(&token, &seen, &JwsOptions::default());
+        for options in &option_sets {
+            let expected = format!("{:?}", jws::verify(&token, &memo_keys(), options));
+            prop_assert_eq!(&format!("{:?}", jws::verify(&token, &seen, options)), &expected, "{}", header);
+            prop_assert_eq!(&format!("{:?}", jws::verify(&token, warm_memo_keys(), options)), &expected, "{}", header);
+        }
+    }
+}
