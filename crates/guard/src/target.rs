@@ -5,6 +5,10 @@
 //! encoded separator (`%2F`, `%5C`) or a backslash: nginx normalises `/public/../admin` to `/admin` to pick
 //! its `location` but passes the raw form in `X-Original-URI`, and many upstream frameworks resolve dot
 //! segments or merge slashes. Judging the raw form would let a token for one route (or none) reach another.
+//! Two more are read differently by common servers: a `;` (Tomcat, Jetty and Spring drop `;params` from each
+//! segment, so `/admin;x/users` is `/admin/users` to them and no `/admin/` route to a prefix match), and an
+//! escaped `%` (`%2561dmin`, which a server that decodes twice reads as `admin`). Spring Security's strict
+//! firewall refuses both by default, and so does the gateway, in raw and escaped form (`%3B`, `%25`).
 //!
 //! So the gateway matches on the RFC 3986 §6.2.2 normal form: percent-encoded unreserved characters decoded
 //! (`/%61dmin` is `/admin`), hex digits of other escapes upper-cased, and every target that different readers
@@ -33,8 +37,9 @@ pub(crate) fn normalize(path: &str) -> Option<Cow<'_, str>> {
                 let decoded = hi << 4 | lo;
                 if is_unreserved(decoded) {
                     out.push(char::from(decoded));
-                } else if matches!(decoded, b'/' | b'\\' | 0) {
-                    // An encoded separator or NUL: readers disagree on whether it splits the path.
+                } else if matches!(decoded, b'/' | b'\\' | 0 | b';' | b'%') {
+                    // An encoded separator or NUL (readers disagree on whether it splits the path), an encoded
+                    // `;` (a path parameter to some) or `%` (a second escape to a server that decodes twice).
                     return None;
                 } else {
                     out.push('%');
@@ -43,7 +48,7 @@ pub(crate) fn normalize(path: &str) -> Option<Cow<'_, str>> {
                 }
                 i += 3;
             }
-            b'\\' => return None,
+            b'\\' | b';' => return None,
             b if !b.is_ascii_graphic() => return None,
             _ => {
                 out.push(char::from(b));
@@ -54,10 +59,10 @@ pub(crate) fn normalize(path: &str) -> Option<Cow<'_, str>> {
     check_segments(&out).then_some(Cow::Owned(out))
 }
 
-/// True when every byte is a visible ASCII character other than `\`, and no segment is `.`, `..` or empty
-/// (except the last: `/api/` and `/` end in a slash).
+/// True when every byte is a visible ASCII character other than `\` and `;`, and no segment is `.`, `..` or
+/// empty (except the last: `/api/` and `/` end in a slash).
 fn check_segments(path: &str) -> bool {
-    if !path.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') {
+    if !path.bytes().all(|b| b.is_ascii_graphic() && b != b'\\' && b != b';') {
         return false;
     }
     let mut segments = path[1..].split('/').peekable();
@@ -118,6 +123,13 @@ mod tests {
             "/public%2fadmin",
             "/public%5Cadmin",
             "/public\\..\\admin",
+            "/admin;x/users",
+            "/admin;/users",
+            "/public/..;/admin",
+            "/admin%3Bx/users",
+            "/admin%3bx/users",
+            "/%2561dmin/x",
+            "/a%25",
             "/a%00b",
             "/a%zz",
             "/a%4",
