@@ -48,6 +48,10 @@ pub struct GatewayConfig {
     /// Seconds an upstream may take to answer.
     #[serde(default = "default_upstream_timeout")]
     pub upstream_timeout: u64,
+    /// Seconds a client may take to send a request head, from when the gateway starts waiting for it (a new
+    /// connection, or a kept-alive one after a response: this also closes idle connections).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: u64,
     #[serde(default = "default_realm")]
     pub realm: String,
     /// Worker threads, each accepting and serving its own connections; 0 (the default) is one per core.
@@ -94,6 +98,9 @@ fn default_listen() -> String {
     "127.0.0.1:8081".into()
 }
 fn default_upstream_timeout() -> u64 {
+    30
+}
+fn default_header_timeout() -> u64 {
     30
 }
 fn default_realm() -> String {
@@ -160,6 +167,7 @@ pub struct Gateway {
     upstreams: Arc<Upstreams>,
     metrics: Option<PrometheusHandle>,
     timeout: Duration,
+    header_timeout: Duration,
     /// Handles for the series every request touches, registered once (a lookup by name and labels costs more
     /// than the increment).
     allowed: metrics::Counter,
@@ -301,6 +309,7 @@ impl Gateway {
         }
         let guard = Guard::start(guard_config).await?;
         let timeout = Duration::from_secs(config.upstream_timeout.max(1));
+        let header_timeout = Duration::from_secs(config.header_timeout.max(1));
         let tally = Arc::default();
         Ok(Arc::new(Gateway {
             guard,
@@ -308,6 +317,7 @@ impl Gateway {
             upstreams: Upstreams::new(),
             metrics,
             timeout,
+            header_timeout,
             allowed: metrics::counter!(DECISIONS, "result" => "allow", "reason" => "ok"),
             allowed_public: metrics::counter!(DECISIONS, "result" => "allow", "reason" => "public"),
             upstream_seconds: metrics::histogram!("portcullis_gateway_upstream_seconds"),
@@ -318,6 +328,11 @@ impl Gateway {
 
     pub fn guard(&self) -> &Guard {
         &self.guard
+    }
+
+    /// How long a client may take to send a request head (`header_timeout`).
+    pub fn header_timeout(&self) -> Duration {
+        self.header_timeout
     }
 
     /// The same gateway (guard, routes, metrics) with an upstream connection pool of its own, for a worker
@@ -331,6 +346,7 @@ impl Gateway {
             upstreams: Upstreams::new(),
             metrics: self.metrics.clone(),
             timeout: self.timeout,
+            header_timeout: self.header_timeout,
             allowed: self.allowed.clone(),
             allowed_public: self.allowed_public.clone(),
             upstream_seconds: self.upstream_seconds.clone(),
@@ -390,12 +406,8 @@ pub async fn serve(
         .await
         .map_err(|e| GuardError::Config(format!("cannot listen on {listen}: {e}")))?;
     let addr = listener.local_addr().map_err(|e| GuardError::Config(e.to_string()))?;
-    let app = gateway.router().into_make_service_with_connect_info::<SocketAddr>();
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-            tracing::error!(error = %e, "gateway server failed");
-        }
-    });
+    let task =
+        tokio::spawn(crate::workers::serve_listener(listener, gateway.router(), gateway.header_timeout, shutdown));
     Ok((addr, task))
 }
 

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -30,8 +31,9 @@ use crate::vault::load_master_key;
 
 /// The largest request head (request line and headers) a connection may send.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
-/// How long a client may take to send its request head.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request head: from when the connection opens, and on a kept-alive one
+/// from the end of the previous response (so it also closes idle connections).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -207,7 +209,10 @@ async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let asked = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&asked);
         let service = router.clone().map_request(move |mut request: Request<hyper::body::Incoming>| {
+            seen.store(true, Ordering::Relaxed);
             request.extensions_mut().insert(ConnectInfo(peer));
             request
         });
@@ -216,21 +221,36 @@ async fn serve(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let result = match tls {
-                Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => {
+            // hyper times a request head once it reads HTTP/1, after the bytes that tell HTTP/1 from HTTP/2 (a
+            // client that sends none, or the start of the HTTP/2 preface, is not timed): the first request
+            // has a deadline of its own, or a slowloris client holds the connection for as long as it likes.
+            let first_request = async {
+                tokio::time::sleep(HEADER_TIMEOUT).await;
+                if asked.load(Ordering::Relaxed) {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let serving = async move {
+                match tls {
+                    Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        // A failed or slow TLS handshake: nothing to serve.
+                        _ => Ok(()),
+                    },
+                    None => {
                         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                         watcher.watch(conn.into_owned()).await
                     }
-                    _ => return,
-                },
-                None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
                 }
             };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            tokio::select! {
+                result = serving => if let Err(e) = result {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                },
+                () = first_request => tracing::debug!(%peer, "no request within the header timeout: connection closed"),
             }
         });
     }

@@ -392,6 +392,70 @@ fn nginx() -> Option<PathBuf> {
     found
 }
 
+/// Reads from `stream` until the peer closes it; `None` if it is still open after `within`. The bytes read come
+/// back (a 408 or 431 answer, or nothing).
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: std::time::Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok().map(|()| seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_closes_connections_that_send_no_request_in_time() {
+    use portcullis_guard::gateway::{Gateway, GatewayConfig};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = start("slowloris").await;
+    let upstream = echo_upstream().await;
+    let toml = format!(
+        "issuer = \"{}\"\nheader_timeout = 1\n[[route]]\npath_prefix = \"/public/\"\nupstream = \"{upstream}\"\npublic = true\n",
+        srv.base
+    );
+    std::fs::write(srv.dir.join("gateway.toml"), toml).unwrap();
+    let gw = Gateway::start(&GatewayConfig::load(&srv.dir.join("gateway.toml")).unwrap(), None).await.unwrap();
+    let (_stop, stopping) = tokio::sync::watch::channel(false);
+    let (addr, _workers) = portcullis_guard::workers::serve_workers(&gw, "127.0.0.1:0", 1, stopping).unwrap();
+    let connect = || tokio::net::TcpStream::connect(addr);
+    let long = std::time::Duration::from_secs(5);
+
+    // Nothing at all; the start of the HTTP/2 preface; half a request head: each is closed after about 1 s.
+    for sent in [&b""[..], b"PRI * HTTP/2.0\r\n", b"GET /public/x HTTP/1.1\r\nhost: a\r\n"] {
+        let mut stream = connect().await.unwrap();
+        stream.write_all(sent).await.unwrap();
+        let started = std::time::Instant::now();
+        let answer = closed_within(&mut stream, long).await;
+        assert!(answer.is_some(), "{:?} still open after {long:?}", String::from_utf8_lossy(sent));
+        assert!(started.elapsed() >= std::time::Duration::from_millis(700), "{:?}", started.elapsed());
+    }
+
+    // A client that keeps asking keeps its connection past the first deadline; once idle, it is closed.
+    let mut stream = connect().await.unwrap();
+    for _ in 0..5 {
+        stream.write_all(b"GET /public/x HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 4096];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    }
+    assert!(closed_within(&mut stream, long).await.is_some(), "an idle kept-alive connection is closed");
+
+    // A head larger than the gateway reads is refused, not buffered.
+    let mut stream = connect().await.unwrap();
+    let huge = format!("GET /public/x HTTP/1.1\r\nhost: a\r\nx-big: {}\r\n\r\n", "a".repeat(70 * 1024));
+    let _ = stream.write_all(huge.as_bytes()).await;
+    let answer = closed_within(&mut stream, long).await.expect("closed");
+    assert!(answer.starts_with(b"HTTP/1.1 431"), "{}", String::from_utf8_lossy(&answer));
+}
+
 struct Killed(std::process::Child);
 impl Drop for Killed {
     fn drop(&mut self) {

@@ -676,6 +676,40 @@ async fn password_attempts_are_rate_limited_per_ip_and_oversized_headers_refused
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_send_no_request_in_time_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = start("slow-clients").await;
+    let addr = srv.base.trim_start_matches("http://").to_owned();
+    let timeout = portcullis_server::serve::HEADER_TIMEOUT;
+    // Nothing at all; the start of the HTTP/2 preface; half a request head. Each must be closed once the
+    // header timeout has passed, not held open for as long as the client likes.
+    let clients = [&b""[..], b"PRI * HTTP/2.0\r\n", b"POST /oauth2/token HTTP/1.1\r\nhost: a\r\n"].map(|sent| {
+        let addr = addr.clone();
+        tokio::spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.write_all(sent).await.unwrap();
+            let started = std::time::Instant::now();
+            let mut buf = [0u8; 1024];
+            let closed = tokio::time::timeout(timeout + std::time::Duration::from_secs(5), async {
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+            .await;
+            (String::from_utf8_lossy(sent).into_owned(), closed.is_ok(), started.elapsed())
+        })
+    });
+    for client in clients {
+        let (sent, closed, after) = client.await.unwrap();
+        assert!(closed, "{sent:?}: still open after {after:?}");
+        assert!(after >= timeout - std::time::Duration::from_millis(500), "{sent:?}: closed after {after:?}");
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_key_jwt_clients_and_resource_indicators() {
     use portcullis_jose::SigningKey;
     let srv = start("pkjwt").await;
