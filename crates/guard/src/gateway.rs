@@ -152,11 +152,21 @@ impl Route {
     fn matches(&self, host: Option<&str>, method: &Method, path: &str) -> bool {
         let host_ok = match (&self.host, host) {
             (None, _) => true,
-            (Some(want), Some(got)) => got.split(':').next().is_some_and(|h| h.eq_ignore_ascii_case(want)),
+            (Some(want), Some(got)) => host_of(got).eq_ignore_ascii_case(want.strip_suffix('.').unwrap_or(want)),
             (Some(_), None) => false,
         };
         host_ok && path.starts_with(&self.prefix) && (self.methods.is_empty() || self.methods.contains(method))
     }
+}
+
+/// The host of a `Host` header (or `X-Forwarded-Host`) value: without the port, an IPv6 literal with its
+/// brackets, and without a trailing dot (`api.example.` names the same host as `api.example`).
+fn host_of(authority: &str) -> &str {
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => rest.find(']').map_or(authority, |end| &authority[..end + 2]),
+        None => authority.split(':').next().unwrap_or(authority),
+    };
+    host.strip_suffix('.').unwrap_or(host)
 }
 
 /// A running gateway's shared state.
@@ -704,6 +714,30 @@ mod tests {
         for ip in samples {
             assert_eq!(ip_header_value(ip).ok().as_ref().and_then(|v| v.to_str().ok()), Some(ip.to_string().as_str()));
         }
+    }
+
+    #[test]
+    fn routes_match_the_host_without_port_or_trailing_dot() {
+        let route = |host: &str| Route {
+            prefix: "/".into(),
+            host: Some(host.into()),
+            methods: Vec::new(),
+            upstream: None,
+            requirement: None,
+        };
+        let api = route("api.example");
+        for got in ["api.example", "API.example", "api.example:8443", "api.example.", "api.example.:80"] {
+            assert!(api.matches(Some(got), &Method::GET, "/x"), "{got}");
+        }
+        for got in ["api.example.org", "xapi.example", "api.exampl", "", "[api.example]"] {
+            assert!(!api.matches(Some(got), &Method::GET, "/x"), "{got}");
+        }
+        assert!(!api.matches(None, &Method::GET, "/x"));
+        let v6 = route("[2001:db8::1]");
+        assert!(v6.matches(Some("[2001:db8::1]:8080"), &Method::GET, "/x"));
+        assert!(v6.matches(Some("[2001:DB8::1]"), &Method::GET, "/x"));
+        assert!(!v6.matches(Some("[2001:db8::2]"), &Method::GET, "/x"));
+        assert!(route("api.example.").matches(Some("api.example"), &Method::GET, "/x"));
     }
 
     #[test]
