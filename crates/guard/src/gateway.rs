@@ -416,8 +416,7 @@ pub async fn serve(
         .await
         .map_err(|e| GuardError::Config(format!("cannot listen on {listen}: {e}")))?;
     let addr = listener.local_addr().map_err(|e| GuardError::Config(e.to_string()))?;
-    let task =
-        tokio::spawn(crate::workers::serve_listener(listener, gateway.router(), gateway.header_timeout, shutdown));
+    let task = tokio::spawn(async move { crate::workers::serve_listener(listener, &gateway, shutdown).await });
     Ok((addr, task))
 }
 

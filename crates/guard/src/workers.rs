@@ -6,28 +6,16 @@
 //!
 //! The guard (JWKS refresh, revocation feed) keeps running on the runtime that started it; the workers share it.
 //!
-//! Connections are served by [`serve_listener`], which bounds what a client may hold without sending a request:
-//! a request head must arrive within the header timeout, and a head is at most [`MAX_HEADER_BYTES`].
+//! Connections are served by [`portcullis_http::serve`], which bounds what a client may hold without sending a
+//! request: a request head must arrive within the header timeout, and a head is at most [`MAX_HEADER_BYTES`].
 
-use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::Router;
-use http::Request;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpSocket;
 use tokio::sync::watch;
-use tower::ServiceExt;
 
 use crate::gateway::Gateway;
 use crate::GuardError;
@@ -37,70 +25,20 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// How long shutdown waits for open connections to finish their requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `router` on `listener` until `shutdown` resolves, then drains open connections (for at most 10 s).
-///
-/// A client must send each request head within `header_timeout`, counted from when the gateway starts waiting
-/// for it: on a new connection, and on a kept-alive one after the previous response (so it also bounds idle
-/// connections). Otherwise the connection is closed. A slowloris client, which opens many connections and
-/// sends a few bytes now and then, would otherwise hold a task and a socket each for as long as it likes.
-pub async fn serve_listener(
-    listener: TcpListener,
-    router: Router,
-    header_timeout: Duration,
-    shutdown: impl Future<Output = ()>,
+/// Serves `gateway` on `listener` until `shutdown` resolves, then drains open connections (for at most 10 s).
+/// A client must send each request head within the gateway's `header_timeout`.
+pub(crate) async fn serve_listener(
+    listener: tokio::net::TcpListener,
+    gateway: &Arc<Gateway>,
+    shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(MAX_HEADER_BYTES);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors, typically: wait for connections to close rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let asked = Arc::new(AtomicBool::new(false));
-        let seen = Arc::clone(&asked);
-        let service = router.clone().map_request(move |request: Request<Incoming>| {
-            seen.store(true, Ordering::Relaxed);
-            let mut request = request.map(Body::new);
-            request.extensions_mut().insert(ConnectInfo(peer));
-            request
-        });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
-        let serving = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            // hyper times a head once it reads HTTP/1, after the first bytes that tell HTTP/1 from HTTP/2 (a
-            // client that sends none, or the start of the HTTP/2 preface, is not timed): the first request
-            // has a deadline of its own.
-            let first_request = async {
-                tokio::time::sleep(header_timeout).await;
-                if asked.load(Ordering::Relaxed) {
-                    std::future::pending::<()>().await;
-                }
-            };
-            tokio::select! {
-                served = serving => if let Err(e) = served {
-                    tracing::debug!(error = %e, %peer, "connection ended with an error");
-                },
-                () = first_request => tracing::debug!(%peer, "no request within the header timeout: connection closed"),
-            }
-        });
-    }
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
-        tracing::warn!("gateway connections still open after {DRAIN_TIMEOUT:?}; closing them");
-    }
+    let limits = portcullis_http::Limits {
+        header_timeout: gateway.header_timeout(),
+        max_header_bytes: MAX_HEADER_BYTES,
+        drain_timeout: DRAIN_TIMEOUT,
+    };
+    portcullis_http::serve(listener, gateway.router(), limits, shutdown, |stream| async move { Some(stream) }).await;
 }
-
 /// Serves `gateway` on `listen` with `workers` threads (0: one per core) until `shutdown` turns true; each worker
 /// then drains its connections. Returns the bound address and the threads, which end after draining.
 pub fn serve_workers(
@@ -159,7 +97,7 @@ pub fn serve_workers(
                             }
                         }
                     };
-                    serve_listener(listener, gateway.router(), gateway.header_timeout(), stop).await;
+                    serve_listener(listener, &gateway, stop).await;
                 });
             })
             .map_err(|e| GuardError::Config(format!("cannot start a worker thread: {e}")))?;

@@ -4,20 +4,13 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::rustls;
-use tower::ServiceExt as _;
 
 use crate::audit::Audit;
 use crate::authority::{Authority, DerivedSecrets, PasswordPool, Rules};
@@ -191,73 +184,26 @@ async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     stop_polls: tokio::sync::watch::Sender<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).max_buf_size(MAX_HEADER_BYTES);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let asked = Arc::new(AtomicBool::new(false));
-        let seen = Arc::clone(&asked);
-        let service = router.clone().map_request(move |mut request: Request<hyper::body::Incoming>| {
-            seen.store(true, Ordering::Relaxed);
-            request.extensions_mut().insert(ConnectInfo(peer));
-            request
-        });
-        let service = TowerToHyperService::new(service);
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            // hyper times a request head once it reads HTTP/1, after the bytes that tell HTTP/1 from HTTP/2 (a
-            // client that sends none, or the start of the HTTP/2 preface, is not timed): the first request
-            // has a deadline of its own, or a slowloris client holds the connection for as long as it likes.
-            let first_request = async {
-                tokio::time::sleep(HEADER_TIMEOUT).await;
-                if asked.load(Ordering::Relaxed) {
-                    std::future::pending::<()>().await;
-                }
+    let limits = portcullis_http::Limits {
+        header_timeout: HEADER_TIMEOUT,
+        max_header_bytes: MAX_HEADER_BYTES,
+        drain_timeout: DRAIN_TIMEOUT,
+    };
+    // Long polls of /events end first, so that draining does not wait for them.
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining connections");
+        stop_polls.send_replace(true);
+    };
+    match tls {
+        None => portcullis_http::serve(listener, router, limits, shutdown, |stream| async move { Some(stream) }).await,
+        Some(acceptor) => {
+            let handshake = move |stream| {
+                let accepting = acceptor.accept(stream);
+                async move { accepting.await.ok() }
             };
-            let serving = async move {
-                match tls {
-                    Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                            watcher.watch(conn.into_owned()).await
-                        }
-                        // A failed or slow TLS handshake: nothing to serve.
-                        _ => Ok(()),
-                    },
-                    None => {
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        watcher.watch(conn.into_owned()).await
-                    }
-                }
-            };
-            tokio::select! {
-                result = serving => if let Err(e) = result {
-                    tracing::debug!(error = %e, %peer, "connection ended with an error");
-                },
-                () = first_request => tracing::debug!(%peer, "no request within the header timeout: connection closed"),
-            }
-        });
-    }
-    tracing::info!("shutting down: draining connections");
-    stop_polls.send_replace(true);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
-        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+            portcullis_http::serve(listener, router, limits, shutdown, handshake).await;
+        }
     }
 }
 

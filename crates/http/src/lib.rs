@@ -1,0 +1,115 @@
+//! # portcullis-http
+//!
+//! How the authorization server and the gateway serve HTTP connections: one accept loop, the limits that keep a
+//! hostile client from holding resources, and a bounded drain at shutdown.
+//!
+//! A client must send each request head within the header timeout, counted from when the server starts waiting
+//! for it: on a new connection, and on a kept-alive one after the previous response (so it also closes idle
+//! connections); a head is at most the configured size (431 above it). A slowloris client, which opens many
+//! connections and sends a byte now and then (or nothing), would otherwise hold a task and a socket each for as
+//! long as it likes.
+
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt;
+
+/// What a connection may cost before it has sent a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long a client may take to send a request head (and a TLS handshake, where there is one).
+    pub header_timeout: Duration,
+    /// The largest request head (request line and headers).
+    pub max_header_bytes: usize,
+    /// How long shutdown waits for open connections to finish their requests.
+    pub drain_timeout: Duration,
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then drains open connections for at most
+/// `limits.drain_timeout`. Each accepted stream goes through `handshake` first (a TLS handshake, or nothing); a
+/// stream it refuses (`None`) is closed. Handlers find the peer's address as `ConnectInfo<SocketAddr>`.
+pub async fn serve<H, F, I>(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+    handshake: H,
+) where
+    H: Fn(TcpStream) -> F,
+    F: Future<Output = Option<I>> + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors, typically: wait for connections to close rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let asked = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&asked);
+        let service = router.clone().map_request(move |mut request: Request<Incoming>| {
+            seen.store(true, Ordering::Relaxed);
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request
+        });
+        let service = TowerToHyperService::new(service);
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let handshaking = handshake(stream);
+        tokio::spawn(async move {
+            // hyper times a head once it reads HTTP/1, after the first bytes that tell HTTP/1 from HTTP/2 (a
+            // client that sends none, or the start of the HTTP/2 preface, is not timed): the first request
+            // has a deadline of its own, which also bounds the handshake.
+            let first_request = async {
+                tokio::time::sleep(limits.header_timeout).await;
+                if asked.load(Ordering::Relaxed) {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let serving = async move {
+                let Some(io) = handshaking.await else { return Ok(()) };
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                watcher.watch(conn.into_owned()).await
+            };
+            tokio::select! {
+                served = serving => if let Err(e) = served {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                },
+                () = first_request => tracing::debug!(%peer, "no request within the header timeout: connection closed"),
+            }
+        });
+    }
+    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after {:?}; closing them", limits.drain_timeout);
+    }
+}
