@@ -8,6 +8,25 @@
 //! connections); a head is at most the configured size (431 above it). A slowloris client, which opens many
 //! connections and sends a byte now and then (or nothing), would otherwise hold a task and a socket each for as
 //! long as it likes.
+//!
+//! Not a framework: routing, handlers and TLS configuration belong to the caller, which passes an axum
+//! [`Router`] and, per connection, a handshake step (a TLS accept, or nothing).
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use std::time::Duration;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8081").await?;
+//! let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+//! let limits = portcullis_http::Limits {
+//!     header_timeout: Duration::from_secs(10),
+//!     max_header_bytes: 16 * 1024,
+//!     drain_timeout: Duration::from_secs(10),
+//! };
+//! let shutdown = std::future::pending::<()>(); // e.g. a signal handler
+//! portcullis_http::serve(listener, router, limits, shutdown, |stream| async move { Some(stream) }).await;
+//! # Ok(())
+//! # }
+//! ```
 
 #![forbid(unsafe_code)]
 
