@@ -105,26 +105,28 @@ pub async fn serve<H, F, I>(
         let service = TowerToHyperService::new(service);
         let (builder, watcher) = (builder.clone(), graceful.watcher());
         let handshaking = handshake(stream);
+        // Dropped when the connection's task ends (or is aborted), which ends its deadline's task too.
+        let (open, closed) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(async move {
+            let _open = open;
+            let Some(io) = handshaking.await else { return };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+        // hyper times a head once it reads HTTP/1, after the first bytes that tell HTTP/1 from HTTP/2 (a client
+        // that sends none, or the start of the HTTP/2 preface, is not timed): the first request has a deadline
+        // of its own, which also bounds the handshake. A task of its own, which sleeps once, so that serving
+        // requests never polls its timer.
+        let connection = serving.abort_handle();
         tokio::spawn(async move {
-            // hyper times a head once it reads HTTP/1, after the first bytes that tell HTTP/1 from HTTP/2 (a
-            // client that sends none, or the start of the HTTP/2 preface, is not timed): the first request
-            // has a deadline of its own, which also bounds the handshake.
-            let first_request = async {
-                tokio::time::sleep(limits.header_timeout).await;
-                if asked.load(Ordering::Relaxed) {
-                    std::future::pending::<()>().await;
-                }
-            };
-            let serving = async move {
-                let Some(io) = handshaking.await else { return Ok(()) };
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                watcher.watch(conn.into_owned()).await
-            };
             tokio::select! {
-                served = serving => if let Err(e) = served {
-                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                () = tokio::time::sleep(limits.header_timeout) => if !asked.load(Ordering::Relaxed) {
+                    connection.abort();
+                    tracing::debug!(%peer, "no request within the header timeout: connection closed");
                 },
-                () = first_request => tracing::debug!(%peer, "no request within the header timeout: connection closed"),
+                _ = closed => {}
             }
         });
     }
