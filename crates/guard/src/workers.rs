@@ -39,6 +39,7 @@ pub(crate) async fn serve_listener(
     };
     portcullis_http::serve(listener, gateway.router(), limits, shutdown, |stream| async move { Some(stream) }).await;
 }
+
 /// Serves `gateway` on `listen` with `workers` threads (0: one per core) until `shutdown` turns true; each worker
 /// then drains its connections. Returns the bound address and the threads, which end after draining.
 pub fn serve_workers(
