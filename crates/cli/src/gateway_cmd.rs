@@ -19,9 +19,10 @@ pub fn run(config: Option<PathBuf>) -> Result<(), String> {
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let (addr, workers) =
             serve_workers(&gw, &config.listen, config.workers, stopping).map_err(|e| e.to_string())?;
+        let scheme = gw.scheme();
         eprintln!(
-            "\nportcullis gateway is serving on http://{addr} ({} workers)\n  issuer        {}\n  routes        {}\n  \
-             forward auth  http://{addr}/check\n",
+            "\nportcullis gateway is serving on {scheme}://{addr} ({} workers)\n  issuer        {}\n  routes        {}\n  \
+             forward auth  {scheme}://{addr}/check\n",
             workers.len(),
             config.issuer,
             config.routes.len()

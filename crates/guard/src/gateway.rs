@@ -26,6 +26,7 @@ use axum::routing::get;
 use axum::Router;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use metrics_exporter_prometheus::PrometheusHandle;
+use portcullis_http::tls::Tls;
 use serde::Deserialize;
 
 use crate::layer::{authorize_http, rejection_response_for, request_origin, scheme_of};
@@ -68,6 +69,10 @@ pub struct GatewayConfig {
     /// `X-Real-IP`, as the proxy in front sets them.
     #[serde(default)]
     pub report_token_uses: bool,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first) and private key (PEM); set both, or neither.
+    /// The files are read again every minute, so a renewed certificate is served without a restart.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     #[serde(rename = "route", default)]
     pub routes: Vec<RouteConfig>,
 }
@@ -178,6 +183,8 @@ pub struct Gateway {
     metrics: Option<PrometheusHandle>,
     timeout: Duration,
     header_timeout: Duration,
+    /// HTTPS, when `tls_cert` and `tls_key` are set.
+    tls: Option<Tls>,
     /// Handles for the series every request touches, registered once (a lookup by name and labels costs more
     /// than the increment).
     allowed: metrics::Counter,
@@ -317,6 +324,17 @@ impl Gateway {
         } else if config.client_id.is_some() || config.client_secret_file.is_some() {
             return Err(GuardError::Config("client_id and client_secret_file: set both, or neither".into()));
         }
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                let tls =
+                    Tls::load(cert, key, &["h2", "http/1.1"]).map_err(|e| GuardError::Config(format!("TLS: {e}")))?;
+                // Ends when the gateway is gone.
+                tls.watch(TLS_RELOAD_INTERVAL);
+                Some(tls)
+            }
+            (None, None) => None,
+            _ => return Err(GuardError::Config("tls_cert and tls_key: set both, or neither".into())),
+        };
         let guard = Guard::start(guard_config).await?;
         let timeout = Duration::from_secs(config.upstream_timeout.max(1));
         let header_timeout = Duration::from_secs(config.header_timeout.max(1));
@@ -328,6 +346,7 @@ impl Gateway {
             metrics,
             timeout,
             header_timeout,
+            tls,
             allowed: metrics::counter!(DECISIONS, "result" => "allow", "reason" => "ok"),
             allowed_public: metrics::counter!(DECISIONS, "result" => "allow", "reason" => "public"),
             upstream_seconds: metrics::histogram!("portcullis_gateway_upstream_seconds"),
@@ -345,6 +364,20 @@ impl Gateway {
         self.header_timeout
     }
 
+    /// The TLS configuration, when the gateway serves HTTPS.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
+    /// `https` when the gateway serves HTTPS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// The same gateway (guard, routes, metrics) with an upstream connection pool of its own, for a worker
     /// thread: a connection then lives and is used on one thread only.
     pub fn for_worker(&self) -> Arc<Gateway> {
@@ -357,6 +390,7 @@ impl Gateway {
             metrics: self.metrics.clone(),
             timeout: self.timeout,
             header_timeout: self.header_timeout,
+            tls: self.tls.clone(),
             allowed: self.allowed.clone(),
             allowed_public: self.allowed_public.clone(),
             upstream_seconds: self.upstream_seconds.clone(),
@@ -401,6 +435,9 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
     }
     Some(handle)
 }
+
+/// How often the TLS certificate and key files are read again.
+const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How often the metrics recorder drains histogram samples into its summaries.
 pub const METRICS_UPKEEP: Duration = Duration::from_secs(5);
@@ -547,7 +584,11 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
-    let host = request.headers().get(header::HOST).cloned();
+    // HTTP/2 names the host in the target's authority (`:authority`), HTTP/1.1 in `Host`.
+    let host = match request.headers().get(header::HOST) {
+        Some(host) => Some(host.clone()),
+        None => request.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
     let Ok(found) = gw.route(host.as_ref().and_then(|h| h.to_str().ok()), request.method(), request.uri().path())
     else {
         decision("deny", "ambiguous path");
@@ -564,7 +605,7 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
         None => None,
         Some(requirement) => {
             let (headers, uri) = (request.headers(), request.uri());
-            let origin = || request_origin(&gw.guard, headers, uri);
+            let origin = || request_origin(&gw.guard, headers, uri, gw.scheme());
             match authorize_http(&gw.guard, headers, request.method().as_str(), origin, uri.path(), requirement).await {
                 Ok(identity) => Some(identity),
                 Err(rejection) => {
@@ -604,7 +645,7 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     if let Some(v) = host {
         headers.insert(X_FORWARDED_HOST, v);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(gw.scheme()));
     headers.insert(header::HOST, upstream_host.clone());
     let started = Instant::now();
     let upstream =

@@ -87,12 +87,12 @@ pub fn scheme_of(headers: &http::HeaderMap) -> Scheme {
 }
 
 /// The origin a request was addressed to, for DPoP's `htu`: the configured public origin, else the request's
-/// scheme (`http` unless its URI is absolute) and `Host`.
-pub fn request_origin(guard: &Guard, headers: &http::HeaderMap, uri: &http::Uri) -> String {
+/// scheme (`scheme`, the connection's, unless its URI is absolute) and `Host`.
+pub fn request_origin(guard: &Guard, headers: &http::HeaderMap, uri: &http::Uri, scheme: &str) -> String {
     if let Some(origin) = &guard.config().public_origin {
         return origin.trim_end_matches('/').to_owned();
     }
-    let scheme = uri.scheme_str().unwrap_or("http");
+    let scheme = uri.scheme_str().unwrap_or(scheme);
     let host = uri
         .authority()
         .map(|a| a.as_str())
@@ -151,7 +151,7 @@ where
         let requirement = Arc::clone(&self.requirement);
         Box::pin(async move {
             let (headers, uri) = (request.headers(), request.uri());
-            let origin = || request_origin(&guard, headers, uri);
+            let origin = || request_origin(&guard, headers, uri, "http");
             let judged =
                 authorize_http(&guard, headers, request.method().as_str(), origin, uri.path(), &requirement).await;
             match judged {

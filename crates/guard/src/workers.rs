@@ -26,7 +26,7 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `gateway` on `listener` until `shutdown` resolves, then drains open connections (for at most 10 s).
-/// A client must send each request head within the gateway's `header_timeout`.
+/// A client must send each request head within the gateway's `header_timeout` (which also bounds a TLS handshake).
 pub(crate) async fn serve_listener(
     listener: tokio::net::TcpListener,
     gateway: &Arc<Gateway>,
@@ -37,7 +37,11 @@ pub(crate) async fn serve_listener(
         max_header_bytes: MAX_HEADER_BYTES,
         drain_timeout: DRAIN_TIMEOUT,
     };
-    portcullis_http::serve(listener, gateway.router(), limits, shutdown, |stream| async move { Some(stream) }).await;
+    let router = gateway.router();
+    match gateway.tls() {
+        None => portcullis_http::serve(listener, router, limits, shutdown, |stream| async move { Some(stream) }).await,
+        Some(tls) => portcullis_http::serve_tls(listener, router, limits, shutdown, tls).await,
+    }
 }
 
 /// Serves `gateway` on `listen` with `workers` threads (0: one per core) until `shutdown` turns true; each worker

@@ -9,8 +9,9 @@
 //! connections and sends a byte now and then (or nothing), would otherwise hold a task and a socket each for as
 //! long as it likes.
 //!
-//! Not a framework: routing, handlers and TLS configuration belong to the caller, which passes an axum
-//! [`Router`] and, per connection, a handshake step (a TLS accept, or nothing).
+//! Not a framework: routing and handlers belong to the caller, which passes an axum [`Router`] and, per
+//! connection, a handshake step (a TLS accept, or nothing). [`tls::Tls`] makes that TLS accept from a certificate
+//! and key file, and replaces the certificate when the files change.
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
@@ -29,6 +30,8 @@
 //! ```
 
 #![forbid(unsafe_code)]
+
+pub mod tls;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -133,4 +136,29 @@ pub async fn serve<H, F, I>(
     if tokio::time::timeout(limits.drain_timeout, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after {:?}; closing them", limits.drain_timeout);
     }
+}
+
+/// [`serve`] with TLS: each connection's handshake with `tls` (bounded by the header timeout), its certificate
+/// replaced when the files change while [`tls::Tls::watch`] runs.
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+    tls: &tls::Tls,
+) {
+    let acceptor = tls.acceptor();
+    let handshake = move |stream| {
+        let accepting = acceptor.accept(stream);
+        async move {
+            match accepting.await {
+                Ok(stream) => Some(stream),
+                Err(e) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    None
+                }
+            }
+        }
+    };
+    serve(listener, router, limits, shutdown, handshake).await;
 }

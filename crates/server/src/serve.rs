@@ -8,9 +8,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use portcullis_http::tls::Tls;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_rustls::rustls;
 
 use crate::audit::Audit;
 use crate::authority::{Authority, DerivedSecrets, PasswordPool, Rules};
@@ -27,6 +27,8 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// How long a client may take to send a request head: from when the connection opens, and on a kept-alive one
 /// from the end of the previous response (so it also closes idle connections).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the TLS certificate and key files are read again (a renewal is served without a restart).
+const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
 /// How long shutdown waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -148,7 +150,10 @@ pub async fn start(
         .map_err(|e| StartError::Listen { addr: settings.listen, why: e.to_string() })?;
     let addr = listener.local_addr().map_err(|e| StartError::Listen { addr: settings.listen, why: e.to_string() })?;
     let tls = match &settings.tls {
-        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        Some((cert, key)) => {
+            let tls = Tls::load(cert, key, &["h2", "http/1.1"]).map_err(|e| StartError::Tls(e.to_string()))?;
+            Some(tls)
+        }
         None => None,
     };
     let login_limit = settings.login_rate.map(|(per_second, burst)| LoginRateLimit { per_second, burst });
@@ -180,7 +185,7 @@ pub async fn start(
 async fn serve(
     listener: TcpListener,
     router: axum::Router,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Tls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     stop_polls: tokio::sync::watch::Sender<bool>,
 ) {
@@ -197,36 +202,12 @@ async fn serve(
     };
     match tls {
         None => portcullis_http::serve(listener, router, limits, shutdown, |stream| async move { Some(stream) }).await,
-        Some(acceptor) => {
-            let handshake = move |stream| {
-                let accepting = acceptor.accept(stream);
-                async move { accepting.await.ok() }
-            };
-            portcullis_http::serve(listener, router, limits, shutdown, handshake).await;
+        Some(tls) => {
+            // A renewed certificate is served without a restart; the watch ends when serving does.
+            let _watch = tls.watch(TLS_RELOAD_INTERVAL);
+            portcullis_http::serve_tls(listener, router, limits, shutdown, &tls).await;
         }
     }
-}
-
-fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_rustls::TlsAcceptor, StartError> {
-    use pki_types::pem::PemObject;
-    use pki_types::{CertificateDer, PrivateKeyDer};
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| StartError::Tls(format!("{}: {e}", cert.display())))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| StartError::Tls(format!("{}: {e}", cert.display())))?;
-    if chain.is_empty() {
-        return Err(StartError::Tls(format!("{} holds no certificate", cert.display())));
-    }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| StartError::Tls(format!("{}: {e}", key.display())))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| StartError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| StartError::Tls(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Key schedule and revocation sync every second (cheap reads), purge every ten minutes. Changes another

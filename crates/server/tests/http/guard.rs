@@ -130,7 +130,7 @@ async fn echo_upstream() -> String {
             serde_json::json!({
                 "path": uri.to_string(), "subject": get("x-auth-subject"), "client": get("x-auth-client"),
                 "scopes": get("x-auth-scopes"), "forwarded_for": get("x-forwarded-for"), "spoof": get("x-auth-spoof"),
-            "dpop": get("dpop"),
+            "dpop": get("dpop"), "proto": get("x-forwarded-proto"), "host": get("x-forwarded-host"),
                 "body": body.len(), "sum": body.iter().map(|b| u64::from(*b)).sum::<u64>(),
             })
             .to_string()
@@ -454,6 +454,101 @@ async fn the_gateway_closes_connections_that_send_no_request_in_time() {
     let _ = stream.write_all(huge.as_bytes()).await;
     let answer = closed_within(&mut stream, long).await.expect("closed");
     assert!(answer.starts_with(b"HTTP/1.1 431"), "{}", String::from_utf8_lossy(&answer));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_serves_https_over_both_protocols_and_a_renewed_certificate() {
+    use super::dpop::{jti, proof_with};
+    use portcullis_guard::gateway::{Gateway, GatewayConfig};
+    use portcullis_jose::SigningKey;
+    let srv = start("gateway-tls").await;
+    let secret = srv.service_client("svc", &["read"]).await;
+    let upstream = echo_upstream().await;
+    let (first, renewed) = (
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap(),
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap(),
+    );
+    let (cert, key) = (srv.dir.join("gw-cert.pem"), srv.dir.join("gw-key.pem"));
+    std::fs::write(&cert, first.cert.pem()).unwrap();
+    std::fs::write(&key, first.signing_key.serialize_pem()).unwrap();
+    let toml = format!(
+        "issuer = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
+         [[route]]\nhost = \"localhost\"\npath_prefix = \"/api/\"\nupstream = \"{upstream}\"\naudience = \"api\"\nscopes = [\"read\"]\n",
+        srv.base,
+        cert.display(),
+        key.display()
+    );
+    std::fs::write(srv.dir.join("gateway.toml"), toml).unwrap();
+    let config = GatewayConfig::load(&srv.dir.join("gateway.toml")).unwrap();
+    // A half configuration, or a key that is not the certificate's, stops the gateway at start.
+    let half = GatewayConfig { tls_key: None, ..config.clone() };
+    let refused = Gateway::start(&half, None).await.unwrap_err().to_string();
+    assert!(refused.contains("tls_cert and tls_key: set both"), "{refused}");
+    let other_key = srv.dir.join("other-key.pem");
+    std::fs::write(&other_key, renewed.signing_key.serialize_pem()).unwrap();
+    let mismatched = GatewayConfig { tls_key: Some(other_key), ..config.clone() };
+    let refused = Gateway::start(&mismatched, None).await.unwrap_err().to_string();
+    assert!(refused.contains("gw-cert.pem and"), "{refused}");
+    let gw = Gateway::start(&config, None).await.unwrap();
+    assert_eq!(gw.scheme(), "https");
+    let (_stop, stopping) = tokio::sync::watch::channel(false);
+    let (addr, _workers) = portcullis_guard::workers::serve_workers(&gw, "127.0.0.1:0", 1, stopping).unwrap();
+    let url = format!("https://localhost:{}/api/orders", addr.port());
+    let client = |trusted: &rcgen::CertifiedKey<rcgen::KeyPair>, http1: bool| {
+        let mut builder = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(trusted.cert.pem().as_bytes()).unwrap())
+            .resolve("localhost", addr);
+        if http1 {
+            builder = builder.http1_only();
+        }
+        builder.build().unwrap()
+    };
+    let bearer = srv.client_token("svc", &secret, "read").await;
+
+    // HTTP/2 (ALPN) names the host in `:authority`, which the host route matches; and HTTP/1.1.
+    for (http1, version) in [(false, reqwest::Version::HTTP_2), (true, reqwest::Version::HTTP_11)] {
+        let resp = client(&first, http1).get(&url).bearer_auth(&bearer).send().await.unwrap();
+        assert_eq!((resp.status().as_u16(), resp.version()), (200, version));
+        let seen: Value = resp.json().await.unwrap();
+        assert_eq!(seen["subject"], "svc");
+        assert_eq!(seen["proto"], "https", "the upstream learns the client used HTTPS");
+        assert_eq!(seen["host"], format!("localhost:{}", addr.port()));
+    }
+
+    // A DPoP proof names the https URL the client used; one naming http:// is refused.
+    let dpop_key = SigningKey::generate(Algorithm::ES256).unwrap();
+    let (status, body, _) = srv
+        .dpop_form(&[&srv.token_proof(&dpop_key, "")], Some(("svc", &secret)), &[("grant_type", "client_credentials")])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let bound = s(&body, "access_token");
+    let ath = portcullis_jose::dpop::access_token_hash(&bound);
+    let now = srv.clock.now().as_secs();
+    for (http1, htu, want) in
+        [(true, url.clone(), 200), (false, url.clone(), 200), (true, url.replace("https", "http"), 401)]
+    {
+        let proof = proof_with(&dpop_key, &jti(), "GET", &htu, now, &format!(r#","ath":"{ath}""#));
+        let resp = client(&first, http1)
+            .get(&url)
+            .header("authorization", format!("DPoP {bound}"))
+            .header("dpop", proof)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), want, "{htu} over {:?}", resp.version());
+    }
+
+    // Plain HTTP on the HTTPS port gets no answer.
+    assert!(srv.http.get(format!("http://{addr}/api/orders")).bearer_auth(&bearer).send().await.is_err());
+
+    // A renewed certificate is served from the next handshake on, without a restart.
+    std::fs::write(&cert, renewed.cert.pem()).unwrap();
+    std::fs::write(&key, renewed.signing_key.serialize_pem()).unwrap();
+    assert!(gw.tls().unwrap().reload().unwrap());
+    let resp = client(&renewed, false).get(&url).bearer_auth(&bearer).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(client(&first, false).get(&url).bearer_auth(&bearer).send().await.is_err(), "the old certificate is gone");
+    srv.stop().await;
 }
 
 struct Killed(std::process::Child);
