@@ -17,15 +17,29 @@ pub fn run(config: Option<PathBuf>) -> Result<(), String> {
     runtime.block_on(async {
         let gw = Gateway::start(&config, gateway::install_metrics()).await.map_err(|e| e.to_string())?;
         let (stop, stopping) = tokio::sync::watch::channel(false);
+        let metrics_at = match &config.metrics_listen {
+            Some(listen) => {
+                let mut stopping = stopping.clone();
+                let stop = async move {
+                    let _ = stopping.wait_for(|stop| *stop).await;
+                };
+                Some(gateway::serve_metrics(&gw, listen, stop).await.map_err(|e| e.to_string())?.0)
+            }
+            None => None,
+        };
         let (addr, workers) =
             serve_workers(&gw, &config.listen, config.workers, stopping).map_err(|e| e.to_string())?;
         let scheme = gw.scheme();
         eprintln!(
             "\nportcullis gateway is serving on {scheme}://{addr} ({} workers)\n  issuer        {}\n  routes        {}\n  \
-             forward auth  {scheme}://{addr}/check\n",
+             forward auth  {scheme}://{addr}/check\n  metrics       {metrics}\n",
             workers.len(),
             config.issuer,
-            config.routes.len()
+            config.routes.len(),
+            metrics = match metrics_at {
+                Some(at) => format!("http://{at}/metrics"),
+                None => format!("{scheme}://{addr}/metrics"),
+            },
         );
         crate::server_cmd::shutdown_signal().await;
         stop.send_replace(true);

@@ -204,12 +204,16 @@ fn banner(settings: &Settings, running: &serve::Running, config: Option<&Path>) 
     let cfg = config.map(|c| format!(" --config {}", c.display())).unwrap_or_default();
     eprintln!(
         "\nportcullis is serving on {scheme}://{addr}\n  issuer     {issuer}\n  database   {db}\n  discovery  \
-         {issuer}/.well-known/openid-configuration\n  JWKS       {issuer}/jwks.json\n\nNext steps:\n  \
+         {issuer}/.well-known/openid-configuration\n  JWKS       {issuer}/jwks.json\n  metrics    {metrics}\n\nNext steps:\n  \
          portcullis{cfg} clients add my-service --generate-secret --grant client_credentials --scope read\n  \
          curl -u my-service:SECRET -d grant_type=client_credentials {issuer}/oauth2/token\n",
         addr = running.addr,
         issuer = settings.issuer,
         db = serve::redacted_url(&settings.database_url),
+        metrics = match running.metrics_addr {
+            Some(at) => format!("http://{at}/metrics"),
+            None => format!("{scheme}://{}/metrics", running.addr),
+        },
     );
 }
 

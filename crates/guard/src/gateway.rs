@@ -73,6 +73,9 @@ pub struct GatewayConfig {
     /// The files are read again every minute, so a renewed certificate is served without a restart.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Serve `/metrics` (and `/healthz`) on this address, in plain HTTP, instead of on `listen`, where the path is
+    /// then routed like any other: a port for the monitoring network only.
+    pub metrics_listen: Option<String>,
     #[serde(rename = "route", default)]
     pub routes: Vec<RouteConfig>,
 }
@@ -185,6 +188,8 @@ pub struct Gateway {
     header_timeout: Duration,
     /// HTTPS, when `tls_cert` and `tls_key` are set.
     tls: Option<Tls>,
+    /// `/metrics` is served on a listener of its own (`metrics_listen`), not by [`Gateway::router`].
+    metrics_elsewhere: bool,
     /// Handles for the series every request touches, registered once (a lookup by name and labels costs more
     /// than the increment).
     allowed: metrics::Counter,
@@ -347,6 +352,7 @@ impl Gateway {
             timeout,
             header_timeout,
             tls,
+            metrics_elsewhere: config.metrics_listen.is_some(),
             allowed: metrics::counter!(DECISIONS, "result" => "allow", "reason" => "ok"),
             allowed_public: metrics::counter!(DECISIONS, "result" => "allow", "reason" => "public"),
             upstream_seconds: metrics::histogram!("portcullis_gateway_upstream_seconds"),
@@ -391,6 +397,7 @@ impl Gateway {
             timeout: self.timeout,
             header_timeout: self.header_timeout,
             tls: self.tls.clone(),
+            metrics_elsewhere: self.metrics_elsewhere,
             allowed: self.allowed.clone(),
             allowed_public: self.allowed_public.clone(),
             upstream_seconds: self.upstream_seconds.clone(),
@@ -399,11 +406,14 @@ impl Gateway {
         })
     }
 
-    /// The gateway's router: `/healthz`, `/metrics`, `/check`, and everything else proxied.
+    /// The gateway's router: `/healthz`, `/metrics` (unless `metrics_listen` is set), `/check`, and everything
+    /// else proxied.
     pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
-            .route("/healthz", get(|| async { "ok\n" }))
-            .route("/metrics", get(metrics))
+        let mut router = Router::new().route("/healthz", get(healthz));
+        if !self.metrics_elsewhere {
+            router = router.route("/metrics", get(metrics));
+        }
+        router
             .route("/check", get(check))
             .route("/check/{*path}", axum::routing::any(check_prefixed))
             .fallback(proxy)
@@ -455,6 +465,28 @@ pub async fn serve(
     let addr = listener.local_addr().map_err(|e| GuardError::Config(e.to_string()))?;
     let task = tokio::spawn(async move { crate::workers::serve_listener(listener, &gateway, shutdown).await });
     Ok((addr, task))
+}
+
+/// Serves `/metrics` and `/healthz` on `listen` (`metrics_listen`), in plain HTTP, on the current runtime,
+/// until `shutdown` resolves.
+pub async fn serve_metrics(
+    gateway: &Arc<Gateway>,
+    listen: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), GuardError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| GuardError::Config(format!("cannot listen on {listen} (metrics_listen): {e}")))?;
+    let addr = listener.local_addr().map_err(|e| GuardError::Config(e.to_string()))?;
+    let router =
+        Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics)).with_state(Arc::clone(gateway));
+    let limits = crate::workers::limits(gateway);
+    let task = tokio::spawn(portcullis_http::serve(listener, router, limits, shutdown, |s| async move { Some(s) }));
+    Ok((addr, task))
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
 }
 
 const DECISIONS: &str = "portcullis_gateway_decisions_total";

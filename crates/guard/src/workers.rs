@@ -25,6 +25,15 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// How long shutdown waits for open connections to finish their requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What a connection to the gateway may cost.
+pub(crate) fn limits(gateway: &Gateway) -> portcullis_http::Limits {
+    portcullis_http::Limits {
+        header_timeout: gateway.header_timeout(),
+        max_header_bytes: MAX_HEADER_BYTES,
+        drain_timeout: DRAIN_TIMEOUT,
+    }
+}
+
 /// Serves `gateway` on `listener` until `shutdown` resolves, then drains open connections (for at most 10 s).
 /// A client must send each request head within the gateway's `header_timeout` (which also bounds a TLS handshake).
 pub(crate) async fn serve_listener(
@@ -32,11 +41,7 @@ pub(crate) async fn serve_listener(
     gateway: &Arc<Gateway>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let limits = portcullis_http::Limits {
-        header_timeout: gateway.header_timeout(),
-        max_header_bytes: MAX_HEADER_BYTES,
-        drain_timeout: DRAIN_TIMEOUT,
-    };
+    let limits = limits(gateway);
     let router = gateway.router();
     match gateway.tls() {
         None => portcullis_http::serve(listener, router, limits, shutdown, |stream| async move { Some(stream) }).await,

@@ -16,7 +16,7 @@ use crate::keys::KeyRules;
 pub const MAX_ACCESS_TOKEN_TTL: u64 = 3600;
 
 /// The configuration keys; each is also read from `PORTCULLIS_` + its upper-case name.
-pub const KEYS: [&str; 30] = [
+pub const KEYS: [&str; 31] = [
     "listen",
     "issuer",
     "data_dir",
@@ -34,6 +34,7 @@ pub const KEYS: [&str; 30] = [
     "jwks_max_age",
     "tls_cert",
     "tls_key",
+    "metrics_listen",
     "login_rate_per_second",
     "login_rate_burst",
     "dpop_proof_max_age",
@@ -90,6 +91,9 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Serve `/metrics` (with `/healthz` and `/readyz`) on this address, in plain HTTP, instead of on `listen`:
+    /// a port for the monitoring network only.
+    pub metrics_listen: Option<String>,
     /// Password attempts per second allowed from one IP address (0 turns the limit off).
     pub login_rate_per_second: u32,
     /// Password attempts one IP address may make in a burst.
@@ -142,6 +146,7 @@ impl Default for Config {
             jwks_max_age: 300,
             tls_cert: None,
             tls_key: None,
+            metrics_listen: None,
             login_rate_per_second: 5,
             login_rate_burst: 20,
             dpop_proof_max_age: 60,
@@ -187,6 +192,8 @@ pub struct Settings {
     pub key_rules: KeyRules,
     /// Certificate and key files, when the server speaks HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Where `/metrics` is served instead of on `listen`, when set.
+    pub metrics_listen: Option<SocketAddr>,
     /// Per-IP password attempts: (per second, burst); `None` when turned off.
     pub login_rate: Option<(u32, u32)>,
     pub dpop_proof_max_age: i64,
@@ -308,6 +315,21 @@ impl Config {
                 None
             }
         };
+        let metrics_listen = match self.metrics_listen.as_deref().map(str::parse::<SocketAddr>) {
+            None => None,
+            Some(Ok(addr)) if listen.as_ref().is_ok_and(|l| *l == addr && addr.port() != 0) => {
+                problems.push("metrics_listen: must differ from listen".into());
+                None
+            }
+            Some(Ok(addr)) => Some(addr),
+            Some(Err(_)) => {
+                problems.push(format!(
+                    "metrics_listen: {:?} is not an address such as 127.0.0.1:9090",
+                    self.metrics_listen.as_deref().unwrap_or_default()
+                ));
+                None
+            }
+        };
         if !(5..=300).contains(&self.dpop_proof_max_age) {
             problems.push("dpop_proof_max_age: must be between 5 and 300 seconds".into());
         }
@@ -332,6 +354,7 @@ impl Config {
                 signing_alg,
                 key_rules,
                 tls,
+                metrics_listen,
                 login_rate,
                 dpop_proof_max_age: self.dpop_proof_max_age as i64,
                 dpop_require_nonce: self.dpop_require_nonce,
@@ -468,6 +491,7 @@ mod tests {
             jwks_max_age: 600,
             key_rotation_interval: 900,
             tls_cert: Some("cert.pem".into()),
+            metrics_listen: Some("everywhere".into()),
             dpop_proof_max_age: 3600,
             risk_flag_at: Some(1.5),
             risk_signals: "brute_force=ban".into(),
@@ -476,7 +500,7 @@ mod tests {
             ..Config::default()
         };
         let ConfigError(problems) = bad.validate().unwrap_err();
-        assert_eq!(problems.len(), 15, "{problems:#?}");
+        assert_eq!(problems.len(), 16, "{problems:#?}");
         for key in [
             "listen",
             "issuer",
@@ -488,6 +512,7 @@ mod tests {
             "signing_alg",
             "key_rotation_interval",
             "tls_cert",
+            "metrics_listen",
             "dpop_proof_max_age",
             "risk_flag_at",
             "risk_signals",

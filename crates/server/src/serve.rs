@@ -31,6 +31,12 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
 /// How long shutdown waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a connection may cost, on the main listener and on the monitoring one.
+const LIMITS: portcullis_http::Limits = portcullis_http::Limits {
+    header_timeout: HEADER_TIMEOUT,
+    max_header_bytes: MAX_HEADER_BYTES,
+    drain_timeout: DRAIN_TIMEOUT,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -97,6 +103,8 @@ pub fn metrics_handle() -> PrometheusHandle {
 #[derive(Debug)]
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, when not on `addr` (`metrics_listen`).
+    pub metrics_addr: Option<SocketAddr>,
     pub authority: Arc<Authority>,
     pub tls: bool,
     /// Finishes when the server has drained after shutdown.
@@ -166,7 +174,22 @@ pub async fn start(
     if let Some(risk) = &state.authority.risk {
         crate::risk::spawn_flush(Arc::clone(risk), Arc::clone(&state.authority.clock), RISK_FLUSH_INTERVAL);
     }
-    let router = http::router(state);
+    let metrics_addr = match settings.metrics_listen {
+        None => None,
+        Some(at) => {
+            let listener =
+                TcpListener::bind(at).await.map_err(|e| StartError::Listen { addr: at, why: e.to_string() })?;
+            let bound = listener.local_addr().map_err(|e| StartError::Listen { addr: at, why: e.to_string() })?;
+            let mut stopping = state.stopping.clone();
+            let stop = async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            };
+            let ops = http::ops_router(state.clone());
+            tokio::spawn(portcullis_http::serve(listener, ops, LIMITS, stop, |stream| async move { Some(stream) }));
+            Some(bound)
+        }
+    };
+    let router = http::router(state, metrics_addr.is_none());
     let is_tls = tls.is_some();
     let finishing = Arc::clone(&authority);
     let task = tokio::spawn(async move {
@@ -179,7 +202,7 @@ pub async fn start(
             }
         }
     });
-    Ok((Running { addr, authority, tls: is_tls, task }, notes))
+    Ok((Running { addr, metrics_addr, authority, tls: is_tls, task }, notes))
 }
 
 async fn serve(
@@ -189,11 +212,6 @@ async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     stop_polls: tokio::sync::watch::Sender<bool>,
 ) {
-    let limits = portcullis_http::Limits {
-        header_timeout: HEADER_TIMEOUT,
-        max_header_bytes: MAX_HEADER_BYTES,
-        drain_timeout: DRAIN_TIMEOUT,
-    };
     // Long polls of /events end first, so that draining does not wait for them.
     let shutdown = async move {
         shutdown.await;
@@ -201,11 +219,11 @@ async fn serve(
         stop_polls.send_replace(true);
     };
     match tls {
-        None => portcullis_http::serve(listener, router, limits, shutdown, |stream| async move { Some(stream) }).await,
+        None => portcullis_http::serve(listener, router, LIMITS, shutdown, |stream| async move { Some(stream) }).await,
         Some(tls) => {
             // A renewed certificate is served without a restart; the watch ends when serving does.
             let _watch = tls.watch(TLS_RELOAD_INTERVAL);
-            portcullis_http::serve_tls(listener, router, limits, shutdown, &tls).await;
+            portcullis_http::serve_tls(listener, router, LIMITS, shutdown, &tls).await;
         }
     }
 }

@@ -86,9 +86,10 @@ impl AppState {
     }
 }
 
-/// Builds the router with every endpoint and the request limits.
-pub fn router(state: AppState) -> Router {
-    let api = Router::new()
+/// Builds the router with every endpoint and the request limits; `/metrics` only when `with_metrics` (else it
+/// is served by [`ops_router`] on a listener of its own).
+pub fn router(state: AppState, with_metrics: bool) -> Router {
+    let mut api = Router::new()
         .route("/.well-known/openid-configuration", get(discovery::openid_configuration))
         .route("/.well-known/oauth-authorization-server", get(discovery::authorization_server_metadata))
         .route("/jwks.json", get(discovery::jwks))
@@ -104,9 +105,11 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/head", get(ledger::head))
         .route("/audit/consistency", get(ledger::consistency))
         .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
+        .route("/readyz", get(ops::readyz));
+    if with_metrics {
+        api = api.route("/metrics", get(ops::metrics));
+    }
+    let api = api.layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
     let feed = Router::new()
         .route("/events", post(events::poll))
         .route("/risk/events", post(risk::report))
@@ -116,6 +119,17 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(middleware::from_fn(observe))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// The monitoring listener's router (`metrics_listen`): `/metrics`, `/healthz` and `/readyz`.
+pub fn ops_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(not_found)
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .with_state(state)
 }
 

@@ -472,7 +472,7 @@ async fn the_gateway_serves_https_over_both_protocols_and_a_renewed_certificate(
     std::fs::write(&cert, first.cert.pem()).unwrap();
     std::fs::write(&key, first.signing_key.serialize_pem()).unwrap();
     let toml = format!(
-        "issuer = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
+        "issuer = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\nmetrics_listen = \"127.0.0.1:0\"\n\
          [[route]]\nhost = \"localhost\"\npath_prefix = \"/api/\"\nupstream = \"{upstream}\"\naudience = \"api\"\nscopes = [\"read\"]\n",
         srv.base,
         cert.display(),
@@ -489,11 +489,17 @@ async fn the_gateway_serves_https_over_both_protocols_and_a_renewed_certificate(
     let mismatched = GatewayConfig { tls_key: Some(other_key), ..config.clone() };
     let refused = Gateway::start(&mismatched, None).await.unwrap_err().to_string();
     assert!(refused.contains("gw-cert.pem and"), "{refused}");
-    let gw = Gateway::start(&config, None).await.unwrap();
+    let gw = Gateway::start(&config, Some(serve::metrics_handle())).await.unwrap();
     assert_eq!(gw.scheme(), "https");
     let (_stop, stopping) = tokio::sync::watch::channel(false);
     let (addr, _workers) = portcullis_guard::workers::serve_workers(&gw, "127.0.0.1:0", 1, stopping).unwrap();
     let url = format!("https://localhost:{}/api/orders", addr.port());
+    let (stopping_metrics, stop_metrics) = tokio::sync::oneshot::channel::<()>();
+    let (metrics_addr, metrics_task) = portcullis_guard::gateway::serve_metrics(&gw, "127.0.0.1:0", async {
+        let _ = stop_metrics.await;
+    })
+    .await
+    .unwrap();
     let client = |trusted: &rcgen::CertifiedKey<rcgen::KeyPair>, http1: bool| {
         let mut builder = reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(trusted.cert.pem().as_bytes()).unwrap())
@@ -537,6 +543,14 @@ async fn the_gateway_serves_https_over_both_protocols_and_a_renewed_certificate(
             .unwrap();
         assert_eq!(resp.status().as_u16(), want, "{htu} over {:?}", resp.version());
     }
+
+    // With metrics_listen, /metrics is served there, and on the public port it is a path like any other.
+    let scraped = reqwest::get(format!("http://{metrics_addr}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(scraped.contains("portcullis_gateway_decisions_total"), "{scraped}");
+    let public = client(&first, false).get(url.replace("/api/orders", "/metrics")).send().await.unwrap();
+    assert_eq!(public.status().as_u16(), 404, "no route for /metrics on the public port");
+    drop(stopping_metrics);
+    tokio::time::timeout(std::time::Duration::from_secs(5), metrics_task).await.unwrap().unwrap();
 
     // Plain HTTP on the HTTPS port gets no answer.
     assert!(srv.http.get(format!("http://{addr}/api/orders")).bearer_auth(&bearer).send().await.is_err());

@@ -609,6 +609,7 @@ async fn tls_when_a_certificate_is_configured() {
         data_dir: dir.join("data"),
         tls_cert: Some(dir.join("cert.pem")),
         tls_key: Some(dir.join("key.pem")),
+        metrics_listen: Some("127.0.0.1:0".into()),
         ..Config::default()
     }
     .validate()
@@ -634,6 +635,15 @@ async fn tls_when_a_certificate_is_configured() {
         .await
         .unwrap();
     assert_eq!(meta["token_endpoint"], format!("https://localhost:{port}/oauth2/token"));
+    // With metrics_listen, /metrics is served there (plain HTTP, for the monitoring network), not on the API.
+    let on_api = http.get(format!("https://localhost:{port}/metrics")).send().await.unwrap();
+    assert_eq!(on_api.status().as_u16(), 404);
+    let metrics_addr = running.metrics_addr.expect("a metrics listener");
+    let scraped = reqwest::get(format!("http://{metrics_addr}/metrics")).await.unwrap();
+    assert_eq!(scraped.status().as_u16(), 200);
+    assert!(scraped.text().await.unwrap().contains("portcullis_http_requests_total"));
+    assert_eq!(reqwest::get(format!("http://{metrics_addr}/readyz")).await.unwrap().status().as_u16(), 200);
+    assert_eq!(reqwest::get(format!("http://{metrics_addr}/jwks.json")).await.unwrap().status().as_u16(), 404);
     // Plain HTTP on the TLS port gets nowhere.
     let plain = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/healthz")).send().await;
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
@@ -651,6 +661,13 @@ async fn tls_when_a_certificate_is_configured() {
     assert!(err.to_string().contains("missing.pem"), "{err}");
     let _ = stop.send(());
     let _ = running.task.await;
+    // The metrics listener stops with the server.
+    let mut waited = 0;
+    while tokio::net::TcpStream::connect(metrics_addr).await.is_ok() {
+        assert!(waited < 100, "the metrics listener outlived the server");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        waited += 1;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
