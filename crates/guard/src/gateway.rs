@@ -53,6 +53,10 @@ pub struct GatewayConfig {
     /// connection, or a kept-alive one after a response: this also closes idle connections).
     #[serde(default = "default_header_timeout")]
     pub header_timeout: u64,
+    /// The most client connections served at once, shared evenly by the workers; more wait in the listen backlog
+    /// until one closes.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     #[serde(default = "default_realm")]
     pub realm: String,
     /// Worker threads, each accepting and serving its own connections; 0 (the default) is one per core.
@@ -110,6 +114,9 @@ fn default_upstream_timeout() -> u64 {
 }
 fn default_header_timeout() -> u64 {
     30
+}
+fn default_max_connections() -> usize {
+    10_000
 }
 fn default_realm() -> String {
     "api".into()
@@ -186,6 +193,7 @@ pub struct Gateway {
     metrics: Option<PrometheusHandle>,
     timeout: Duration,
     header_timeout: Duration,
+    max_connections: usize,
     /// HTTPS, when `tls_cert` and `tls_key` are set.
     tls: Option<Tls>,
     /// `/metrics` is served on a listener of its own (`metrics_listen`), not by [`Gateway::router`].
@@ -351,6 +359,7 @@ impl Gateway {
             metrics,
             timeout,
             header_timeout,
+            max_connections: config.max_connections.max(1),
             tls,
             metrics_elsewhere: config.metrics_listen.is_some(),
             allowed: metrics::counter!(DECISIONS, "result" => "allow", "reason" => "ok"),
@@ -368,6 +377,11 @@ impl Gateway {
     /// How long a client may take to send a request head (`header_timeout`).
     pub fn header_timeout(&self) -> Duration {
         self.header_timeout
+    }
+
+    /// The most client connections served at once, over all workers (`max_connections`).
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
     }
 
     /// The TLS configuration, when the gateway serves HTTPS.
@@ -396,6 +410,7 @@ impl Gateway {
             metrics: self.metrics.clone(),
             timeout: self.timeout,
             header_timeout: self.header_timeout,
+            max_connections: self.max_connections,
             tls: self.tls.clone(),
             metrics_elsewhere: self.metrics_elsewhere,
             allowed: self.allowed.clone(),
@@ -463,7 +478,7 @@ pub async fn serve(
         .await
         .map_err(|e| GuardError::Config(format!("cannot listen on {listen}: {e}")))?;
     let addr = listener.local_addr().map_err(|e| GuardError::Config(e.to_string()))?;
-    let task = tokio::spawn(async move { crate::workers::serve_listener(listener, &gateway, shutdown).await });
+    let task = tokio::spawn(async move { crate::workers::serve_listener(listener, &gateway, 1, shutdown).await });
     Ok((addr, task))
 }
 
@@ -480,7 +495,7 @@ pub async fn serve_metrics(
     let addr = listener.local_addr().map_err(|e| GuardError::Config(e.to_string()))?;
     let router =
         Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics)).with_state(Arc::clone(gateway));
-    let limits = crate::workers::limits(gateway);
+    let limits = portcullis_http::Limits { max_connections: 64, ..crate::workers::limits(gateway, 1) };
     let task = tokio::spawn(portcullis_http::serve(listener, router, limits, shutdown, |s| async move { Some(s) }));
     Ok((addr, task))
 }

@@ -25,12 +25,13 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// How long shutdown waits for open connections to finish their requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What a connection to the gateway may cost.
-pub(crate) fn limits(gateway: &Gateway) -> portcullis_http::Limits {
+/// What a connection to the gateway may cost, on one of `workers` listeners (which share `max_connections`).
+pub(crate) fn limits(gateway: &Gateway, workers: usize) -> portcullis_http::Limits {
     portcullis_http::Limits {
         header_timeout: gateway.header_timeout(),
         max_header_bytes: MAX_HEADER_BYTES,
         drain_timeout: DRAIN_TIMEOUT,
+        max_connections: gateway.max_connections().div_ceil(workers.max(1)),
     }
 }
 
@@ -39,9 +40,10 @@ pub(crate) fn limits(gateway: &Gateway) -> portcullis_http::Limits {
 pub(crate) async fn serve_listener(
     listener: tokio::net::TcpListener,
     gateway: &Arc<Gateway>,
+    workers: usize,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let limits = limits(gateway);
+    let limits = limits(gateway, workers);
     let router = gateway.router();
     match gateway.tls() {
         None => portcullis_http::serve(listener, router, limits, shutdown, |stream| async move { Some(stream) }).await,
@@ -77,6 +79,10 @@ pub fn serve_workers(
         addr = socket.local_addr().map_err(cannot)?;
         sockets.push(socket);
     }
+    // A descriptor per client connection and per upstream connection, and some for the rest.
+    if let Some(warning) = portcullis_http::make_room_for_open_files(2 * gateway.max_connections() as u64 + 256) {
+        tracing::warn!("{warning}");
+    }
     let mut threads = Vec::with_capacity(workers);
     // Each worker says when its socket listens (or why it cannot), so that the address returned accepts
     // connections at once and a failure is the caller's error, not a log line.
@@ -107,7 +113,7 @@ pub fn serve_workers(
                             }
                         }
                     };
-                    serve_listener(listener, &gateway, stop).await;
+                    serve_listener(listener, &gateway, workers, stop).await;
                 });
             })
             .map_err(|e| GuardError::Config(format!("cannot start a worker thread: {e}")))?;

@@ -3,6 +3,11 @@
 //! How the authorization server and the gateway serve HTTP connections: one accept loop, the limits that keep a
 //! hostile client from holding resources, and a bounded drain at shutdown.
 //!
+//! At most `max_connections` connections are served at once: past that, new ones wait in the kernel's listen
+//! backlog until one closes, instead of taking file descriptors the process needs for everything else (its
+//! upstream connections, its database, its log). Without such a bound, a client that opens connections faster
+//! than the header timeout closes them exhausts the descriptors, and every accept and outgoing connect fails.
+//!
 //! A client must send each request head within the header timeout, counted from when the server starts waiting
 //! for it: on a new connection, and on a kept-alive one after the previous response (so it also closes idle
 //! connections); a head is at most the configured size (431 above it). A slowloris client, which opens many
@@ -22,6 +27,7 @@
 //!     header_timeout: Duration::from_secs(10),
 //!     max_header_bytes: 16 * 1024,
 //!     drain_timeout: Duration::from_secs(10),
+//!     max_connections: 10_000,
 //! };
 //! let shutdown = std::future::pending::<()>(); // e.g. a signal handler
 //! portcullis_http::serve(listener, router, limits, shutdown, |stream| async move { Some(stream) }).await;
@@ -48,6 +54,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 /// What a connection may cost before it has sent a request.
@@ -59,6 +66,23 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// How long shutdown waits for open connections to finish their requests.
     pub drain_timeout: Duration,
+    /// The most connections served at once (at least 1); more wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+/// Makes room for `needed` open file descriptors: raises the process's soft limit (`RLIMIT_NOFILE`, often 1024)
+/// towards the hard one when it is lower, as a server that holds thousands of connections must. Returns a warning
+/// for the log when the limit stays below `needed` (the hard limit is lower: raise it, e.g. systemd's
+/// `LimitNOFILE=`, or serve fewer connections).
+pub fn make_room_for_open_files(needed: u64) -> Option<String> {
+    match rlimit::increase_nofile_limit(needed) {
+        Ok(limit) if limit >= needed => None,
+        Ok(limit) => Some(format!(
+            "the open-files limit is {limit}, below the {needed} that max_connections may need: raise the hard \
+             limit (ulimit -Hn, systemd LimitNOFILE=) or lower max_connections"
+        )),
+        Err(e) => Some(format!("cannot raise the open-files limit to {needed}: {e}")),
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains open connections for at most
@@ -84,7 +108,30 @@ pub async fn serve<H, F, I>(
         .max_buf_size(limits.max_header_bytes);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
     tokio::pin!(shutdown);
+    let slots = Arc::new(Semaphore::new(limits.max_connections.clamp(1, Semaphore::MAX_PERMITS)));
+    // Under a flood the limit is reached again and again: one warning a minute says so.
+    let mut warned: Option<tokio::time::Instant> = None;
     loop {
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                    warned = Some(tokio::time::Instant::now());
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "connection limit reached: new connections wait until one closes"
+                    );
+                }
+                metrics::counter!("portcullis_connection_limit_waits_total").increment(1);
+                tokio::select! {
+                    slot = Arc::clone(&slots).acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -111,7 +158,7 @@ pub async fn serve<H, F, I>(
         // Dropped when the connection's task ends (or is aborted), which ends its deadline's task too.
         let (open, closed) = tokio::sync::oneshot::channel::<()>();
         let serving = tokio::spawn(async move {
-            let _open = open;
+            let (_open, _slot) = (open, slot);
             let Some(io) = handshaking.await else { return };
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {

@@ -16,7 +16,7 @@ use crate::keys::KeyRules;
 pub const MAX_ACCESS_TOKEN_TTL: u64 = 3600;
 
 /// The configuration keys; each is also read from `PORTCULLIS_` + its upper-case name.
-pub const KEYS: [&str; 31] = [
+pub const KEYS: [&str; 32] = [
     "listen",
     "issuer",
     "data_dir",
@@ -35,6 +35,7 @@ pub const KEYS: [&str; 31] = [
     "tls_cert",
     "tls_key",
     "metrics_listen",
+    "max_connections",
     "login_rate_per_second",
     "login_rate_burst",
     "dpop_proof_max_age",
@@ -94,6 +95,8 @@ pub struct Config {
     /// Serve `/metrics` (with `/healthz` and `/readyz`) on this address, in plain HTTP, instead of on `listen`:
     /// a port for the monitoring network only.
     pub metrics_listen: Option<String>,
+    /// The most client connections served at once; more wait in the listen backlog until one closes.
+    pub max_connections: usize,
     /// Password attempts per second allowed from one IP address (0 turns the limit off).
     pub login_rate_per_second: u32,
     /// Password attempts one IP address may make in a burst.
@@ -147,6 +150,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             metrics_listen: None,
+            max_connections: 10_000,
             login_rate_per_second: 5,
             login_rate_burst: 20,
             dpop_proof_max_age: 60,
@@ -194,6 +198,7 @@ pub struct Settings {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Where `/metrics` is served instead of on `listen`, when set.
     pub metrics_listen: Option<SocketAddr>,
+    pub max_connections: usize,
     /// Per-IP password attempts: (per second, burst); `None` when turned off.
     pub login_rate: Option<(u32, u32)>,
     pub dpop_proof_max_age: i64,
@@ -330,6 +335,9 @@ impl Config {
                 None
             }
         };
+        if self.max_connections == 0 {
+            problems.push("max_connections: must be at least 1".into());
+        }
         if !(5..=300).contains(&self.dpop_proof_max_age) {
             problems.push("dpop_proof_max_age: must be between 5 and 300 seconds".into());
         }
@@ -355,6 +363,7 @@ impl Config {
                 key_rules,
                 tls,
                 metrics_listen,
+                max_connections: self.max_connections,
                 login_rate,
                 dpop_proof_max_age: self.dpop_proof_max_age as i64,
                 dpop_require_nonce: self.dpop_require_nonce,
@@ -492,6 +501,7 @@ mod tests {
             key_rotation_interval: 900,
             tls_cert: Some("cert.pem".into()),
             metrics_listen: Some("everywhere".into()),
+            max_connections: 0,
             dpop_proof_max_age: 3600,
             risk_flag_at: Some(1.5),
             risk_signals: "brute_force=ban".into(),
@@ -500,7 +510,7 @@ mod tests {
             ..Config::default()
         };
         let ConfigError(problems) = bad.validate().unwrap_err();
-        assert_eq!(problems.len(), 16, "{problems:#?}");
+        assert_eq!(problems.len(), 17, "{problems:#?}");
         for key in [
             "listen",
             "issuer",
@@ -513,6 +523,7 @@ mod tests {
             "key_rotation_interval",
             "tls_cert",
             "metrics_listen",
+            "max_connections",
             "dpop_proof_max_age",
             "risk_flag_at",
             "risk_signals",

@@ -32,11 +32,14 @@ const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
 /// How long shutdown waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a connection may cost, on the main listener and on the monitoring one.
-const LIMITS: portcullis_http::Limits = portcullis_http::Limits {
-    header_timeout: HEADER_TIMEOUT,
-    max_header_bytes: MAX_HEADER_BYTES,
-    drain_timeout: DRAIN_TIMEOUT,
-};
+fn limits(settings: &Settings) -> portcullis_http::Limits {
+    portcullis_http::Limits {
+        header_timeout: HEADER_TIMEOUT,
+        max_header_bytes: MAX_HEADER_BYTES,
+        drain_timeout: DRAIN_TIMEOUT,
+        max_connections: settings.max_connections,
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -152,7 +155,10 @@ pub async fn start(
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(Running, Vec<String>), StartError> {
-    let (authority, notes) = build(settings, clock).await?;
+    let (authority, mut notes) = build(settings, clock).await?;
+    // A descriptor per connection, per database connection, and some for files, logs and the feed.
+    let descriptors = settings.max_connections as u64 + u64::from(settings.database_pool.max_connections) + 256;
+    notes.extend(portcullis_http::make_room_for_open_files(descriptors));
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|e| StartError::Listen { addr: settings.listen, why: e.to_string() })?;
@@ -185,15 +191,17 @@ pub async fn start(
                 let _ = stopping.wait_for(|stop| *stop).await;
             };
             let ops = http::ops_router(state.clone());
-            tokio::spawn(portcullis_http::serve(listener, ops, LIMITS, stop, |stream| async move { Some(stream) }));
+            let limits = portcullis_http::Limits { max_connections: 64, ..limits(settings) };
+            tokio::spawn(portcullis_http::serve(listener, ops, limits, stop, |stream| async move { Some(stream) }));
             Some(bound)
         }
     };
     let router = http::router(state, metrics_addr.is_none());
     let is_tls = tls.is_some();
+    let limits = limits(settings);
     let finishing = Arc::clone(&authority);
     let task = tokio::spawn(async move {
-        serve(listener, router, tls, shutdown, stop_polls).await;
+        serve(listener, router, tls, limits, shutdown, stop_polls).await;
         background.abort();
         // What the risk engine learnt since its last write is kept.
         if let Some(risk) = &finishing.risk {
@@ -209,6 +217,7 @@ async fn serve(
     listener: TcpListener,
     router: axum::Router,
     tls: Option<Tls>,
+    limits: portcullis_http::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
     stop_polls: tokio::sync::watch::Sender<bool>,
 ) {
@@ -219,11 +228,11 @@ async fn serve(
         stop_polls.send_replace(true);
     };
     match tls {
-        None => portcullis_http::serve(listener, router, LIMITS, shutdown, |stream| async move { Some(stream) }).await,
+        None => portcullis_http::serve(listener, router, limits, shutdown, |stream| async move { Some(stream) }).await,
         Some(tls) => {
             // A renewed certificate is served without a restart; the watch ends when serving does.
             let _watch = tls.watch(TLS_RELOAD_INTERVAL);
-            portcullis_http::serve_tls(listener, router, LIMITS, shutdown, &tls).await;
+            portcullis_http::serve_tls(listener, router, limits, shutdown, &tls).await;
         }
     }
 }

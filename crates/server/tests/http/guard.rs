@@ -417,7 +417,7 @@ async fn the_gateway_closes_connections_that_send_no_request_in_time() {
     let srv = start("slowloris").await;
     let upstream = echo_upstream().await;
     let toml = format!(
-        "issuer = \"{}\"\nheader_timeout = 1\n[[route]]\npath_prefix = \"/public/\"\nupstream = \"{upstream}\"\npublic = true\n",
+        "issuer = \"{}\"\nheader_timeout = 1\nmax_connections = 2\n[[route]]\npath_prefix = \"/public/\"\nupstream = \"{upstream}\"\npublic = true\n",
         srv.base
     );
     std::fs::write(srv.dir.join("gateway.toml"), toml).unwrap();
@@ -454,6 +454,17 @@ async fn the_gateway_closes_connections_that_send_no_request_in_time() {
     let _ = stream.write_all(huge.as_bytes()).await;
     let answer = closed_within(&mut stream, long).await.expect("closed");
     assert!(answer.starts_with(b"HTTP/1.1 431"), "{}", String::from_utf8_lossy(&answer));
+
+    // max_connections = 2: two silent connections hold both slots, and a third waits until the header timeout
+    // has closed them, instead of each taking a descriptor.
+    let (_one, _two) = (connect().await.unwrap(), connect().await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut third = connect().await.unwrap();
+    let started = std::time::Instant::now();
+    third.write_all(b"GET /public/x HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").await.unwrap();
+    let answer = closed_within(&mut third, long).await.expect("served once a slot is free");
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(700), "served at once: {:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
