@@ -199,6 +199,94 @@ fn serve_starts_with_defaults_answers_and_stops_on_sigterm() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A small upstream on loopback: answers every request `200 upstream` and closes the connection.
+fn tiny_upstream() -> std::net::SocketAddr {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nupstream");
+        }
+    });
+    addr
+}
+
+/// One HTTP/1.1 request to `addr`; the whole response.
+fn get(addr: &str, path: &str) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn the_gateway_runs_from_its_file_logs_refusals_and_requests_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = temp("gateway");
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (server_port, gateway_port, metrics_port) = (free(), free(), free());
+    let mut command = common::portcullis();
+    command.current_dir(&dir).env("PORTCULLIS_LISTEN", format!("127.0.0.1:{server_port}"));
+    let (mut server, _) = common::serve(command);
+    let upstream = tiny_upstream();
+    write(
+        &dir,
+        "gateway.toml",
+        &format!(
+            "listen = \"127.0.0.1:{gateway_port}\"\nissuer = \"http://127.0.0.1:{server_port}\"\naccess_log = true\n\
+             metrics_listen = \"127.0.0.1:{metrics_port}\"\nworkers = 2\n\
+             [[route]]\npath_prefix = \"/api/\"\nupstream = \"http://{upstream}\"\naudience = \"api\"\n\
+             [[route]]\npath_prefix = \"/public/\"\nupstream = \"http://{upstream}\"\npublic = true\n"
+        ),
+    );
+    let mut gateway = common::portcullis()
+        .current_dir(&dir)
+        .args(["gateway", "--config", "gateway.toml"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(gateway.stderr.take().unwrap());
+    let mut banner = String::new();
+    while !banner.contains("metrics ") {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "the gateway exited: {banner}");
+        banner.push_str(&line);
+    }
+    assert!(banner.contains(&format!("serving on http://127.0.0.1:{gateway_port} (2 workers)")), "{banner}");
+    assert!(banner.contains(&format!("http://127.0.0.1:{metrics_port}/metrics")), "{banner}");
+
+    let gw = format!("127.0.0.1:{gateway_port}");
+    assert!(get(&gw, "/public/x?secret=1").ends_with("upstream"));
+    assert!(get(&gw, "/api/orders").starts_with("HTTP/1.1 401"));
+    assert!(get(&gw, "/nowhere").starts_with("HTTP/1.1 404"));
+    let scraped = get(&format!("127.0.0.1:{metrics_port}"), "/metrics");
+    assert!(scraped.contains(r#"portcullis_gateway_decisions_total{result="deny",reason="missing"} 1"#), "{scraped}");
+    assert!(get(&gw, "/metrics").starts_with("HTTP/1.1 404"), "not on the public port");
+
+    let killed = Command::new("kill").args(["-TERM", &gateway.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let mut log = String::new();
+    stderr.read_to_string(&mut log).unwrap();
+    assert_eq!(gateway.wait().unwrap().code(), Some(0), "graceful shutdown exits 0: {log}");
+    let line = |has: &[&str]| log.lines().any(|l| has.iter().all(|h| l.contains(h)));
+    assert!(line(&["proxied", "/public/x", "status=200", "upstream_ms="]), "{log}");
+    assert!(!log.contains("secret=1"), "a query is never logged: {log}");
+    assert!(line(&["refused", "/api/orders", "status=401", "missing", "peer=127.0.0.1"]), "{log}");
+    assert!(line(&["refused", "/nowhere", "status=404", "no route"]), "{log}");
+    let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The documented move from SQLite to PostgreSQL (or, without a PostgreSQL server configured, to a second
 /// SQLite store): export, import, and the target holds the same accounts, clients and keys.
 #[test]

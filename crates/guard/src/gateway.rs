@@ -14,7 +14,7 @@
 //!
 //! `/healthz` and `/metrics` (Prometheus) are served by the gateway itself.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -73,6 +73,10 @@ pub struct GatewayConfig {
     /// `X-Real-IP`, as the proxy in front sets them.
     #[serde(default)]
     pub report_token_uses: bool,
+    /// Log every request let through (method, path, status, subject, client, `jti`, upstream time, client
+    /// address); refusals are always logged.
+    #[serde(default)]
+    pub access_log: bool,
     /// Serve HTTPS with this certificate chain (PEM, leaf first) and private key (PEM); set both, or neither.
     /// The files are read again every minute, so a renewed certificate is served without a restart.
     pub tls_cert: Option<PathBuf>,
@@ -194,6 +198,7 @@ pub struct Gateway {
     timeout: Duration,
     header_timeout: Duration,
     max_connections: usize,
+    access_log: bool,
     /// HTTPS, when `tls_cert` and `tls_key` are set.
     tls: Option<Tls>,
     /// `/metrics` is served on a listener of its own (`metrics_listen`), not by [`Gateway::router`].
@@ -360,6 +365,7 @@ impl Gateway {
             timeout,
             header_timeout,
             max_connections: config.max_connections.max(1),
+            access_log: config.access_log,
             tls,
             metrics_elsewhere: config.metrics_listen.is_some(),
             allowed: metrics::counter!(DECISIONS, "result" => "allow", "reason" => "ok"),
@@ -411,6 +417,7 @@ impl Gateway {
             timeout: self.timeout,
             header_timeout: self.header_timeout,
             max_connections: self.max_connections,
+            access_log: self.access_log,
             tls: self.tls.clone(),
             metrics_elsewhere: self.metrics_elsewhere,
             allowed: self.allowed.clone(),
@@ -510,6 +517,13 @@ fn decision(result: &'static str, reason: &'static str) {
     metrics::counter!(DECISIONS, "result" => result, "reason" => reason).increment(1);
 }
 
+/// A refusal, counted and logged with what answers "why was this client refused": the method, the path (never
+/// the query, which may carry secrets, nor the token), the client's address, the status and the reason.
+fn refused(method: &Method, path: &str, peer: Option<IpAddr>, status: StatusCode, reason: &'static str) {
+    decision("deny", reason);
+    tracing::info!(%method, path, peer = peer.map(tracing::field::display), status = status.as_u16(), reason, "refused");
+}
+
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     if let Some(age) = gw.guard.jwks().age() {
         metrics::gauge!("portcullis_guard_jwks_age_seconds").set(age as f64);
@@ -586,12 +600,13 @@ async fn check_prefixed(State(gw): State<Arc<Gateway>>, request: Request) -> Res
 async fn judge(gw: &Gateway, headers: &HeaderMap, method: &Method, path: &str) -> Response {
     let host = header_str(headers, "x-forwarded-host").or_else(|| header_str(headers, "host"));
     // A refusal is 403, not 400: nginx's auth_request turns anything but 2xx, 401 and 403 into a 500.
+    let peer = forwarded_client(headers);
     let Ok(found) = gw.route(host, method, path) else {
-        decision("deny", "ambiguous path");
+        refused(method, path, peer, StatusCode::FORBIDDEN, "ambiguous path");
         return (StatusCode::FORBIDDEN, "ambiguous path\n").into_response();
     };
     let Some(route) = found else {
-        decision("deny", "no route");
+        refused(method, path, peer, StatusCode::FORBIDDEN, "no route");
         return (StatusCode::FORBIDDEN, "no route\n").into_response();
     };
     let Some(requirement) = &route.requirement else {
@@ -606,14 +621,19 @@ async fn judge(gw: &Gateway, headers: &HeaderMap, method: &Method, path: &str) -
     match authorize_http(&gw.guard, headers, method.as_str(), origin, path, requirement).await {
         Ok(identity) => {
             gw.count(Instant::now(), |t| t.allowed += 1);
-            gw.guard.report_use(&identity, forwarded_client(headers), headers);
+            if gw.access_log {
+                let (subject, client, jti) = (&identity.subject, &identity.client_id, &identity.jti);
+                tracing::info!(%method, path, peer = peer.map(tracing::field::display), subject, client, jti, "allowed");
+            }
+            gw.guard.report_use(&identity, peer, headers);
             let mut response = StatusCode::OK.into_response();
             identity_headers(response.headers_mut(), &identity);
             response
         }
         Err(rejection) => {
-            decision("deny", rejection.reason());
-            rejection_response_for(&rejection, &gw.guard.config().realm, scheme_of(headers))
+            let response = rejection_response_for(&rejection, &gw.guard.config().realm, scheme_of(headers));
+            refused(method, path, peer, response.status(), rejection.reason());
+            response
         }
     }
 }
@@ -636,13 +656,14 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
         Some(host) => Some(host.clone()),
         None => request.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
-    let Ok(found) = gw.route(host.as_ref().and_then(|h| h.to_str().ok()), request.method(), request.uri().path())
-    else {
-        decision("deny", "ambiguous path");
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let (method, path) = (request.method(), request.uri().path());
+    let Ok(found) = gw.route(host.as_ref().and_then(|h| h.to_str().ok()), method, path) else {
+        refused(method, path, peer, StatusCode::BAD_REQUEST, "ambiguous path");
         return (StatusCode::BAD_REQUEST, "ambiguous path\n").into_response();
     };
     let Some(route) = found else {
-        decision("deny", "no route");
+        refused(method, path, peer, StatusCode::NOT_FOUND, "no route");
         return (StatusCode::NOT_FOUND, "no route\n").into_response();
     };
     let Some(Upstream { authority, base, host: upstream_host }) = &route.upstream else {
@@ -656,14 +677,16 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
             match authorize_http(&gw.guard, headers, request.method().as_str(), origin, uri.path(), requirement).await {
                 Ok(identity) => Some(identity),
                 Err(rejection) => {
-                    decision("deny", rejection.reason());
-                    return rejection_response_for(&rejection, &gw.guard.config().realm, scheme_of(headers));
+                    let response = rejection_response_for(&rejection, &gw.guard.config().realm, scheme_of(headers));
+                    refused(method, path, peer, response.status(), rejection.reason());
+                    return response;
                 }
             }
         }
     };
     let authorized = identity.is_some();
-    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    // Only when asked for: the access log's copy of the method and path.
+    let logged = gw.access_log.then(|| (request.method().clone(), request.uri().path().to_owned()));
     if let Some(identity) = &identity {
         gw.guard.report_use(identity, peer, request.headers());
     }
@@ -706,6 +729,22 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
         }
         t.upstream_seconds.push(done.duration_since(started).as_secs_f64());
     });
+    if let Some((method, path)) = logged {
+        let status = match &upstream {
+            Ok(Ok(response)) => response.status(),
+            Ok(Err(_)) => StatusCode::BAD_GATEWAY,
+            Err(_) => StatusCode::GATEWAY_TIMEOUT,
+        };
+        let (subject, client, jti) = match &identity {
+            Some(id) => (id.subject.as_str(), id.client_id.as_str(), id.jti.as_str()),
+            None => ("", "", ""),
+        };
+        let upstream_ms = done.duration_since(started).as_secs_f64() * 1000.0;
+        tracing::info!(
+            %method, path, peer = peer.map(tracing::field::display), status = status.as_u16(), subject, client, jti,
+            upstream_ms, "proxied"
+        );
+    }
     match upstream {
         Ok(Ok(response)) => {
             let (mut parts, body) = response.into_parts();
