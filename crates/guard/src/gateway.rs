@@ -25,9 +25,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
 use portcullis_http::tls::Tls;
 use serde::Deserialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::layer::{authorize_http, rejection_response_for, request_origin, scheme_of};
 use crate::upstream::Upstreams;
@@ -198,6 +200,8 @@ pub struct Gateway {
     timeout: Duration,
     header_timeout: Duration,
     max_connections: usize,
+    /// Open upgraded connections (WebSocket), at most `max_connections`, shared by every worker.
+    tunnels: Arc<Semaphore>,
     access_log: bool,
     /// HTTPS, when `tls_cert` and `tls_key` are set.
     tls: Option<Tls>,
@@ -365,6 +369,7 @@ impl Gateway {
             timeout,
             header_timeout,
             max_connections: config.max_connections.max(1),
+            tunnels: Arc::new(Semaphore::new(config.max_connections.clamp(1, Semaphore::MAX_PERMITS))),
             access_log: config.access_log,
             tls,
             metrics_elsewhere: config.metrics_listen.is_some(),
@@ -417,6 +422,7 @@ impl Gateway {
             timeout: self.timeout,
             header_timeout: self.header_timeout,
             max_connections: self.max_connections,
+            tunnels: Arc::clone(&self.tunnels),
             access_log: self.access_log,
             tls: self.tls.clone(),
             metrics_elsewhere: self.metrics_elsewhere,
@@ -691,6 +697,9 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
         gw.guard.report_use(identity, peer, request.headers());
     }
     let (mut parts, body) = request.into_parts();
+    // An upgrade (WebSocket): the client's side of the tunnel, once the gateway has answered 101.
+    let upgrade = upgrade_protocol(&parts.version, &parts.headers)
+        .map(|protocol| (protocol, parts.extensions.remove::<hyper::upgrade::OnUpgrade>()));
     let Some(uri) = upstream_target(base, &parts.uri) else {
         return (StatusCode::BAD_REQUEST, "bad request target\n").into_response();
     };
@@ -717,9 +726,33 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(gw.scheme()));
     headers.insert(header::HOST, upstream_host.clone());
+    let request = Request::from_parts(parts, body);
     let started = Instant::now();
-    let upstream =
-        tokio::time::timeout(gw.timeout, gw.upstreams.send(authority, Request::from_parts(parts, body))).await;
+    let (upstream, tunnel) = match upgrade {
+        None => {
+            let sent = tokio::time::timeout(gw.timeout, gw.upstreams.send(authority, request)).await;
+            (sent.map(|r| r.map(|response| response.map(Body::new))), None)
+        }
+        Some((protocol, client)) => {
+            // Each open tunnel counts against max_connections, as the connection it came from no longer does.
+            let Ok(slot) = Arc::clone(&gw.tunnels).try_acquire_owned() else {
+                refused(
+                    request.method(),
+                    request.uri().path(),
+                    peer,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many tunnels",
+                );
+                return (StatusCode::SERVICE_UNAVAILABLE, "too many open upgraded connections\n").into_response();
+            };
+            let mut request = request;
+            let headers = request.headers_mut();
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, protocol);
+            let sent = tokio::time::timeout(gw.timeout, Upstreams::send_upgrade(authority, request)).await;
+            (sent.map(|r| r.map(|response| response.map(Body::new))), Some((client, slot)))
+        }
+    };
     let done = Instant::now();
     gw.count(done, |t| {
         if authorized {
@@ -746,10 +779,25 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
         );
     }
     match upstream {
+        Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            let (mut parts, _) = response.into_parts();
+            let protocol = parts.headers.get(header::UPGRADE).cloned();
+            let upstream_io = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+            let (Some((Some(client_io), slot)), Some(upstream_io), Some(protocol)) = (tunnel, upstream_io, protocol)
+            else {
+                tracing::warn!(upstream = %authority, "upstream switched protocols without an upgrade asked for");
+                return (StatusCode::BAD_GATEWAY, "upstream unavailable\n").into_response();
+            };
+            strip_headers(&mut parts.headers, |_| false);
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, protocol);
+            tokio::spawn(relay(client_io, upstream_io, slot));
+            Response::from_parts(parts, Body::empty())
+        }
         Ok(Ok(response)) => {
             let (mut parts, body) = response.into_parts();
             strip_headers(&mut parts.headers, |_| false);
-            Response::from_parts(parts, Body::new(body))
+            Response::from_parts(parts, body)
         }
         Ok(Err(e)) => {
             tracing::warn!(upstream = %authority, error = %e, "upstream request failed");
@@ -761,6 +809,39 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
             (StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n").into_response()
         }
     }
+}
+
+/// The protocol an HTTP/1.1 request asks to switch to (RFC 9110 §7.8: `Upgrade`, named in `Connection`), such as
+/// `websocket`.
+fn upgrade_protocol(version: &http::Version, headers: &HeaderMap) -> Option<HeaderValue> {
+    if *version != http::Version::HTTP_11 {
+        return None;
+    }
+    let asked = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asked.then(|| headers.get(header::UPGRADE).cloned()).flatten()
+}
+
+/// Relays bytes both ways between a client and an upstream that switched protocols, until either side closes.
+async fn relay(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, _slot: OwnedSemaphorePermit) {
+    let (client, upstream) = match tokio::join!(client, upstream) {
+        (Ok(client), Ok(upstream)) => (client, upstream),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::debug!(error = %e, "an upgraded connection did not open");
+            return;
+        }
+    };
+    let open = metrics::gauge!("portcullis_gateway_tunnels_open");
+    open.increment(1.0);
+    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "an upgraded connection ended");
+    }
+    open.decrement(1.0);
 }
 
 /// The request target sent upstream (origin-form, RFC 9112 §3.2.1): the route's base path, then the request's
@@ -894,5 +975,24 @@ mod tests {
         plain.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
         strip_headers(&mut plain, |_| false);
         assert_eq!(plain.len(), 1);
+    }
+
+    #[test]
+    fn an_upgrade_is_asked_by_connection_and_upgrade_together_on_http_1_1() {
+        let headers = |connection: &'static str, upgrade: Option<&'static str>| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONNECTION, HeaderValue::from_static(connection));
+            if let Some(u) = upgrade {
+                h.insert(header::UPGRADE, HeaderValue::from_static(u));
+            }
+            h
+        };
+        let v11 = http::Version::HTTP_11;
+        let asked = upgrade_protocol(&v11, &headers("keep-alive, Upgrade", Some("websocket")));
+        assert_eq!(asked.as_ref().map(|v| v.as_bytes()), Some(&b"websocket"[..]));
+        assert_eq!(upgrade_protocol(&v11, &headers("keep-alive", Some("websocket"))), None, "not named in Connection");
+        assert_eq!(upgrade_protocol(&v11, &headers("upgrade", None)), None, "no protocol");
+        assert_eq!(upgrade_protocol(&http::Version::HTTP_10, &headers("upgrade", Some("websocket"))), None);
+        assert_eq!(upgrade_protocol(&http::Version::HTTP_2, &headers("upgrade", Some("websocket"))), None);
     }
 }

@@ -112,19 +112,41 @@ impl Upstreams {
     }
 
     async fn connect(authority: &Authority) -> Result<SendRequest<Body>, UpstreamError> {
-        let addr = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
-            .await
-            .map_err(|_| UpstreamError::ConnectTimeout)?
-            .map_err(UpstreamError::Connect)?;
-        stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
-        let (sender, connection) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
+        let (sender, connection) = Self::handshake(authority).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "upstream connection ended");
             }
         });
         Ok(sender)
+    }
+
+    async fn handshake(
+        authority: &Authority,
+    ) -> Result<(SendRequest<Body>, http1::Connection<TokioIo<tokio::net::TcpStream>, Body>), UpstreamError> {
+        let addr = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout)?
+            .map_err(UpstreamError::Connect)?;
+        stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+        Ok(http1::Builder::new().handshake(TokioIo::new(stream)).await?)
+    }
+
+    /// Sends `request` (an upgrade: `Connection: upgrade` and `Upgrade` set) to `authority` on a connection of its
+    /// own, never pooled: after a `101 Switching Protocols` the connection belongs to the new protocol, whose
+    /// bytes [`hyper::upgrade::on`] on the response yields.
+    pub async fn send_upgrade(
+        authority: &Authority,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let (mut sender, connection) = Self::handshake(authority).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender.send_request(request).await?)
     }
 
     /// Sends `request` (origin-form target, `Host` set) to `authority` on a pooled connection or a new one.

@@ -576,6 +576,116 @@ async fn the_gateway_serves_https_over_both_protocols_and_a_renewed_certificate(
     srv.stop().await;
 }
 
+/// An upstream that switches to a protocol of its own (`Upgrade: shout`) and answers every byte sent after
+/// that in upper case; it names the subject the gateway told it in `x-seen-subject`.
+async fn shouting_upstream() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let subject =
+                    head.lines().find_map(|l| l.strip_prefix("x-auth-subject: ")).unwrap_or_default().trim().to_owned();
+                if !(head.contains("\r\nupgrade: shout\r\n") && head.contains("\r\nconnection: upgrade\r\n")) {
+                    let _ = stream.write_all(b"HTTP/1.1 426 Upgrade Required\r\ncontent-length: 0\r\n\r\n").await;
+                    return;
+                }
+                let switched = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: shout\r\nx-seen-subject: {subject}\r\n\r\n"
+                );
+                if stream.write_all(switched.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 || stream.write_all(&buf[..n].to_ascii_uppercase()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// Sends `text` on an open tunnel and reads what comes back.
+async fn shout(stream: &mut tokio::net::TcpStream, text: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(text.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; text.len()];
+    tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_exact(&mut buf)).await.unwrap().unwrap();
+    String::from_utf8(buf).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_relays_upgraded_connections_behind_the_token_check_and_bounds_them() {
+    use portcullis_guard::gateway::{Gateway, GatewayConfig};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = start("gateway-upgrade").await;
+    let secret = srv.service_client("svc", &["read"]).await;
+    let upstream = shouting_upstream().await;
+    let toml = format!(
+        "issuer = \"{}\"\nmax_connections = 2\n[[route]]\npath_prefix = \"/live/\"\nupstream = \"{upstream}\"\n\
+         audience = \"api\"\nscopes = [\"read\"]\n",
+        srv.base
+    );
+    std::fs::write(srv.dir.join("gateway.toml"), toml).unwrap();
+    let gw = Gateway::start(&GatewayConfig::load(&srv.dir.join("gateway.toml")).unwrap(), None).await.unwrap();
+    let (_stop, stopping) = tokio::sync::watch::channel(false);
+    let (addr, _workers) = portcullis_guard::workers::serve_workers(&gw, "127.0.0.1:0", 1, stopping).unwrap();
+    let token = srv.client_token("svc", &secret, "read").await;
+    // Opens a tunnel: the response head, and the stream when it switched.
+    let open = |bearer: Option<String>| async move {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let auth = bearer.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let ask = format!("GET /live/feed HTTP/1.1\r\nhost: a\r\nconnection: Upgrade\r\nupgrade: shout\r\n{auth}\r\n");
+        stream.write_all(ask.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.unwrap() == 1 {
+            head.push(byte[0]);
+        }
+        (String::from_utf8_lossy(&head).to_ascii_lowercase(), stream)
+    };
+    let (head, _) = open(None).await;
+    assert!(head.starts_with("http/1.1 401"), "no token, no tunnel: {head}");
+    let (head, mut first) = open(Some(token.clone())).await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("\r\nupgrade: shout\r\n") && head.contains("\r\nconnection: upgrade\r\n"), "{head}");
+    assert!(head.contains("x-seen-subject: svc"), "the upstream learnt the verified subject: {head}");
+    assert_eq!(shout(&mut first, "hello").await, "HELLO");
+    assert_eq!(shout(&mut first, "both ways, many times").await, "BOTH WAYS, MANY TIMES");
+
+    // max_connections = 2 bounds open tunnels too.
+    let (head, mut second) = open(Some(token.clone())).await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    let (head, _) = open(Some(token.clone())).await;
+    assert!(head.starts_with("http/1.1 503"), "a third tunnel: {head}");
+    assert_eq!(shout(&mut second, "still open").await, "STILL OPEN");
+    drop(first);
+    let mut waited = 0;
+    let mut third = loop {
+        let (head, stream) = open(Some(token.clone())).await;
+        if head.starts_with("http/1.1 101") {
+            break stream;
+        }
+        assert!(waited < 50, "a closed tunnel frees its slot: {head}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        waited += 1;
+    };
+    assert_eq!(shout(&mut third, "again").await, "AGAIN");
+}
+
 struct Killed(std::process::Child);
 impl Drop for Killed {
     fn drop(&mut self) {
