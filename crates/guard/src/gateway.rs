@@ -791,7 +791,8 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
             strip_headers(&mut parts.headers, |_| false);
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, protocol);
-            tokio::spawn(relay(client_io, upstream_io, slot));
+            let holder = identity.clone().map(|identity| (gw.guard.clone(), identity));
+            tokio::spawn(relay(client_io, upstream_io, holder, slot));
             Response::from_parts(parts, Body::empty())
         }
         Ok(Ok(response)) => {
@@ -826,8 +827,18 @@ fn upgrade_protocol(version: &http::Version, headers: &HeaderMap) -> Option<Head
     asked.then(|| headers.get(header::UPGRADE).cloned()).flatten()
 }
 
-/// Relays bytes both ways between a client and an upstream that switched protocols, until either side closes.
-async fn relay(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, _slot: OwnedSemaphorePermit) {
+/// How often an open upgraded connection asks whether its token still holds.
+const TUNNEL_RECHECK: Duration = Duration::from_secs(1);
+
+/// Relays bytes both ways between a client and an upstream that switched protocols, until either side closes,
+/// or, for one opened with a token, until that token expires or is revoked: a connection lives no longer than
+/// the token that opened it.
+async fn relay(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    holder: Option<(Guard, Arc<Identity>)>,
+    _slot: OwnedSemaphorePermit,
+) {
     let (client, upstream) = match tokio::join!(client, upstream) {
         (Ok(client), Ok(upstream)) => (client, upstream),
         (Err(e), _) | (_, Err(e)) => {
@@ -838,8 +849,28 @@ async fn relay(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUp
     let open = metrics::gauge!("portcullis_gateway_tunnels_open");
     open.increment(1.0);
     let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error = %e, "an upgraded connection ended");
+    let relaying = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    tokio::pin!(relaying);
+    let mut recheck = tokio::time::interval(TUNNEL_RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            ended = &mut relaying => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "an upgraded connection ended");
+                }
+                break;
+            }
+            _ = recheck.tick(), if holder.is_some() => {
+                if let Some((guard, identity)) = &holder {
+                    if let Err(rejection) = guard.still_holds(identity) {
+                        tracing::info!(jti = %identity.jti, reason = rejection.reason(), "upgraded connection closed: its token no longer holds");
+                        metrics::counter!("portcullis_gateway_tunnels_closed_total", "reason" => rejection.reason()).increment(1);
+                        break;
+                    }
+                }
+            }
+        }
     }
     open.decrement(1.0);
 }

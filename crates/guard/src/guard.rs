@@ -541,6 +541,18 @@ impl Guard {
         self.inner.feed.as_ref().map(|f| f.lag())
     }
 
+    /// Whether an identity let through earlier still holds now: its token has not expired (with the leeway) and
+    /// has not been revoked since. For what outlives one request, such as an upgraded (WebSocket) connection.
+    pub fn still_holds(&self, identity: &Identity) -> Result<(), Rejection> {
+        if self.now() >= identity.expires_at.saturating_add(self.inner.config.leeway) {
+            return Err(Rejection::Invalid("expired"));
+        }
+        if self.inner.revocations.is_revoked(&facts(identity)) {
+            return Err(Rejection::Revoked);
+        }
+        Ok(())
+    }
+
     fn now(&self) -> i64 {
         self.inner.clock.now().as_secs()
     }

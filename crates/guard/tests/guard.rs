@@ -108,9 +108,15 @@ async fn judged(worker: bool) {
     let after_cut = sign(&key, "api", t0 + 2, t0 + 300, "read write");
     assert!(guard.verify(&after_cut).is_ok(), "tokens issued after the cut-off pass");
 
+    // What outlives a request (an upgraded connection) asks again whether its identity still holds.
+    let holding = guard.verify(&after_cut).unwrap();
+    assert_eq!(guard.still_holds(&holding), Ok(()));
+    assert_eq!(guard.still_holds(&who), Err(Rejection::Revoked), "alice's tokens before the cut-off");
+
     // Expiry is judged on every use, cached or not.
     now.store(t0 + 300, Ordering::SeqCst);
     assert_eq!(guard.verify(&after_cut), Err(Rejection::Invalid("expired")));
+    assert_eq!(guard.still_holds(&holding), Err(Rejection::Invalid("expired")));
     now.store(t0 + 10, Ordering::SeqCst);
 
     // The server goes down: the last keys serve until the stale bound (ttl 300 + 600), then 503.

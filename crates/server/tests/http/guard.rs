@@ -634,10 +634,13 @@ async fn the_gateway_relays_upgraded_connections_behind_the_token_check_and_boun
     let srv = start("gateway-upgrade").await;
     let secret = srv.service_client("svc", &["read"]).await;
     let upstream = shouting_upstream().await;
+    let feed_secret = srv.service_client("gw", &["portcullis:events"]).await;
+    std::fs::write(srv.dir.join("gw.secret"), &feed_secret).unwrap();
     let toml = format!(
-        "issuer = \"{}\"\nmax_connections = 2\n[[route]]\npath_prefix = \"/live/\"\nupstream = \"{upstream}\"\n\
+        "issuer = \"{}\"\nclient_id = \"gw\"\nclient_secret_file = \"{}\"\nmax_connections = 2\n[[route]]\npath_prefix = \"/live/\"\nupstream = \"{upstream}\"\n\
          audience = \"api\"\nscopes = [\"read\"]\n",
-        srv.base
+        srv.base,
+        srv.dir.join("gw.secret").display()
     );
     std::fs::write(srv.dir.join("gateway.toml"), toml).unwrap();
     let gw = Gateway::start(&GatewayConfig::load(&srv.dir.join("gateway.toml")).unwrap(), None).await.unwrap();
@@ -684,6 +687,22 @@ async fn the_gateway_relays_upgraded_connections_behind_the_token_check_and_boun
         waited += 1;
     };
     assert_eq!(shout(&mut third, "again").await, "AGAIN");
+
+    // A connection lives no longer than its token: revoked, the gateway closes it within seconds.
+    let revoked = srv
+        .http
+        .post(format!("{}/oauth2/revoke", srv.base))
+        .basic_auth("svc", Some(&secret))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status().as_u16(), 200);
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(6), third.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "still open {:?} after the revocation", started.elapsed());
+    assert!(matches!(second.read(&mut buf).await, Ok(0) | Err(_)), "every tunnel the token opened");
 }
 
 struct Killed(std::process::Child);
