@@ -487,12 +487,17 @@ pub async fn serve(
     listen: &str,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), GuardError> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| GuardError::Config(format!("cannot listen on {listen}: {e}")))?;
-    let addr = listener.local_addr().map_err(|e| GuardError::Config(e.to_string()))?;
+    let (listener, addr) = bind(listen, "").await?;
     let task = tokio::spawn(async move { crate::workers::serve_listener(listener, &gateway, 1, shutdown).await });
     Ok((addr, task))
+}
+
+/// A listener on `listen`, and its address; an error names the address and `what` it was for.
+async fn bind(listen: &str, what: &str) -> Result<(tokio::net::TcpListener, SocketAddr), GuardError> {
+    let cannot = |e: std::io::Error| GuardError::Config(format!("cannot listen on {listen}{what}: {e}"));
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(cannot)?;
+    let addr = listener.local_addr().map_err(cannot)?;
+    Ok((listener, addr))
 }
 
 /// Serves `/metrics` and `/healthz` on `listen` (`metrics_listen`), in plain HTTP, on the current runtime,
@@ -502,10 +507,7 @@ pub async fn serve_metrics(
     listen: &str,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), GuardError> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| GuardError::Config(format!("cannot listen on {listen} (metrics_listen): {e}")))?;
-    let addr = listener.local_addr().map_err(|e| GuardError::Config(e.to_string()))?;
+    let (listener, addr) = bind(listen, " (metrics_listen)").await?;
     let router =
         Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics)).with_state(Arc::clone(gateway));
     let limits = portcullis_http::Limits { max_connections: 64, ..crate::workers::limits(gateway, 1) };
