@@ -5,9 +5,22 @@ use std::path::PathBuf;
 use portcullis_guard::gateway::{self, Gateway, GatewayConfig};
 use portcullis_guard::workers::serve_workers;
 
-pub fn run(config: Option<PathBuf>) -> Result<(), String> {
+#[derive(Debug, clap::Args)]
+pub struct GatewayArgs {
+    /// Check the configuration (routes, addresses, secret, certificate and key files) and exit: 0 when the gateway
+    /// would start with it, 1 with the reason otherwise. The issuer is not contacted.
+    #[arg(long)]
+    pub check: bool,
+}
+
+pub fn run(config: Option<PathBuf>, args: &GatewayArgs) -> Result<(), String> {
     let path = config.ok_or("gateway needs --config gateway.toml")?;
     let config = GatewayConfig::load(&path).map_err(|e| e.to_string())?;
+    if args.check {
+        let summary = config.check().map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("{}: ok ({summary})", path.display());
+        return Ok(());
+    }
     crate::server_cmd::init_logging(&std::env::var("PORTCULLIS_LOG").unwrap_or_else(|_| "info".into()));
     // The guard's background work (JWKS refresh, revocation feed) runs here; requests run on the workers.
     let runtime = tokio::runtime::Builder::new_current_thread()

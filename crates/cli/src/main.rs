@@ -39,7 +39,7 @@ enum Command {
     /// Run the authorization server.
     Serve,
     /// Run the gateway: reverse proxy and forward-auth endpoint in front of APIs (--config gateway.toml).
-    Gateway,
+    Gateway(gateway_cmd::GatewayArgs),
     /// Create or upgrade the database schema (the server also does this at start).
     Migrate,
     /// Write the whole store (accounts, clients, keys, sessions, revocations, audit) as JSON.
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
         Command::Jwt(cmd) => jose_cmd::run_jwt(cmd),
         Command::Jwk(cmd) => jose_cmd::run_jwk(cmd),
         Command::Serve => server_cmd::run_serve(&cli.common),
-        Command::Gateway => gateway_cmd::run(cli.common.config.clone()),
+        Command::Gateway(args) => gateway_cmd::run(cli.common.config.clone(), &args),
         Command::Migrate => server_cmd::run_migrate(&cli.common),
         Command::Export(args) => transfer_cmd::run_export(&cli.common, args.output.as_deref()),
         Command::Import(args) => transfer_cmd::run_import(&cli.common, args.input.as_deref()),

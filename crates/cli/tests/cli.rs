@@ -247,6 +247,36 @@ fn the_gateway_runs_from_its_file_logs_refusals_and_requests_and_stops_on_sigter
              [[route]]\npath_prefix = \"/public/\"\nupstream = \"http://{upstream}\"\npublic = true\n"
         ),
     );
+    // `--check` says whether it would start, without starting, as `nginx -t` does.
+    let checked = common::portcullis()
+        .current_dir(&dir)
+        .args(["gateway", "--config", "gateway.toml", "--check"])
+        .output()
+        .unwrap();
+    let said = ok(&checked);
+    assert!(said.contains("gateway.toml: ok (2 routes; plain HTTP; revocation feed off"), "{said}");
+    for (name, text, reason) in [
+        ("no-audience.toml", "issuer = \"http://a\"\n[[route]]\nupstream = \"http://b\"\n", "audience is required"),
+        ("half-tls.toml", "issuer = \"http://a\"\ntls_cert = \"c.pem\"\n[[route]]\npublic = true\n", "set both"),
+        (
+            "no-cert.toml",
+            "issuer = \"http://a\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n[[route]]\npublic = true\n",
+            "c.pem",
+        ),
+        ("bad-listen.toml", "issuer = \"http://a\"\nlisten = \"nowhere\"\n[[route]]\npublic = true\n", "listen"),
+        (
+            "no-secret.toml",
+            "issuer = \"http://a\"\nclient_id = \"gw\"\nclient_secret_file = \"gone\"\n[[route]]\npublic = true\n",
+            "client_secret_file gone",
+        ),
+    ] {
+        write(&dir, name, text);
+        let out =
+            common::portcullis().current_dir(&dir).args(["gateway", "--config", name, "--check"]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains(reason) && err.contains(name), "{name}: {err}");
+    }
     let mut gateway = common::portcullis()
         .current_dir(&dir)
         .args(["gateway", "--config", "gateway.toml"])

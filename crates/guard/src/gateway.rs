@@ -138,6 +138,73 @@ impl GatewayConfig {
             toml::from_str(&text).map_err(|e| GuardError::Config(format!("{}: {e}", path.display())))?;
         Ok(config)
     }
+
+    /// Checks everything the gateway would check at start short of the network (routes, addresses, the files it
+    /// reads: secrets, certificate and key), as `nginx -t` does; returns a one-line summary.
+    pub fn check(&self) -> Result<String, GuardError> {
+        let routes = parse_routes(self)?;
+        for (key, listen) in [("listen", Some(&self.listen)), ("metrics_listen", self.metrics_listen.as_ref())] {
+            if let Some(listen) = listen {
+                if std::net::ToSocketAddrs::to_socket_addrs(listen.as_str()).map_or(true, |mut a| a.next().is_none()) {
+                    return Err(GuardError::Config(format!(
+                        "{key}: {listen:?} is not an address such as 127.0.0.1:8081"
+                    )));
+                }
+            }
+        }
+        let issuer: Uri =
+            self.issuer.parse().map_err(|_| GuardError::Config(format!("issuer {:?} is not a URL", self.issuer)))?;
+        if issuer.scheme().is_none() || issuer.authority().is_none() {
+            return Err(GuardError::Config(format!("issuer {:?} is not an absolute URL", self.issuer)));
+        }
+        self.nonce_secret()?;
+        let feed = self.events_client()?.is_some();
+        let tls = self.tls()?.is_some();
+        Ok(format!(
+            "{} routes; {}; revocation feed {}; metrics on {}",
+            routes.len(),
+            if tls { "HTTPS" } else { "plain HTTP" },
+            if feed { "on" } else { "off (revoked tokens pass until they expire)" },
+            self.metrics_listen.as_deref().unwrap_or("listen")
+        ))
+    }
+
+    fn nonce_secret(&self) -> Result<Option<Arc<portcullis_jose::dpop::Nonces>>, GuardError> {
+        let Some(file) = &self.dpop_nonce_secret_file else { return Ok(None) };
+        let secret = std::fs::read(file)
+            .map_err(|e| GuardError::Config(format!("dpop_nonce_secret_file {}: {e}", file.display())))?;
+        let secret = zeroize::Zeroizing::new(secret);
+        let secret = secret.trim_ascii();
+        if secret.len() < 32 {
+            return Err(GuardError::Config(format!(
+                "dpop_nonce_secret_file {}: the secret must be at least 32 bytes",
+                file.display()
+            )));
+        }
+        Ok(Some(Arc::new(portcullis_jose::dpop::Nonces::new(secret))))
+    }
+
+    fn events_client(&self) -> Result<Option<(String, String)>, GuardError> {
+        match (&self.client_id, &self.client_secret_file) {
+            (Some(id), Some(file)) => {
+                let secret = std::fs::read_to_string(file)
+                    .map_err(|e| GuardError::Config(format!("client_secret_file {}: {e}", file.display())))?;
+                Ok(Some((id.clone(), secret.trim().to_owned())))
+            }
+            (None, None) => Ok(None),
+            _ => Err(GuardError::Config("client_id and client_secret_file: set both, or neither".into())),
+        }
+    }
+
+    fn tls(&self) -> Result<Option<Tls>, GuardError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                Tls::load(cert, key, &["h2", "http/1.1"]).map(Some).map_err(|e| GuardError::Config(format!("TLS: {e}")))
+            }
+            (None, None) => Ok(None),
+            _ => Err(GuardError::Config("tls_cert and tls_key: set both, or neither".into())),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -326,37 +393,13 @@ impl Gateway {
         guard_config.public_origin = config.public_origin.clone();
         guard_config.fail_closed_after = config.fail_closed_after;
         guard_config.report_token_uses = config.report_token_uses;
-        if let Some(file) = &config.dpop_nonce_secret_file {
-            let secret = std::fs::read(file)
-                .map_err(|e| GuardError::Config(format!("dpop_nonce_secret_file {}: {e}", file.display())))?;
-            let secret = zeroize::Zeroizing::new(secret);
-            let secret = secret.trim_ascii();
-            if secret.len() < 32 {
-                return Err(GuardError::Config(format!(
-                    "dpop_nonce_secret_file {}: the secret must be at least 32 bytes",
-                    file.display()
-                )));
-            }
-            guard_config.dpop_nonces = Some(Arc::new(portcullis_jose::dpop::Nonces::new(secret)));
+        guard_config.dpop_nonces = config.nonce_secret()?;
+        guard_config.events = config.events_client()?;
+        let tls = config.tls()?;
+        if let Some(tls) = &tls {
+            // Ends when the gateway is gone.
+            tls.watch(TLS_RELOAD_INTERVAL);
         }
-        if let (Some(id), Some(file)) = (&config.client_id, &config.client_secret_file) {
-            let secret = std::fs::read_to_string(file)
-                .map_err(|e| GuardError::Config(format!("client_secret_file {}: {e}", file.display())))?;
-            guard_config.events = Some((id.clone(), secret.trim().to_owned()));
-        } else if config.client_id.is_some() || config.client_secret_file.is_some() {
-            return Err(GuardError::Config("client_id and client_secret_file: set both, or neither".into()));
-        }
-        let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => {
-                let tls =
-                    Tls::load(cert, key, &["h2", "http/1.1"]).map_err(|e| GuardError::Config(format!("TLS: {e}")))?;
-                // Ends when the gateway is gone.
-                tls.watch(TLS_RELOAD_INTERVAL);
-                Some(tls)
-            }
-            (None, None) => None,
-            _ => return Err(GuardError::Config("tls_cert and tls_key: set both, or neither".into())),
-        };
         let guard = Guard::start(guard_config).await?;
         let timeout = Duration::from_secs(config.upstream_timeout.max(1));
         let header_timeout = Duration::from_secs(config.header_timeout.max(1));
