@@ -107,11 +107,7 @@ pub fn serve_workers(
                     };
                     let _ = listening.send(Ok(()));
                     let stop = async move {
-                        while !*shutdown.borrow_and_update() {
-                            if shutdown.changed().await.is_err() {
-                                break;
-                            }
-                        }
+                        let _ = shutdown.wait_for(|stop| *stop).await;
                     };
                     serve_listener(listener, &gateway, workers, stop).await;
                 });

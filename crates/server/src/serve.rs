@@ -163,13 +163,8 @@ pub async fn start(
         .await
         .map_err(|e| StartError::Listen { addr: settings.listen, why: e.to_string() })?;
     let addr = listener.local_addr().map_err(|e| StartError::Listen { addr: settings.listen, why: e.to_string() })?;
-    let tls = match &settings.tls {
-        Some((cert, key)) => {
-            let tls = Tls::load(cert, key, &["h2", "http/1.1"]).map_err(|e| StartError::Tls(e.to_string()))?;
-            Some(tls)
-        }
-        None => None,
-    };
+    let tls = settings.tls.as_ref().map(|(cert, key)| Tls::load(cert, key, &["h2", "http/1.1"])).transpose();
+    let tls = tls.map_err(|e| StartError::Tls(e.to_string()))?;
     let login_limit = settings.login_rate.map(|(per_second, burst)| LoginRateLimit { per_second, burst });
     let (stop_polls, stopping) = tokio::sync::watch::channel(false);
     let state = AppState::new(Arc::clone(&authority), metrics_handle(), login_limit, stopping);

@@ -38,6 +38,14 @@ impl Server {
         proof_with(key, &jti(), "POST", &self.token_endpoint(), self.clock.now().as_secs(), extra)
     }
 
+    /// A client-credentials access token bound to `key` (`cnf.jkt`), for client `id`.
+    pub async fn dpop_bound_token(&self, key: &SigningKey, id: &str, secret: &str) -> String {
+        let cc = [("grant_type", "client_credentials")];
+        let (status, body, _) = self.dpop_form(&[&self.token_proof(key, "")], Some((id, secret)), &cc).await;
+        assert_eq!(status, 200, "{body}");
+        s(&body, "access_token")
+    }
+
     /// A token request with the given `DPoP` headers; returns the status, the body and the `DPoP-Nonce` header.
     pub async fn dpop_form(
         &self,
@@ -253,11 +261,7 @@ async fn the_guard_accepts_a_bound_token_only_with_a_proof_of_its_key() {
     let srv = start("dpop-guard").await;
     let secret = srv.service_client("svc", &["read"]).await;
     let key = SigningKey::generate(Algorithm::ES256).unwrap();
-    let (status, body, _) = srv
-        .dpop_form(&[&srv.token_proof(&key, "")], Some(("svc", &secret)), &[("grant_type", "client_credentials")])
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let token = s(&body, "access_token");
+    let token = srv.dpop_bound_token(&key, "svc", &secret).await;
     let clock = Arc::clone(&srv.clock);
     let guard = Guard::start_with_clock(GuardConfig::new(&srv.base, "api"), GuardClock::new(move || clock.now()))
         .await

@@ -534,11 +534,7 @@ async fn the_gateway_serves_https_over_both_protocols_and_a_renewed_certificate(
 
     // A DPoP proof names the https URL the client used; one naming http:// is refused.
     let dpop_key = SigningKey::generate(Algorithm::ES256).unwrap();
-    let (status, body, _) = srv
-        .dpop_form(&[&srv.token_proof(&dpop_key, "")], Some(("svc", &secret)), &[("grant_type", "client_credentials")])
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let bound = s(&body, "access_token");
+    let bound = srv.dpop_bound_token(&dpop_key, "svc", &secret).await;
     let ath = portcullis_jose::dpop::access_token_hash(&bound);
     let now = srv.clock.now().as_secs();
     for (http1, htu, want) in
