@@ -32,7 +32,7 @@ use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::layer::{authorize_http, rejection_response_for, request_origin, scheme_of};
-use crate::upstream::Upstreams;
+use crate::upstream::{Origin, Upstreams};
 use crate::{Guard, GuardConfig, GuardError, Identity, Requirement};
 
 /// `gateway.toml`.
@@ -86,6 +86,9 @@ pub struct GatewayConfig {
     /// Serve `/metrics` (and `/healthz`) on this address, in plain HTTP, instead of on `listen`, where the path is
     /// then routed like any other: a port for the monitoring network only.
     pub metrics_listen: Option<String>,
+    /// For `https://` upstreams: trust the CA certificates in this file (PEM) and no others. Unset: the system's
+    /// trust store.
+    pub upstream_ca: Option<PathBuf>,
     #[serde(rename = "route", default)]
     pub routes: Vec<RouteConfig>,
 }
@@ -98,7 +101,7 @@ pub struct RouteConfig {
     pub host: Option<String>,
     #[serde(default)]
     pub methods: Vec<String>,
-    /// Where matching requests go; without it the route serves forward auth only.
+    /// Where matching requests go (`http://` or `https://`); without it the route serves forward auth only.
     pub upstream: Option<String>,
     /// The audience tokens must name (required unless `public`).
     #[serde(default)]
@@ -160,8 +163,10 @@ impl GatewayConfig {
         self.nonce_secret()?;
         let feed = self.events_client()?.is_some();
         let tls = self.tls()?.is_some();
+        let https = routes.iter().filter(|r| r.upstream.as_ref().is_some_and(|u| u.origin.is_https())).count();
+        let https_upstreams = if https > 0 { format!(" ({https} to HTTPS upstreams)") } else { String::new() };
         Ok(format!(
-            "{} routes; {}; revocation feed {}; metrics on {}",
+            "{} routes{https_upstreams}; {}; revocation feed {}; metrics on {}",
             routes.len(),
             if tls { "HTTPS" } else { "plain HTTP" },
             if feed { "on" } else { "off (revoked tokens pass until they expire)" },
@@ -220,7 +225,7 @@ struct Route {
 
 #[derive(Debug)]
 struct Upstream {
-    authority: http::uri::Authority,
+    origin: Origin,
     /// The base path, without a trailing slash.
     base: String,
     /// The `Host` header sent there.
@@ -232,7 +237,7 @@ impl Clone for Upstream {
     /// every request, and a count shared by two cores costs more than the copy.
     fn clone(&self) -> Self {
         let host = HeaderValue::from_bytes(self.host.as_bytes()).unwrap_or_else(|_| self.host.clone());
-        Upstream { authority: self.authority.clone(), base: self.base.clone(), host }
+        Upstream { origin: self.origin.clone(), base: self.base.clone(), host }
     }
 }
 
@@ -336,6 +341,15 @@ impl Gateway {
 }
 
 fn parse_routes(config: &GatewayConfig) -> Result<Vec<Route>, GuardError> {
+    // One TLS client for every HTTPS upstream, made only if there is one (or a CA file to check).
+    let https = |r: &RouteConfig| r.upstream.as_deref().is_some_and(|u| u.starts_with("https://"));
+    let upstream_tls = if config.routes.iter().any(https) || config.upstream_ca.is_some() {
+        let tls = portcullis_http::tls::client(config.upstream_ca.as_deref())
+            .map_err(|e| GuardError::Config(format!("upstream_ca: {e}")))?;
+        Some(tls)
+    } else {
+        None
+    };
     let mut routes = Vec::new();
     for (i, r) in config.routes.iter().enumerate() {
         let bad = |why: String| GuardError::Config(format!("route {} ({}): {why}", i + 1, r.path_prefix));
@@ -351,12 +365,18 @@ fn parse_routes(config: &GatewayConfig) -> Result<Vec<Route>, GuardError> {
             None => None,
             Some(u) => {
                 let uri: Uri = u.parse().map_err(|_| bad(format!("upstream {u:?} is not a URL")))?;
-                if uri.scheme_str() != Some("http") {
-                    return Err(bad("upstream must be http://".into()));
-                }
                 let authority = uri.authority().ok_or_else(|| bad("upstream has no host".into()))?.clone();
+                if authority.as_str().contains('@') {
+                    return Err(bad("upstream must not carry credentials (user@host)".into()));
+                }
                 let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad(format!("upstream {u:?}")))?;
-                Some(Upstream { authority, base: uri.path().trim_end_matches('/').to_owned(), host })
+                let origin = match (uri.scheme_str(), &upstream_tls) {
+                    (Some("http"), _) => Origin::http(authority),
+                    (Some("https"), Some(tls)) => Origin::https(authority, tls.clone())
+                        .ok_or_else(|| bad(format!("upstream {u:?}: the host is not a DNS name or an IP address")))?,
+                    _ => return Err(bad("upstream must be http:// or https://".into())),
+                };
+                Some(Upstream { origin, base: uri.path().trim_end_matches('/').to_owned(), host })
             }
         };
         if !r.public && r.audience.is_empty() {
@@ -717,7 +737,7 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
         refused(method, path, peer, StatusCode::NOT_FOUND, "no route");
         return (StatusCode::NOT_FOUND, "no route\n").into_response();
     };
-    let Some(Upstream { authority, base, host: upstream_host }) = &route.upstream else {
+    let Some(Upstream { origin, base, host: upstream_host }) = &route.upstream else {
         return (StatusCode::NOT_FOUND, "this route serves forward auth only\n").into_response();
     };
     let identity = match &route.requirement {
@@ -775,7 +795,7 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     let started = Instant::now();
     let (upstream, tunnel) = match upgrade {
         None => {
-            let sent = tokio::time::timeout(gw.timeout, gw.upstreams.send(authority, request)).await;
+            let sent = tokio::time::timeout(gw.timeout, gw.upstreams.send(origin, request)).await;
             (sent.map(|r| r.map(|response| response.map(Body::new))), None)
         }
         Some((protocol, client)) => {
@@ -794,7 +814,7 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
             let headers = request.headers_mut();
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, protocol);
-            let sent = tokio::time::timeout(gw.timeout, Upstreams::send_upgrade(authority, request)).await;
+            let sent = tokio::time::timeout(gw.timeout, Upstreams::send_upgrade(origin, request)).await;
             (sent.map(|r| r.map(|response| response.map(Body::new))), Some((client, slot)))
         }
     };
@@ -830,7 +850,7 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
             let upstream_io = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
             let (Some((Some(client_io), slot)), Some(upstream_io), Some(protocol)) = (tunnel, upstream_io, protocol)
             else {
-                tracing::warn!(upstream = %authority, "upstream switched protocols without an upgrade asked for");
+                tracing::warn!(upstream = %origin, "upstream switched protocols without an upgrade asked for");
                 return (StatusCode::BAD_GATEWAY, "upstream unavailable\n").into_response();
             };
             strip_headers(&mut parts.headers, |_| false);
@@ -846,7 +866,7 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
             Response::from_parts(parts, body)
         }
         Ok(Err(e)) => {
-            tracing::warn!(upstream = %authority, error = %e, "upstream request failed");
+            tracing::warn!(upstream = %origin, error = %e, "upstream request failed");
             metrics::counter!("portcullis_gateway_upstream_errors_total", "kind" => "connect").increment(1);
             (StatusCode::BAD_GATEWAY, "upstream unavailable\n").into_response()
         }

@@ -6,6 +6,9 @@
 //! was abandoned halfway is closed (HTTP/1.1 cannot reuse it). Idle connections are dropped after
 //! [`IDLE_TIMEOUT`], checked whenever the pool is used, and at most [`MAX_IDLE`] stay open per upstream.
 //!
+//! An upstream is reached over plain TCP, or over TLS for an `https://` upstream ([`Origin::https`]); the two are
+//! pooled apart.
+//!
 //! A request that never left the gateway because a pooled connection turned out closed (the upstream ended an
 //! idle keep-alive connection) is sent again on another connection; one that may have reached the upstream is
 //! not, and answers 502.
@@ -24,6 +27,11 @@ use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
 /// How long an idle upstream connection is kept.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -38,8 +46,115 @@ pub enum UpstreamError {
     Connect(std::io::Error),
     #[error("connect timed out")]
     ConnectTimeout,
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
     #[error(transparent)]
     Http(#[from] hyper::Error),
+}
+
+/// Where an upstream is: its host and port, and for HTTPS, how to reach it.
+#[derive(Clone)]
+pub struct Origin {
+    authority: Authority,
+    /// For `https://`: the TLS client and the name the upstream's certificate must carry.
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl std::fmt::Debug for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}", if self.tls.is_some() { "https" } else { "http" }, self.authority)
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+impl Origin {
+    /// An `http://` upstream.
+    pub fn http(authority: Authority) -> Origin {
+        Origin { authority, tls: None }
+    }
+
+    /// An `https://` upstream, reached through `tls`; its certificate must name the authority's host (a DNS name
+    /// or an IP address). `None` when the host is neither.
+    pub fn https(authority: Authority, tls: TlsConnector) -> Option<Origin> {
+        let host = authority.host();
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let name = ServerName::try_from(host.to_owned()).ok()?;
+        Some(Origin { authority, tls: Some((tls, name)) })
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    fn port(&self) -> u16 {
+        self.authority.port_u16().unwrap_or(if self.tls.is_some() { 443 } else { 80 })
+    }
+
+    /// Whether connections to `self` may serve `other`.
+    fn same(&self, other: &Origin) -> bool {
+        self.authority == other.authority && self.tls.is_some() == other.tls.is_some()
+    }
+}
+
+/// A connection to an upstream: plain TCP, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
 }
 
 struct Idle {
@@ -51,7 +166,7 @@ struct Idle {
 #[derive(Default)]
 pub struct Upstreams {
     /// Per upstream, the idle connections, oldest first. Routes name few upstreams: a list beats a hash map.
-    idle: Mutex<Vec<(Authority, VecDeque<Idle>)>>,
+    idle: Mutex<Vec<(Origin, VecDeque<Idle>)>>,
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -65,7 +180,7 @@ impl Upstreams {
         Arc::new(Self::default())
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<(Authority, VecDeque<Idle>)>> {
+    fn lock(&self) -> MutexGuard<'_, Vec<(Origin, VecDeque<Idle>)>> {
         // A panic while holding the lock leaves a list of connections, which is still a valid list.
         self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -75,10 +190,10 @@ impl Upstreams {
         self.lock().iter().map(|(_, list)| list.len()).sum()
     }
 
-    /// The most recently used idle connection to `authority` that is still open; drops the expired ones.
-    fn checkout(&self, authority: &Authority) -> Option<SendRequest<Body>> {
+    /// The most recently used idle connection to `origin` that is still open; drops the expired ones.
+    fn checkout(&self, origin: &Origin) -> Option<SendRequest<Body>> {
         let mut pools = self.lock();
-        let (_, list) = pools.iter_mut().find(|(a, _)| a == authority)?;
+        let (_, list) = pools.iter_mut().find(|(o, _)| o.same(origin))?;
         let now = Instant::now();
         while list.front().is_some_and(|c| c.sender.is_closed() || now.duration_since(c.since) > IDLE_TIMEOUT) {
             list.pop_front();
@@ -91,16 +206,16 @@ impl Upstreams {
         None
     }
 
-    fn checkin(&self, authority: Authority, sender: SendRequest<Body>) {
+    fn checkin(&self, origin: Origin, sender: SendRequest<Body>) {
         if sender.is_closed() {
             return;
         }
         let mut pools = self.lock();
         let since = Instant::now();
-        let list = match pools.iter().position(|(a, _)| *a == authority) {
+        let list = match pools.iter().position(|(o, _)| o.same(&origin)) {
             Some(i) => &mut pools[i].1,
             None => {
-                pools.push((authority, VecDeque::new()));
+                pools.push((origin, VecDeque::new()));
                 let last = pools.len() - 1;
                 &mut pools[last].1
             }
@@ -111,8 +226,8 @@ impl Upstreams {
         list.push_back(Idle { sender, since });
     }
 
-    async fn connect(authority: &Authority) -> Result<SendRequest<Body>, UpstreamError> {
-        let (sender, connection) = Self::handshake(authority).await?;
+    async fn connect(origin: &Origin) -> Result<SendRequest<Body>, UpstreamError> {
+        let (sender, connection) = Self::handshake(origin).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "upstream connection ended");
@@ -122,25 +237,34 @@ impl Upstreams {
     }
 
     async fn handshake(
-        authority: &Authority,
-    ) -> Result<(SendRequest<Body>, http1::Connection<TokioIo<tokio::net::TcpStream>, Body>), UpstreamError> {
-        let addr = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        origin: &Origin,
+    ) -> Result<(SendRequest<Body>, http1::Connection<TokioIo<Stream>, Body>), UpstreamError> {
+        // The connect timeout bounds the TCP connection and the TLS handshake together.
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, Self::open(origin))
             .await
-            .map_err(|_| UpstreamError::ConnectTimeout)?
-            .map_err(UpstreamError::Connect)?;
-        stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+            .map_err(|_| UpstreamError::ConnectTimeout)??;
         Ok(http1::Builder::new().handshake(TokioIo::new(stream)).await?)
+    }
+
+    async fn open(origin: &Origin) -> Result<Stream, UpstreamError> {
+        // `host:port` as text: an IPv6 host keeps its brackets, which the address parser wants.
+        let addr = format!("{}:{}", origin.authority.host(), origin.port());
+        let stream = TcpStream::connect(addr).await.map_err(UpstreamError::Connect)?;
+        stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+        match &origin.tls {
+            None => Ok(Stream::Plain(stream)),
+            Some((tls, name)) => {
+                let stream = tls.connect(name.clone(), stream).await.map_err(UpstreamError::Tls)?;
+                Ok(Stream::Tls(Box::new(stream)))
+            }
+        }
     }
 
     /// Sends `request` (an upgrade: `Connection: upgrade` and `Upgrade` set) to `authority` on a connection of its
     /// own, never pooled: after a `101 Switching Protocols` the connection belongs to the new protocol, whose
     /// bytes [`hyper::upgrade::on`] on the response yields.
-    pub async fn send_upgrade(
-        authority: &Authority,
-        request: Request<Body>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let (mut sender, connection) = Self::handshake(authority).await?;
+    pub async fn send_upgrade(origin: &Origin, request: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+        let (mut sender, connection) = Self::handshake(origin).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended");
@@ -149,20 +273,20 @@ impl Upstreams {
         Ok(sender.send_request(request).await?)
     }
 
-    /// Sends `request` (origin-form target, `Host` set) to `authority` on a pooled connection or a new one.
+    /// Sends `request` (origin-form target, `Host` set) to `origin` on a pooled connection or a new one.
     pub async fn send(
         self: &Arc<Self>,
-        authority: &Authority,
+        origin: &Origin,
         mut request: Request<Body>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         // Pooled connections found closed are skipped; after two, a new connection is made.
         let mut reused_tries = 0;
         loop {
-            let pooled = if reused_tries < 2 { self.checkout(authority) } else { None };
+            let pooled = if reused_tries < 2 { self.checkout(origin) } else { None };
             let reused = pooled.is_some();
             let mut sender = match pooled {
                 Some(sender) => sender,
-                None => Self::connect(authority).await?,
+                None => Self::connect(origin).await?,
             };
             reused_tries += usize::from(reused);
             if let Err(e) = sender.ready().await {
@@ -173,7 +297,7 @@ impl Upstreams {
             }
             match sender.try_send_request(request).await {
                 Ok(response) => {
-                    let back = Some((sender, Arc::clone(self), authority.clone()));
+                    let back = Some((sender, Arc::clone(self), origin.clone()));
                     return Ok(response.map(|inner| PooledBody { inner, back, ended: false }));
                 }
                 Err(mut e) => match e.take_message() {
@@ -189,7 +313,7 @@ impl Upstreams {
 /// An upstream response body that returns its connection to the pool once read to the end.
 pub struct PooledBody {
     inner: Incoming,
-    back: Option<(SendRequest<Body>, Arc<Upstreams>, Authority)>,
+    back: Option<(SendRequest<Body>, Arc<Upstreams>, Origin)>,
     ended: bool,
 }
 
@@ -201,8 +325,8 @@ impl std::fmt::Debug for PooledBody {
 
 impl PooledBody {
     fn release(&mut self) {
-        if let Some((sender, pool, authority)) = self.back.take() {
-            pool.checkin(authority, sender);
+        if let Some((sender, pool, origin)) = self.back.take() {
+            pool.checkin(origin, sender);
         }
     }
 }
@@ -294,7 +418,7 @@ mod tests {
     }
 
     async fn fetch(pool: &Arc<Upstreams>, authority: &Authority) -> Bytes {
-        let response = pool.send(authority, request(authority)).await.unwrap();
+        let response = pool.send(&Origin::http(authority.clone()), request(authority)).await.unwrap();
         response.into_body().collect().await.unwrap().to_bytes()
     }
 
@@ -314,7 +438,7 @@ mod tests {
         // A megabyte cannot have arrived with the head: dropping the body leaves unread bytes on the connection.
         let (authority, connections) = upstream(false, 1 << 20).await;
         let pool = Upstreams::new();
-        let response = pool.send(&authority, request(&authority)).await.unwrap();
+        let response = pool.send(&Origin::http(authority.clone()), request(&authority)).await.unwrap();
         let body = response.into_body();
         assert!(!body.is_end_stream());
         drop(body);
@@ -342,7 +466,7 @@ mod tests {
         let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
         drop(listener);
         let pool = Upstreams::new();
-        let err = pool.send(&authority, request(&authority)).await.unwrap_err();
+        let err = pool.send(&Origin::http(authority.clone()), request(&authority)).await.unwrap_err();
         assert!(matches!(err, UpstreamError::Connect(_)), "{err}");
     }
 }

@@ -1,4 +1,5 @@
-//! TLS for the server and the gateway: a certificate chain and its key from PEM files, re-read while serving.
+//! TLS for the server and the gateway: a certificate chain and its key from PEM files, re-read while serving; and
+//! the client side of the gateway's connections to HTTPS upstreams ([`client`]).
 //!
 //! Certificates are renewed every few weeks (ACME clients every 60 days, some every 6), and a renewal must not need
 //! a restart: [`Tls::watch`] re-reads both files at an interval and, when their contents changed, serves the new
@@ -14,11 +15,12 @@ use std::time::Duration;
 use aws_lc_rs::digest;
 use pki_types::pem::PemObject;
 use pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_platform_verifier::BuilderVerifierExt;
 use tokio_rustls::rustls::crypto::CryptoProvider;
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
-use tokio_rustls::rustls::{self, ServerConfig};
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use zeroize::Zeroizing;
 
 /// Why a certificate and key cannot be served.
@@ -138,6 +140,35 @@ impl Files {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(certified);
         Ok(true)
     }
+}
+
+/// The TLS client for connections to upstreams, offering ALPN `http/1.1`. It trusts the CA certificates in
+/// `ca_file` (PEM, one or more) and no others, as an internal CA calls for; without one, the system's trust store
+/// (on Linux, `/etc/ssl/certs` and the `SSL_CERT_FILE`/`SSL_CERT_DIR` it names). Server names are checked as
+/// ever: an upstream must present a certificate for the host its URL names.
+pub fn client(ca_file: Option<&Path>) -> Result<TlsConnector, TlsError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(e.to_string()))?;
+    let builder = match ca_file {
+        Some(path) => {
+            let cannot = |e: &dyn std::fmt::Display| TlsError(format!("{}: {e}", path.display()));
+            let pem = std::fs::read(path).map_err(|e| cannot(&e))?;
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                roots.add(cert.map_err(|e| cannot(&e))?).map_err(|e| cannot(&e))?;
+            }
+            if roots.is_empty() {
+                return Err(TlsError(format!("{} holds no certificate", path.display())));
+            }
+            builder.with_root_certificates(roots)
+        }
+        None => builder.with_platform_verifier().map_err(|e| TlsError(format!("the system's trust store: {e}")))?,
+    };
+    let mut config = builder.with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 fn read(cert: &Path, key: &Path) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), TlsError> {

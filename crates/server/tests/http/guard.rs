@@ -120,25 +120,27 @@ async fn the_guard_verifies_offline_follows_revocations_and_survives_rotation() 
 
 /// An upstream that echoes what it received: path, and the identity headers.
 async fn echo_upstream() -> String {
-    use axum::http::HeaderMap;
-    let app =
-        axum::Router::new().fallback(|uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| async move {
-            if uri.path().starts_with("/slow/") {
-                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-            }
-            let get = |n: &str| headers.get(n).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-            serde_json::json!({
-                "path": uri.to_string(), "subject": get("x-auth-subject"), "client": get("x-auth-client"),
-                "scopes": get("x-auth-scopes"), "forwarded_for": get("x-forwarded-for"), "spoof": get("x-auth-spoof"),
-            "dpop": get("dpop"), "proto": get("x-forwarded-proto"), "host": get("x-forwarded-host"),
-                "body": body.len(), "sum": body.iter().map(|b| u64::from(*b)).sum::<u64>(),
-            })
-            .to_string()
-        });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    tokio::spawn(async move { axum::serve(listener, echo_app()).await.unwrap() });
     format!("http://{addr}")
+}
+
+fn echo_app() -> axum::Router {
+    use axum::http::HeaderMap;
+    axum::Router::new().fallback(|uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| async move {
+        if uri.path().starts_with("/slow/") {
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        }
+        let get = |n: &str| headers.get(n).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        serde_json::json!({
+            "path": uri.to_string(), "subject": get("x-auth-subject"), "client": get("x-auth-client"),
+            "scopes": get("x-auth-scopes"), "forwarded_for": get("x-forwarded-for"), "spoof": get("x-auth-spoof"),
+        "dpop": get("dpop"), "proto": get("x-forwarded-proto"), "host": get("x-forwarded-host"),
+            "body": body.len(), "sum": body.iter().map(|b| u64::from(*b)).sum::<u64>(),
+        })
+        .to_string()
+    })
 }
 
 /// The status of one HTTP/1.1 request sent byte for byte: reqwest (like browsers) resolves `..` and `%2e%2e`
@@ -569,6 +571,102 @@ async fn the_gateway_serves_https_over_both_protocols_and_a_renewed_certificate(
     let resp = client(&renewed, false).get(&url).bearer_auth(&bearer).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     assert!(client(&first, false).get(&url).bearer_auth(&bearer).send().await.is_err(), "the old certificate is gone");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_reaches_https_upstreams_and_checks_their_certificates() {
+    use portcullis_guard::gateway::{Gateway, GatewayConfig};
+    let srv = start("gateway-https-upstream").await;
+    let secret = srv.service_client("svc", &["read"]).await;
+    let bearer = srv.client_token("svc", &secret, "read").await;
+    // The upstream serves HTTPS with a certificate for `localhost`, from a CA of its own (the certificate itself).
+    let (upstream_ca, stranger) = (
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap(),
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap(),
+    );
+    let file = |name: &str, text: String| {
+        let path = srv.dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let ca = file("upstream-ca.pem", upstream_ca.cert.pem());
+    let tls = portcullis_http::tls::Tls::load(
+        &ca,
+        &file("upstream-key.pem", upstream_ca.signing_key.serialize_pem()),
+        &["http/1.1"],
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let limits = portcullis_http::Limits {
+        header_timeout: std::time::Duration::from_secs(5),
+        max_header_bytes: 16 * 1024,
+        drain_timeout: std::time::Duration::from_secs(1),
+        max_connections: 16,
+    };
+    tokio::spawn(async move {
+        portcullis_http::serve_tls(listener, echo_app(), limits, std::future::pending(), &tls).await
+    });
+
+    // Three routes to the one upstream: by its name, by an address its certificate does not name, and over
+    // plain HTTP on its TLS port.
+    let gateway = |ca_file: &std::path::Path| {
+        let toml = format!(
+            "issuer = \"{}\"\nupstream_ca = \"{}\"\n\
+             [[route]]\npath_prefix = \"/api/\"\nupstream = \"https://localhost:{port}/v1\"\naudience = \"api\"\n\
+             [[route]]\npath_prefix = \"/by-address/\"\nupstream = \"https://127.0.0.1:{port}\"\npublic = true\n\
+             [[route]]\npath_prefix = \"/plain/\"\nupstream = \"http://localhost:{port}\"\npublic = true\n",
+            srv.base,
+            ca_file.display()
+        );
+        std::fs::write(srv.dir.join("gateway.toml"), toml).unwrap();
+        GatewayConfig::load(&srv.dir.join("gateway.toml")).unwrap()
+    };
+    let config = gateway(&ca);
+    assert!(config.check().unwrap().starts_with("3 routes (2 to HTTPS upstreams)"), "{}", config.check().unwrap());
+    let gw = Gateway::start(&config, None).await.unwrap();
+    let (_stop, stopping) = tokio::sync::watch::channel(false);
+    let (addr, _workers) = portcullis_guard::workers::serve_workers(&gw, "127.0.0.1:0", 1, stopping).unwrap();
+    let get = |path: &str| srv.http.get(format!("http://{addr}{path}")).bearer_auth(&bearer).send();
+
+    // The verified request reaches the upstream over TLS, with its identity, on each of three requests.
+    for _ in 0..3 {
+        let resp = get("/api/orders?x=1").await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let seen: Value = resp.json().await.unwrap();
+        assert_eq!((seen["path"].as_str(), seen["subject"].as_str()), (Some("/v1/api/orders?x=1"), Some("svc")));
+    }
+    // The certificate does not name 127.0.0.1, and plain HTTP to a TLS port gets no HTTP answer: both are 502.
+    assert_eq!(get("/by-address/x").await.unwrap().status().as_u16(), 502);
+    assert_eq!(get("/plain/x").await.unwrap().status().as_u16(), 502);
+    assert_eq!(get("/api/orders").await.unwrap().status().as_u16(), 200, "the failures left the pool sound");
+
+    // Trusting another CA, the gateway refuses the upstream's certificate.
+    let other = file("other-ca.pem", stranger.cert.pem());
+    let distrusting = Gateway::start(&gateway(&other), None).await.unwrap();
+    let (_stop2, stopping2) = tokio::sync::watch::channel(false);
+    let (addr2, _workers2) =
+        portcullis_guard::workers::serve_workers(&distrusting, "127.0.0.1:0", 1, stopping2).unwrap();
+    let resp = srv.http.get(format!("http://{addr2}/api/orders")).bearer_auth(&bearer).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 502);
+
+    // A CA file that cannot be read or holds no certificate stops the gateway at start, and `--check`.
+    for (path, why) in
+        [(srv.dir.join("missing.pem"), "missing.pem: "), (file("empty.pem", String::new()), "holds no certificate")]
+    {
+        let config = gateway(&path);
+        let refused = Gateway::start(&config, None).await.unwrap_err().to_string();
+        assert!(refused.contains("upstream_ca") && refused.contains(why), "{refused}");
+        assert!(config.check().unwrap_err().to_string().contains(why));
+    }
+    // Upstreams only over HTTP(S), and without credentials in the URL.
+    for (upstream, why) in [("ftp://localhost/", "http:// or https://"), ("http://user@localhost/", "credentials")] {
+        let mut config = gateway(&ca);
+        config.routes[0].upstream = Some(upstream.to_owned());
+        let refused = config.check().unwrap_err().to_string();
+        assert!(refused.contains(why), "{upstream}: {refused}");
+    }
     srv.stop().await;
 }
 
