@@ -79,6 +79,11 @@ pub struct GatewayConfig {
     /// address); refusals are always logged.
     #[serde(default)]
     pub access_log: bool,
+    /// The largest request body passed to an upstream, in bytes (0: no limit). A larger declared
+    /// `Content-Length` is answered 413 before the upstream is contacted; a chunked body is cut off where it passes
+    /// the limit, and answered 413 unless the upstream has answered already.
+    #[serde(default = "default_max_body_size")]
+    pub max_body_size: u64,
     /// Serve HTTPS with this certificate chain (PEM, leaf first) and private key (PEM); set both, or neither.
     /// The files are read again every minute, so a renewed certificate is served without a restart.
     pub tls_cert: Option<PathBuf>,
@@ -123,6 +128,9 @@ fn default_upstream_timeout() -> u64 {
 }
 fn default_header_timeout() -> u64 {
     30
+}
+fn default_max_body_size() -> u64 {
+    10 * 1024 * 1024
 }
 fn default_max_connections() -> usize {
     10_000
@@ -275,6 +283,8 @@ pub struct Gateway {
     /// Open upgraded connections (WebSocket), at most `max_connections`, shared by every worker.
     tunnels: Arc<Semaphore>,
     access_log: bool,
+    /// `max_body_size`, `None` for no limit.
+    max_body: Option<u64>,
     /// HTTPS, when `tls_cert` and `tls_key` are set.
     tls: Option<Tls>,
     /// `/metrics` is served on a listener of its own (`metrics_listen`), not by [`Gateway::router`].
@@ -434,6 +444,7 @@ impl Gateway {
             max_connections: config.max_connections.max(1),
             tunnels: Arc::new(Semaphore::new(config.max_connections.clamp(1, Semaphore::MAX_PERMITS))),
             access_log: config.access_log,
+            max_body: (config.max_body_size > 0).then_some(config.max_body_size),
             tls,
             metrics_elsewhere: config.metrics_listen.is_some(),
             allowed: metrics::counter!(DECISIONS, "result" => "allow", "reason" => "ok"),
@@ -487,6 +498,7 @@ impl Gateway {
             max_connections: self.max_connections,
             tunnels: Arc::clone(&self.tunnels),
             access_log: self.access_log,
+            max_body: self.max_body,
             tls: self.tls.clone(),
             metrics_elsewhere: self.metrics_elsewhere,
             allowed: self.allowed.clone(),
@@ -761,7 +773,25 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     if let Some(identity) = &identity {
         gw.guard.report_use(identity, peer, request.headers());
     }
-    let (mut parts, body) = request.into_parts();
+    let (mut parts, mut body) = request.into_parts();
+    // For a body cut off at the limit: the refusal's method and path.
+    let mut cut = None;
+    if let Some(limit) = gw.max_body {
+        if !http_body::Body::is_end_stream(&body) {
+            match http_body::Body::size_hint(&body).exact() {
+                // A declared length is held to by hyper: only its size needs a look.
+                Some(declared) if declared > limit => {
+                    refused(&parts.method, parts.uri.path(), peer, StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+                    return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response();
+                }
+                Some(_) => {}
+                None => {
+                    cut = Some((parts.method.clone(), parts.uri.path().to_owned()));
+                    body = Body::new(http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)));
+                }
+            }
+        }
+    }
     // An upgrade (WebSocket): the client's side of the tunnel, once the gateway has answered 101.
     let upgrade = upgrade_protocol(&parts.version, &parts.headers)
         .map(|protocol| (protocol, parts.extensions.remove::<hyper::upgrade::OnUpgrade>()));
@@ -865,6 +895,12 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
             strip_headers(&mut parts.headers, |_| false);
             Response::from_parts(parts, body)
         }
+        Ok(Err(e)) if cut_off(&e) => {
+            if let Some((method, path)) = &cut {
+                refused(method, path, peer, StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+            }
+            (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response()
+        }
         Ok(Err(e)) => {
             tracing::warn!(upstream = %origin, error = %e, "upstream request failed");
             metrics::counter!("portcullis_gateway_upstream_errors_total", "kind" => "connect").increment(1);
@@ -875,6 +911,18 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
             (StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n").into_response()
         }
     }
+}
+
+/// Whether an upstream request failed because its body passed `max_body_size`.
+fn cut_off(e: &crate::upstream::UpstreamError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(e) = cause {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// The protocol an HTTP/1.1 request asks to switch to (RFC 9110 §7.8: `Upgrade`, named in `Connection`), such as

@@ -670,6 +670,75 @@ async fn the_gateway_reaches_https_upstreams_and_checks_their_certificates() {
     srv.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_holds_request_bodies_to_max_body_size() {
+    use portcullis_guard::gateway::{Gateway, GatewayConfig};
+    let srv = start("gateway-body-limit").await;
+    let upstream = echo_upstream().await;
+    let gateway = |max_body_size: u64| {
+        let toml = format!(
+            "issuer = \"{}\"\nmax_body_size = {max_body_size}\n\
+             [[route]]\npath_prefix = \"/\"\nupstream = \"{upstream}\"\npublic = true\n",
+            srv.base
+        );
+        std::fs::write(srv.dir.join("gateway.toml"), toml).unwrap();
+        let config = GatewayConfig::load(&srv.dir.join("gateway.toml")).unwrap();
+        async move {
+            let gw = Gateway::start(&config, None).await.unwrap();
+            let (stop, stopping) = tokio::sync::watch::channel(false);
+            let (addr, _) = portcullis_guard::workers::serve_workers(&gw, "127.0.0.1:0", 1, stopping).unwrap();
+            (format!("http://{addr}/upload"), stop)
+        }
+    };
+    // What the upstream saw: the body's length, or the gateway's status when it refused.
+    let post = |url: String, body: Vec<u8>| async {
+        let resp = srv.http.post(url).body(body).send().await.unwrap();
+        match resp.status().as_u16() {
+            200 => resp.json::<Value>().await.unwrap()["body"].as_u64().unwrap(),
+            status => u64::from(status),
+        }
+    };
+    // A body of unknown length, sent chunked in two chunks, byte for byte, all at once (so that the gateway has
+    // read it all when it answers, and closes without leaving bytes unread, which would reset the connection).
+    let chunked = |url: String, n: usize| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = url.trim_start_matches("http://").trim_end_matches("/upload").to_owned();
+        let mut request =
+            format!("POST /upload HTTP/1.1\r\nhost: {addr}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
+                .into_bytes();
+        for part in [n / 2, n - n / 2] {
+            request.extend_from_slice(format!("{part:x}\r\n").as_bytes());
+            request.extend(std::iter::repeat_n(b'7', part));
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(b"0\r\n\r\n");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(&request).await.unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        let response = String::from_utf8_lossy(&response).into_owned();
+        match response.split(' ').nth(1).unwrap_or_default() {
+            "200" => {
+                let json = &response[response.find("\r\n\r\n").unwrap() + 4..];
+                serde_json::from_str::<Value>(json).unwrap()["body"].as_u64().unwrap()
+            }
+            status => status.parse().unwrap_or_else(|_| panic!("{response}")),
+        }
+    };
+
+    let (url, _stop) = gateway(1000).await;
+    assert_eq!(post(url.clone(), vec![1u8; 1000]).await, 1000, "a declared length at the limit passes");
+    assert_eq!(post(url.clone(), vec![1u8; 1001]).await, 413, "one byte more is refused");
+    assert_eq!(chunked(url.clone(), 1000).await, 1000, "a chunked body within the limit passes");
+    assert_eq!(chunked(url.clone(), 1500).await, 413, "a chunked body is cut off at the limit");
+    assert_eq!(post(url.clone(), Vec::new()).await, 0, "and the gateway goes on serving");
+    // 0: no limit.
+    let (url, _stop) = gateway(0).await;
+    assert_eq!(chunked(url.clone(), 50_000).await, 50_000);
+    assert_eq!(post(url, vec![1u8; 50_000]).await, 50_000);
+    srv.stop().await;
+}
+
 /// An upstream that switches to a protocol of its own (`Upgrade: shout`) and answers every byte sent after
 /// that in upper case; it names the subject the gateway told it in `x-seen-subject`.
 async fn shouting_upstream() -> String {
