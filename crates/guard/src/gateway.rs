@@ -16,6 +16,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,7 @@ use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::layer::{authorize_http, rejection_response_for, request_origin, scheme_of};
-use crate::upstream::{Origin, Upstreams};
+use crate::upstream::{Failed, Origin, UpstreamError, Upstreams};
 use crate::{Guard, GuardConfig, GuardError, Identity, Requirement};
 
 /// `gateway.toml`.
@@ -108,6 +109,10 @@ pub struct RouteConfig {
     pub methods: Vec<String>,
     /// Where matching requests go (`http://` or `https://`); without it the route serves forward auth only.
     pub upstream: Option<String>,
+    /// Instead of `upstream`: several servers of one API (same path), taken in turn. One that cannot be connected
+    /// to is passed over for [`UPSTREAM_DOWN_FOR`], and the request goes to the next.
+    #[serde(default)]
+    pub upstreams: Vec<String>,
     /// The audience tokens must name (required unless `public`).
     #[serde(default)]
     pub audience: String,
@@ -171,7 +176,7 @@ impl GatewayConfig {
         self.nonce_secret()?;
         let feed = self.events_client()?.is_some();
         let tls = self.tls()?.is_some();
-        let https = routes.iter().filter(|r| r.upstream.as_ref().is_some_and(|u| u.origin.is_https())).count();
+        let https = routes.iter().filter(|r| r.upstreams.iter().any(|u| u.origin.is_https())).count();
         let https_upstreams = if https > 0 { format!(" ({https} to HTTPS upstreams)") } else { String::new() };
         Ok(format!(
             "{} routes{https_upstreams}; {}; revocation feed {}; metrics on {}",
@@ -225,27 +230,60 @@ struct Route {
     prefix: String,
     host: Option<String>,
     methods: Vec<Method>,
-    /// Where matching requests go, parsed once.
-    upstream: Option<Upstream>,
+    /// Where matching requests go, parsed once: none (forward auth only), one, or several taken in turn.
+    upstreams: Vec<Upstream>,
+    /// The base path every upstream shares, without a trailing slash.
+    base: String,
+    /// Which upstream is next, when there are several.
+    turn: Turn,
     /// `None` for a public route.
     requirement: Option<Requirement>,
+}
+
+/// How long an upstream that could not be connected to is passed over (while another of its route is up), as
+/// nginx's `fail_timeout`.
+pub const UPSTREAM_DOWN_FOR: Duration = Duration::from_secs(10);
+
+/// The most upstreams a route may have.
+const MAX_UPSTREAMS: usize = 64;
+
+/// A route's round-robin counter. Each worker's copy of the routes counts on its own (a count shared by the
+/// cores would cost a cache-line transfer per request).
+#[derive(Debug, Default)]
+struct Turn(AtomicUsize);
+
+impl Clone for Turn {
+    fn clone(&self) -> Self {
+        Turn::default()
+    }
 }
 
 #[derive(Debug)]
 struct Upstream {
     origin: Origin,
-    /// The base path, without a trailing slash.
-    base: String,
     /// The `Host` header sent there.
     host: HeaderValue,
+    /// Passed over until then (this worker's view), after a connection to it failed.
+    down_until: Mutex<Option<Instant>>,
 }
 
 impl Clone for Upstream {
     /// A copy that shares no reference count with the original: each worker sets `Host` from its own copy on
-    /// every request, and a count shared by two cores costs more than the copy.
+    /// every request, and a count shared by two cores costs more than the copy. Each worker learns on its own
+    /// which upstreams are down.
     fn clone(&self) -> Self {
         let host = HeaderValue::from_bytes(self.host.as_bytes()).unwrap_or_else(|_| self.host.clone());
-        Upstream { origin: self.origin.clone(), base: self.base.clone(), host }
+        Upstream { origin: self.origin.clone(), host, down_until: Mutex::new(None) }
+    }
+}
+
+impl Upstream {
+    fn is_up(&self, now: Instant) -> bool {
+        self.down_until.lock().unwrap_or_else(PoisonError::into_inner).is_none_or(|until| now >= until)
+    }
+
+    fn pass_over(&self, now: Instant) {
+        *self.down_until.lock().unwrap_or_else(PoisonError::into_inner) = Some(now + UPSTREAM_DOWN_FOR);
     }
 }
 
@@ -257,6 +295,25 @@ impl Route {
             (Some(_), None) => false,
         };
         host_ok && path.starts_with(&self.prefix) && (self.methods.is_empty() || self.methods.contains(method))
+    }
+
+    /// Where the next request starts looking for an upstream.
+    fn first_turn(&self) -> usize {
+        match self.upstreams.len() {
+            0 | 1 => 0,
+            n => self.turn.0.fetch_add(1, Ordering::Relaxed) % n,
+        }
+    }
+
+    /// The upstream to try next, from `start` on and not in `tried` (a bit per upstream): the first that is up,
+    /// else the first that is not (an upstream passed over may be back). `None` once every one was tried.
+    fn next_upstream(&self, start: usize, tried: u64, now: Instant) -> Option<usize> {
+        let n = self.upstreams.len();
+        if n == 1 {
+            return (tried == 0).then_some(0);
+        }
+        let untried = || (0..n).map(|i| (start + i) % n).filter(|i| tried & (1 << i) == 0);
+        untried().find(|&i| self.upstreams[i].is_up(now)).or_else(|| untried().next())
     }
 }
 
@@ -352,7 +409,7 @@ impl Gateway {
 
 fn parse_routes(config: &GatewayConfig) -> Result<Vec<Route>, GuardError> {
     // One TLS client for every HTTPS upstream, made only if there is one (or a CA file to check).
-    let https = |r: &RouteConfig| r.upstream.as_deref().is_some_and(|u| u.starts_with("https://"));
+    let https = |r: &RouteConfig| r.upstream.iter().chain(&r.upstreams).any(|u| u.starts_with("https://"));
     let upstream_tls = if config.routes.iter().any(https) || config.upstream_ca.is_some() {
         let tls = portcullis_http::tls::client(config.upstream_ca.as_deref())
             .map_err(|e| GuardError::Config(format!("upstream_ca: {e}")))?;
@@ -371,9 +428,16 @@ fn parse_routes(config: &GatewayConfig) -> Result<Vec<Route>, GuardError> {
             .iter()
             .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| bad(format!("method {m:?}"))))
             .collect::<Result<Vec<_>, _>>()?;
-        let upstream = match &r.upstream {
-            None => None,
-            Some(u) => {
+        if r.upstream.is_some() && !r.upstreams.is_empty() {
+            return Err(bad("set upstream or upstreams, not both".into()));
+        }
+        if r.upstreams.len() > MAX_UPSTREAMS {
+            return Err(bad(format!("at most {MAX_UPSTREAMS} upstreams")));
+        }
+        let mut base = None;
+        let mut upstreams = Vec::new();
+        for u in r.upstream.iter().chain(&r.upstreams) {
+            let upstream = {
                 let uri: Uri = u.parse().map_err(|_| bad(format!("upstream {u:?} is not a URL")))?;
                 let authority = uri.authority().ok_or_else(|| bad("upstream has no host".into()))?.clone();
                 if authority.as_str().contains('@') {
@@ -386,9 +450,18 @@ fn parse_routes(config: &GatewayConfig) -> Result<Vec<Route>, GuardError> {
                         .ok_or_else(|| bad(format!("upstream {u:?}: the host is not a DNS name or an IP address")))?,
                     _ => return Err(bad("upstream must be http:// or https://".into())),
                 };
-                Some(Upstream { origin, base: uri.path().trim_end_matches('/').to_owned(), host })
-            }
-        };
+                let path = uri.path().trim_end_matches('/');
+                match &base {
+                    None => base = Some(path.to_owned()),
+                    Some(base) if base != path => {
+                        return Err(bad(format!("upstreams must share one path ({base:?} and {path:?})")))
+                    }
+                    Some(_) => {}
+                }
+                Upstream { origin, host, down_until: Mutex::new(None) }
+            };
+            upstreams.push(upstream);
+        }
         if !r.public && r.audience.is_empty() {
             return Err(bad("audience is required (or public = true)".into()));
         }
@@ -397,7 +470,15 @@ fn parse_routes(config: &GatewayConfig) -> Result<Vec<Route>, GuardError> {
             roles: r.roles.clone(),
             audience: Some(r.audience.clone()),
         });
-        routes.push(Route { prefix: r.path_prefix.clone(), host: r.host.clone(), methods, upstream, requirement });
+        routes.push(Route {
+            prefix: r.path_prefix.clone(),
+            host: r.host.clone(),
+            methods,
+            upstreams,
+            base: base.unwrap_or_default(),
+            turn: Turn::default(),
+            requirement,
+        });
     }
     if routes.is_empty() {
         return Err(GuardError::Config("no [[route]] is configured".into()));
@@ -749,9 +830,9 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
         refused(method, path, peer, StatusCode::NOT_FOUND, "no route");
         return (StatusCode::NOT_FOUND, "no route\n").into_response();
     };
-    let Some(Upstream { origin, base, host: upstream_host }) = &route.upstream else {
+    if route.upstreams.is_empty() {
         return (StatusCode::NOT_FOUND, "this route serves forward auth only\n").into_response();
-    };
+    }
     let identity = match &route.requirement {
         None => None,
         Some(requirement) => {
@@ -795,7 +876,7 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     // An upgrade (WebSocket): the client's side of the tunnel, once the gateway has answered 101.
     let upgrade = upgrade_protocol(&parts.version, &parts.headers)
         .map(|protocol| (protocol, parts.extensions.remove::<hyper::upgrade::OnUpgrade>()));
-    let Some(uri) = upstream_target(base, &parts.uri) else {
+    let Some(uri) = upstream_target(&route.base, &parts.uri) else {
         return (StatusCode::BAD_REQUEST, "bad request target\n").into_response();
     };
     parts.uri = uri;
@@ -820,14 +901,10 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
         headers.insert(X_FORWARDED_HOST, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(gw.scheme()));
-    headers.insert(header::HOST, upstream_host.clone());
     let request = Request::from_parts(parts, body);
     let started = Instant::now();
     let (upstream, tunnel) = match upgrade {
-        None => {
-            let sent = tokio::time::timeout(gw.timeout, gw.upstreams.send(origin, request)).await;
-            (sent.map(|r| r.map(|response| response.map(Body::new))), None)
-        }
+        None => (tokio::time::timeout(gw.timeout, forward(&gw, route, request, false)).await, None),
         Some((protocol, client)) => {
             // Each open tunnel counts against max_connections, as the connection it came from no longer does.
             let Ok(slot) = Arc::clone(&gw.tunnels).try_acquire_owned() else {
@@ -844,8 +921,8 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
             let headers = request.headers_mut();
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, protocol);
-            let sent = tokio::time::timeout(gw.timeout, Upstreams::send_upgrade(origin, request)).await;
-            (sent.map(|r| r.map(|response| response.map(Body::new))), Some((client, slot)))
+            let sent = tokio::time::timeout(gw.timeout, forward(&gw, route, request, true)).await;
+            (sent, Some((client, slot)))
         }
     };
     let done = Instant::now();
@@ -880,7 +957,7 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
             let upstream_io = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
             let (Some((Some(client_io), slot)), Some(upstream_io), Some(protocol)) = (tunnel, upstream_io, protocol)
             else {
-                tracing::warn!(upstream = %origin, "upstream switched protocols without an upgrade asked for");
+                tracing::warn!("upstream switched protocols without an upgrade asked for");
                 return (StatusCode::BAD_GATEWAY, "upstream unavailable\n").into_response();
             };
             strip_headers(&mut parts.headers, |_| false);
@@ -901,11 +978,8 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
             }
             (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response()
         }
-        Ok(Err(e)) => {
-            tracing::warn!(upstream = %origin, error = %e, "upstream request failed");
-            metrics::counter!("portcullis_gateway_upstream_errors_total", "kind" => "connect").increment(1);
-            (StatusCode::BAD_GATEWAY, "upstream unavailable\n").into_response()
-        }
+        // Logged and counted by `forward`.
+        Ok(Err(_)) => (StatusCode::BAD_GATEWAY, "upstream unavailable\n").into_response(),
         Err(_) => {
             metrics::counter!("portcullis_gateway_upstream_errors_total", "kind" => "timeout").increment(1);
             (StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n").into_response()
@@ -913,8 +987,57 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     }
 }
 
+/// Sends `request` to the route's upstreams, starting with the next in turn. A request that never left the gateway
+/// (no connection could be made) goes on to the next upstream, and the one that failed is passed over for
+/// [`UPSTREAM_DOWN_FOR`]; one that reached an upstream is not sent again. Failures are logged and counted
+/// (`portcullis_gateway_upstream_errors_total{kind="connect"|"request"}`), except a body cut off at
+/// `max_body_size`, which is the client's.
+async fn forward(
+    gw: &Gateway,
+    route: &Route,
+    mut request: Request<Body>,
+    upgrade: bool,
+) -> Result<Response<Body>, UpstreamError> {
+    let start = route.first_turn();
+    let mut tried = 0u64;
+    let mut next = route.next_upstream(start, tried, Instant::now());
+    while let Some(i) = next {
+        tried |= 1 << i;
+        let upstream = &route.upstreams[i];
+        request.headers_mut().insert(header::HOST, upstream.host.clone());
+        let sent = if upgrade {
+            Upstreams::send_upgrade(&upstream.origin, request).await.map(|r| r.map(Body::new))
+        } else {
+            gw.upstreams.send(&upstream.origin, request).await.map(|r| r.map(Body::new))
+        };
+        let (error, unsent) = match sent {
+            Ok(response) => return Ok(response),
+            Err(Failed { error, unsent }) => (error, unsent),
+        };
+        let Some(unsent) = unsent else {
+            if !cut_off(&error) {
+                tracing::warn!(upstream = %upstream.origin, error = %error, "upstream request failed");
+                metrics::counter!("portcullis_gateway_upstream_errors_total", "kind" => "request").increment(1);
+            }
+            return Err(error);
+        };
+        let now = Instant::now();
+        upstream.pass_over(now);
+        metrics::counter!("portcullis_gateway_upstream_errors_total", "kind" => "connect").increment(1);
+        next = route.next_upstream(start, tried, now);
+        let then = if next.is_some() { "trying the next" } else { "no upstream left to try" };
+        tracing::warn!(upstream = %upstream.origin, error = %error, passed_over_s = UPSTREAM_DOWN_FOR.as_secs(),
+            "cannot connect to upstream; {then}");
+        if next.is_none() {
+            return Err(error);
+        }
+        request = unsent;
+    }
+    Err(UpstreamError::NoUpstream)
+}
+
 /// Whether an upstream request failed because its body passed `max_body_size`.
-fn cut_off(e: &crate::upstream::UpstreamError) -> bool {
+fn cut_off(e: &UpstreamError) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(e) = cause {
         if e.is::<http_body_util::LengthLimitError>() {
@@ -1068,12 +1191,55 @@ mod tests {
     }
 
     #[test]
+    fn upstreams_are_taken_in_turn_and_one_that_failed_is_passed_over() {
+        let upstream = |port: u16| Upstream {
+            origin: Origin::http(format!("127.0.0.1:{port}").parse().unwrap_or_else(|_| unreachable!())),
+            host: HeaderValue::from_static("h"),
+            down_until: Mutex::new(None),
+        };
+        let route = Route {
+            prefix: "/".into(),
+            host: None,
+            methods: Vec::new(),
+            upstreams: vec![upstream(1), upstream(2), upstream(3)],
+            base: String::new(),
+            turn: Turn::default(),
+            requirement: None,
+        };
+        let now = Instant::now();
+        // The order of tries from `start`: every upstream once.
+        let order = |start: usize, now: Instant| {
+            let (mut tried, mut order) = (0u64, Vec::new());
+            while let Some(i) = route.next_upstream(start, tried, now) {
+                tried |= 1 << i;
+                order.push(i);
+            }
+            order
+        };
+        assert_eq!((0..4).map(|_| route.first_turn()).collect::<Vec<_>>(), [0, 1, 2, 0]);
+        assert_eq!(order(1, now), [1, 2, 0]);
+        route.upstreams[1].pass_over(now);
+        assert_eq!(order(1, now), [2, 0, 1], "a failed upstream is tried last");
+        assert_eq!(order(0, now), [0, 2, 1]);
+        assert_eq!(order(1, now + UPSTREAM_DOWN_FOR), [1, 2, 0], "and is back after UPSTREAM_DOWN_FOR");
+        // A copy for another worker has its own turn and its own view of which are down.
+        let copy = route.clone();
+        assert_eq!(copy.first_turn(), 0);
+        assert!(copy.upstreams[1].is_up(now));
+        let single = Route { upstreams: vec![upstream(1)], ..copy };
+        single.upstreams[0].pass_over(now);
+        assert_eq!((single.next_upstream(0, 0, now), single.next_upstream(0, 1, now)), (Some(0), None));
+    }
+
+    #[test]
     fn routes_match_the_host_without_port_or_trailing_dot() {
         let route = |host: &str| Route {
             prefix: "/".into(),
             host: Some(host.into()),
             methods: Vec::new(),
-            upstream: None,
+            upstreams: Vec::new(),
+            base: String::new(),
+            turn: Turn::default(),
             requirement: None,
         };
         let api = route("api.example");

@@ -48,8 +48,24 @@ pub enum UpstreamError {
     ConnectTimeout,
     #[error("TLS handshake: {0}")]
     Tls(std::io::Error),
+    #[error("the route has no upstream")]
+    NoUpstream,
     #[error(transparent)]
     Http(#[from] hyper::Error),
+}
+
+/// A failed upstream request, with the request itself when it never left the gateway: no connection to the
+/// upstream could be made (refused, timed out, TLS handshake failed), so another upstream may take it.
+#[derive(Debug)]
+pub struct Failed {
+    pub error: UpstreamError,
+    pub unsent: Option<Request<Body>>,
+}
+
+impl Failed {
+    fn sent(error: impl Into<UpstreamError>) -> Failed {
+        Failed { error: error.into(), unsent: None }
+    }
 }
 
 /// Where an upstream is: its host and port, and for HTTPS, how to reach it.
@@ -263,14 +279,17 @@ impl Upstreams {
     /// Sends `request` (an upgrade: `Connection: upgrade` and `Upgrade` set) to `authority` on a connection of its
     /// own, never pooled: after a `101 Switching Protocols` the connection belongs to the new protocol, whose
     /// bytes [`hyper::upgrade::on`] on the response yields.
-    pub async fn send_upgrade(origin: &Origin, request: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
-        let (mut sender, connection) = Self::handshake(origin).await?;
+    pub async fn send_upgrade(origin: &Origin, request: Request<Body>) -> Result<Response<Incoming>, Failed> {
+        let (mut sender, connection) = match Self::handshake(origin).await {
+            Ok(connected) => connected,
+            Err(error) => return Err(Failed { error, unsent: Some(request) }),
+        };
         tokio::spawn(async move {
             if let Err(e) = connection.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended");
             }
         });
-        Ok(sender.send_request(request).await?)
+        sender.send_request(request).await.map_err(Failed::sent)
     }
 
     /// Sends `request` (origin-form target, `Host` set) to `origin` on a pooled connection or a new one.
@@ -278,7 +297,7 @@ impl Upstreams {
         self: &Arc<Self>,
         origin: &Origin,
         mut request: Request<Body>,
-    ) -> Result<Response<PooledBody>, UpstreamError> {
+    ) -> Result<Response<PooledBody>, Failed> {
         // Pooled connections found closed are skipped; after two, a new connection is made.
         let mut reused_tries = 0;
         loop {
@@ -286,14 +305,17 @@ impl Upstreams {
             let reused = pooled.is_some();
             let mut sender = match pooled {
                 Some(sender) => sender,
-                None => Self::connect(origin).await?,
+                None => match Self::connect(origin).await {
+                    Ok(sender) => sender,
+                    Err(error) => return Err(Failed { error, unsent: Some(request) }),
+                },
             };
             reused_tries += usize::from(reused);
             if let Err(e) = sender.ready().await {
                 if reused {
                     continue;
                 }
-                return Err(e.into());
+                return Err(Failed::sent(e));
             }
             match sender.try_send_request(request).await {
                 Ok(response) => {
@@ -303,7 +325,7 @@ impl Upstreams {
                 Err(mut e) => match e.take_message() {
                     // Not written to the connection: safe to send again on another one.
                     Some(unsent) if reused => request = unsent,
-                    _ => return Err(e.into_error().into()),
+                    _ => return Err(Failed::sent(e.into_error())),
                 },
             }
         }
@@ -466,7 +488,8 @@ mod tests {
         let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
         drop(listener);
         let pool = Upstreams::new();
-        let err = pool.send(&Origin::http(authority.clone()), request(&authority)).await.unwrap_err();
-        assert!(matches!(err, UpstreamError::Connect(_)), "{err}");
+        let failed = pool.send(&Origin::http(authority.clone()), request(&authority)).await.unwrap_err();
+        assert!(matches!(failed.error, UpstreamError::Connect(_)), "{}", failed.error);
+        assert_eq!(failed.unsent.unwrap().uri(), "/x", "a request that never left is handed back");
     }
 }

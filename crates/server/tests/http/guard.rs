@@ -136,7 +136,8 @@ fn echo_app() -> axum::Router {
         serde_json::json!({
             "path": uri.to_string(), "subject": get("x-auth-subject"), "client": get("x-auth-client"),
             "scopes": get("x-auth-scopes"), "forwarded_for": get("x-forwarded-for"), "spoof": get("x-auth-spoof"),
-        "dpop": get("dpop"), "proto": get("x-forwarded-proto"), "host": get("x-forwarded-host"),
+            "dpop": get("dpop"), "proto": get("x-forwarded-proto"), "host": get("x-forwarded-host"),
+            "upstream": get("host"),
             "body": body.len(), "sum": body.iter().map(|b| u64::from(*b)).sum::<u64>(),
         })
         .to_string()
@@ -666,6 +667,75 @@ async fn the_gateway_reaches_https_upstreams_and_checks_their_certificates() {
         config.routes[0].upstream = Some(upstream.to_owned());
         let refused = config.check().unwrap_err().to_string();
         assert!(refused.contains(why), "{upstream}: {refused}");
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_takes_upstreams_in_turn_and_passes_over_one_it_cannot_reach() {
+    use portcullis_guard::gateway::{Gateway, GatewayConfig};
+    let srv = start("gateway-upstreams").await;
+    let (a, b) = (echo_upstream().await, echo_upstream().await);
+    let dead = || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let (dead1, dead2) = (dead(), dead());
+    let toml = format!(
+        "issuer = \"{}\"\n\
+         [[route]]\npath_prefix = \"/both/\"\nupstreams = [\"{a}\", \"{b}\"]\npublic = true\n\
+         [[route]]\npath_prefix = \"/one-dead/\"\nupstreams = [\"{dead1}\", \"{a}\"]\npublic = true\n\
+         [[route]]\npath_prefix = \"/all-dead/\"\nupstreams = [\"{dead1}\", \"{dead2}\"]\npublic = true\n",
+        srv.base
+    );
+    std::fs::write(srv.dir.join("gateway.toml"), toml).unwrap();
+    let config = GatewayConfig::load(&srv.dir.join("gateway.toml")).unwrap();
+    let gw = Gateway::start(&config, Some(serve::metrics_handle())).await.unwrap();
+    let (_stop, stopping) = tokio::sync::watch::channel(false);
+    let (addr, _workers) = portcullis_guard::workers::serve_workers(&gw, "127.0.0.1:0", 1, stopping).unwrap();
+    // Which upstream answered (the Host it was sent), or the status.
+    let answered = |path: &str| {
+        let url = format!("http://{addr}{path}");
+        async {
+            let resp = srv.http.get(url).send().await.unwrap();
+            match resp.status().as_u16() {
+                200 => resp.json::<Value>().await.unwrap()["upstream"].as_str().unwrap().to_owned(),
+                status => status.to_string(),
+            }
+        }
+    };
+    let connect_errors = || async {
+        let metrics = srv.http.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
+        metrics
+            .lines()
+            .find(|l| l.starts_with("portcullis_gateway_upstream_errors_total{kind=\"connect\"}"))
+            .map_or(0, |l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+    };
+    let (a, b) = (a.trim_start_matches("http://"), b.trim_start_matches("http://"));
+
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(answered("/both/x").await);
+    }
+    assert_eq!(seen, [a, b, a, b], "in turn");
+    // The dead upstream costs one failed connection, then is passed over; no request fails.
+    for _ in 0..5 {
+        assert_eq!(answered("/one-dead/x").await, a);
+    }
+    assert_eq!(connect_errors().await, 1);
+    // With every upstream down, 502 after one try of each.
+    assert_eq!(answered("/all-dead/x").await, "502");
+    assert_eq!(connect_errors().await, 3);
+
+    // One upstream or several, not both; several share one path.
+    for (route, why) in [
+        (format!("upstream = \"{dead1}\"\nupstreams = [\"{dead2}\"]"), "not both"),
+        (format!("upstreams = [\"{dead1}/v1\", \"{dead2}/v2\"]"), "share one path"),
+    ] {
+        let toml = format!("issuer = \"{}\"\n[[route]]\npath_prefix = \"/\"\npublic = true\n{route}\n", srv.base);
+        std::fs::write(srv.dir.join("bad.toml"), toml).unwrap();
+        let refused = GatewayConfig::load(&srv.dir.join("bad.toml")).unwrap().check().unwrap_err().to_string();
+        assert!(refused.contains(why), "{refused}");
     }
     srv.stop().await;
 }
