@@ -1,6 +1,8 @@
 //! `portcullis gateway --config gateway.toml`: the guard as a reverse proxy and forward-auth service.
+//! `SIGHUP` reloads the file (see [`Gateway::reload`]); `SIGTERM` or Ctrl-C stops the gateway after draining.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use portcullis_guard::gateway::{self, Gateway, GatewayConfig};
 use portcullis_guard::workers::serve_workers;
@@ -54,7 +56,11 @@ pub fn run(config: Option<PathBuf>, args: &GatewayArgs) -> Result<(), String> {
                 None => format!("{scheme}://{addr}/metrics"),
             },
         );
+        #[cfg(unix)]
+        let reloads = reload_on_hangup(&gw, &path).map_err(|e| format!("cannot watch SIGHUP: {e}"))?;
         crate::server_cmd::shutdown_signal().await;
+        #[cfg(unix)]
+        reloads.abort();
         stop.send_replace(true);
         tokio::task::spawn_blocking(move || workers.into_iter().for_each(|w| drop(w.join())))
             .await
@@ -62,4 +68,17 @@ pub fn run(config: Option<PathBuf>, args: &GatewayArgs) -> Result<(), String> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Reloads `path` on every `SIGHUP`, as `nginx -s reload` does ([`Gateway::reload_file`]).
+#[cfg(unix)]
+fn reload_on_hangup(gw: &Arc<Gateway>, path: &Path) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let (gw, path) = (Arc::clone(gw), path.to_owned());
+    Ok(tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            // Logged and counted by the gateway.
+            let _ = gw.reload_file(&path);
+        }
+    }))
 }

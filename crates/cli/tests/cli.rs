@@ -302,6 +302,22 @@ fn the_gateway_runs_from_its_file_logs_refusals_and_requests_and_stops_on_sigter
     assert!(scraped.contains(r#"portcullis_gateway_decisions_total{result="deny",reason="missing"} 1"#), "{scraped}");
     assert!(get(&gw, "/metrics").starts_with("HTTP/1.1 404"), "not on the public port");
 
+    // SIGHUP reloads the file: a new route is served, and a file that would not start leaves it in place.
+    let config = std::fs::read_to_string(dir.join("gateway.toml")).unwrap();
+    let more = format!("[[route]]\npath_prefix = \"/more/\"\nupstream = \"http://{upstream}\"\npublic = true\n");
+    write(&dir, "gateway.toml", &format!("{config}{more}"));
+    let hangup = || assert!(Command::new("kill").args(["-HUP", &gateway.id().to_string()]).status().unwrap().success());
+    hangup();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !get(&gw, "/more/x").ends_with("upstream") {
+        assert!(std::time::Instant::now() < deadline, "the new route was never served");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    write(&dir, "gateway.toml", &format!("{config}[[route]]\npath_prefix = \"/broken/\"\n"));
+    hangup();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(get(&gw, "/more/x").ends_with("upstream"), "a refused reload keeps the routes in use");
+
     let killed = Command::new("kill").args(["-TERM", &gateway.id().to_string()]).status().unwrap();
     assert!(killed.success());
     let mut log = String::new();
@@ -312,6 +328,8 @@ fn the_gateway_runs_from_its_file_logs_refusals_and_requests_and_stops_on_sigter
     assert!(!log.contains("secret=1"), "a query is never logged: {log}");
     assert!(line(&["refused", "/api/orders", "status=401", "missing", "peer=127.0.0.1"]), "{log}");
     assert!(line(&["refused", "/nowhere", "status=404", "no route"]), "{log}");
+    assert!(line(&["configuration reloaded: 3 routes", "gateway.toml"]), "{log}");
+    assert!(line(&["configuration not reloaded", "audience is required"]), "{log}");
     let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&dir);

@@ -17,7 +17,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -331,17 +331,19 @@ fn host_of(authority: &str) -> &str {
 #[derive(Debug)]
 pub struct Gateway {
     guard: Guard,
-    routes: Vec<Route>,
+    /// What a reload replaces: this worker's copy of the routes and of how requests are passed on.
+    live: Arc<LiveCell>,
+    /// Every worker's `live`, so that a reload reaches them all.
+    lives: Arc<Mutex<Vec<Weak<LiveCell>>>>,
+    /// The configuration the gateway started with: a reload that changes any key but the reloadable ones is
+    /// refused.
+    started: Arc<GatewayConfig>,
     upstreams: Arc<Upstreams>,
     metrics: Option<PrometheusHandle>,
-    timeout: Duration,
     header_timeout: Duration,
     max_connections: usize,
     /// Open upgraded connections (WebSocket), at most `max_connections`, shared by every worker.
     tunnels: Arc<Semaphore>,
-    access_log: bool,
-    /// `max_body_size`, `None` for no limit.
-    max_body: Option<u64>,
     /// HTTPS, when `tls_cert` and `tls_key` are set.
     tls: Option<Tls>,
     /// `/metrics` is served on a listener of its own (`metrics_listen`), not by [`Gateway::router`].
@@ -355,6 +357,59 @@ pub struct Gateway {
     tally: Arc<Mutex<Tally>>,
     /// Every worker's tally, so that a scrape served by any worker adds them all.
     tallies: Arc<Mutex<Vec<Weak<Mutex<Tally>>>>>,
+}
+
+/// What a reload may change: the routes, and how requests are passed on.
+#[derive(Debug, Clone)]
+struct Live {
+    routes: Vec<Route>,
+    /// `upstream_timeout`.
+    timeout: Duration,
+    access_log: bool,
+    /// `max_body_size`, `None` for no limit.
+    max_body: Option<u64>,
+}
+
+/// A worker's current [`Live`], replaced whole by a reload; a request keeps the one it started with.
+type LiveCell = RwLock<Arc<Live>>;
+
+impl Live {
+    fn new(config: &GatewayConfig) -> Result<Live, GuardError> {
+        Ok(Live {
+            routes: parse_routes(config)?,
+            timeout: Duration::from_secs(config.upstream_timeout.max(1)),
+            access_log: config.access_log,
+            max_body: (config.max_body_size > 0).then_some(config.max_body_size),
+        })
+    }
+
+    /// The route for a request, judged on the normal form of its path; `Err` when the path is ambiguous
+    /// (dot segments, `//`, encoded separators: see [`crate::target`]) and must be refused.
+    fn route(&self, host: Option<&str>, method: &Method, path: &str) -> Result<Option<&Route>, ()> {
+        let path = crate::target::normalize(path).ok_or(())?;
+        Ok(self.routes.iter().find(|r| r.matches(host, method, &path)))
+    }
+}
+
+/// The keys of `gateway.toml` that a reload cannot change, with whether they differ between `a` and `b`.
+fn restart_keys(a: &GatewayConfig, b: &GatewayConfig) -> [(&'static str, bool); 15] {
+    [
+        ("listen", a.listen != b.listen),
+        ("issuer", a.issuer != b.issuer),
+        ("client_id", a.client_id != b.client_id),
+        ("client_secret_file", a.client_secret_file != b.client_secret_file),
+        ("fail_closed_after", a.fail_closed_after != b.fail_closed_after),
+        ("header_timeout", a.header_timeout != b.header_timeout),
+        ("max_connections", a.max_connections != b.max_connections),
+        ("realm", a.realm != b.realm),
+        ("workers", a.workers != b.workers),
+        ("public_origin", a.public_origin != b.public_origin),
+        ("dpop_nonce_secret_file", a.dpop_nonce_secret_file != b.dpop_nonce_secret_file),
+        ("report_token_uses", a.report_token_uses != b.report_token_uses),
+        ("tls_cert", a.tls_cert != b.tls_cert),
+        ("tls_key", a.tls_key != b.tls_key),
+        ("metrics_listen", a.metrics_listen != b.metrics_listen),
+    ]
 }
 
 /// What a worker's requests add to the series every request touches, kept by the worker and added to the
@@ -491,7 +546,7 @@ fn parse_routes(config: &GatewayConfig) -> Result<Vec<Route>, GuardError> {
 impl Gateway {
     /// Builds the gateway: the routes, a guard accepting every route's audience, and the upstream client.
     pub async fn start(config: &GatewayConfig, metrics: Option<PrometheusHandle>) -> Result<Arc<Gateway>, GuardError> {
-        let routes = parse_routes(config)?;
+        let live = Arc::new(RwLock::new(Arc::new(Live::new(config)?)));
         let mut audiences = config.routes.iter().filter(|r| !r.public).map(|r| r.audience.clone());
         let first = audiences.next().unwrap_or_else(|| "-".into());
         let mut guard_config = GuardConfig::new(&config.issuer, first);
@@ -512,20 +567,18 @@ impl Gateway {
             tls.watch(TLS_RELOAD_INTERVAL);
         }
         let guard = Guard::start(guard_config).await?;
-        let timeout = Duration::from_secs(config.upstream_timeout.max(1));
         let header_timeout = Duration::from_secs(config.header_timeout.max(1));
         let tally = Arc::default();
         Ok(Arc::new(Gateway {
             guard,
-            routes,
+            lives: Arc::new(Mutex::new(vec![Arc::downgrade(&live)])),
+            live,
+            started: Arc::new(config.clone()),
             upstreams: Upstreams::new(),
             metrics,
-            timeout,
             header_timeout,
             max_connections: config.max_connections.max(1),
             tunnels: Arc::new(Semaphore::new(config.max_connections.clamp(1, Semaphore::MAX_PERMITS))),
-            access_log: config.access_log,
-            max_body: (config.max_body_size > 0).then_some(config.max_body_size),
             tls,
             metrics_elsewhere: config.metrics_listen.is_some(),
             allowed: metrics::counter!(DECISIONS, "result" => "allow", "reason" => "ok"),
@@ -569,17 +622,21 @@ impl Gateway {
     pub fn for_worker(&self) -> Arc<Gateway> {
         let tally = Arc::default();
         self.tallies.lock().unwrap_or_else(PoisonError::into_inner).push(Arc::downgrade(&tally));
+        // The copy is made under the list's lock, so that a reload cannot pass between the copy and its entry.
+        let mut lives = self.lives.lock().unwrap_or_else(PoisonError::into_inner);
+        let live = Arc::new(RwLock::new(Arc::new(self.live().as_ref().clone())));
+        lives.push(Arc::downgrade(&live));
+        drop(lives);
         Arc::new(Gateway {
             guard: self.guard.for_worker(),
-            routes: self.routes.clone(),
+            live,
+            lives: Arc::clone(&self.lives),
+            started: Arc::clone(&self.started),
             upstreams: Upstreams::new(),
             metrics: self.metrics.clone(),
-            timeout: self.timeout,
             header_timeout: self.header_timeout,
             max_connections: self.max_connections,
             tunnels: Arc::clone(&self.tunnels),
-            access_log: self.access_log,
-            max_body: self.max_body,
             tls: self.tls.clone(),
             metrics_elsewhere: self.metrics_elsewhere,
             allowed: self.allowed.clone(),
@@ -604,11 +661,62 @@ impl Gateway {
             .with_state(Arc::clone(self))
     }
 
-    /// The route for a request, judged on the normal form of its path; `Err` when the path is ambiguous
-    /// (dot segments, `//`, encoded separators: see [`crate::target`]) and must be refused.
-    fn route(&self, host: Option<&str>, method: &Method, path: &str) -> Result<Option<&Route>, ()> {
-        let path = crate::target::normalize(path).ok_or(())?;
-        Ok(self.routes.iter().find(|r| r.matches(host, method, &path)))
+    /// This worker's routes and settings now.
+    fn live(&self) -> Arc<Live> {
+        Arc::clone(&self.live.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Reads `path` again and applies it ([`Gateway::reload`]) if it passes every check `--check` makes. Logs the
+    /// outcome, and counts it in `portcullis_gateway_reloads_total{result="loaded"|"refused"}`; on refusal the
+    /// configuration in use stays.
+    pub fn reload_file(&self, path: &Path) -> Result<String, GuardError> {
+        let applied = GatewayConfig::load(path).and_then(|config| {
+            config.check()?;
+            self.reload(&config)
+        });
+        match &applied {
+            Ok(summary) => {
+                tracing::info!(file = %path.display(), "configuration reloaded: {summary}");
+                metrics::counter!("portcullis_gateway_reloads_total", "result" => "loaded").increment(1);
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "configuration not reloaded; the one in use stays");
+                metrics::counter!("portcullis_gateway_reloads_total", "result" => "refused").increment(1);
+            }
+        }
+        applied
+    }
+
+    /// Applies a changed `gateway.toml` to every worker, without a restart (`kill -HUP`): the routes (their
+    /// upstreams, scopes, roles, hosts, methods, and audiences among those accepted at start), `upstream_ca`,
+    /// `upstream_timeout`, `access_log` and `max_body_size`. Requests under way finish under the configuration
+    /// they started with. A change to any other key, or an audience the gateway did not accept at start, refuses
+    /// the whole reload, naming it, and the configuration in use stays. Returns a summary of what is served now.
+    pub fn reload(&self, config: &GatewayConfig) -> Result<String, GuardError> {
+        let changed: Vec<&str> =
+            restart_keys(&self.started, config).into_iter().filter(|(_, changed)| *changed).map(|(k, _)| k).collect();
+        if !changed.is_empty() {
+            return Err(GuardError::Config(format!("{} changed, which takes a restart", changed.join(", "))));
+        }
+        let accepted = &self.guard.config().audiences;
+        if let Some(new) = config.routes.iter().filter(|r| !r.public).find(|r| !accepted.contains(&r.audience)) {
+            return Err(GuardError::Config(format!(
+                "audience {:?} is new: the gateway accepts a new audience only after a restart",
+                new.audience
+            )));
+        }
+        let live = Live::new(config)?;
+        let summary = format!("{} routes", live.routes.len());
+        let mut lives = self.lives.lock().unwrap_or_else(PoisonError::into_inner);
+        lives.retain(|cell| match cell.upgrade() {
+            Some(cell) => {
+                // Each worker gets a copy of its own (counters and upstream states are per worker).
+                *cell.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(live.clone());
+                true
+            }
+            None => false,
+        });
+        Ok(summary)
     }
 }
 
@@ -765,7 +873,8 @@ async fn judge(gw: &Gateway, headers: &HeaderMap, method: &Method, path: &str) -
     let host = header_str(headers, "x-forwarded-host").or_else(|| header_str(headers, "host"));
     // A refusal is 403, not 400: nginx's auth_request turns anything but 2xx, 401 and 403 into a 500.
     let peer = forwarded_client(headers);
-    let Ok(found) = gw.route(host, method, path) else {
+    let live = gw.live();
+    let Ok(found) = live.route(host, method, path) else {
         refused(method, path, peer, StatusCode::FORBIDDEN, "ambiguous path");
         return (StatusCode::FORBIDDEN, "ambiguous path\n").into_response();
     };
@@ -785,7 +894,7 @@ async fn judge(gw: &Gateway, headers: &HeaderMap, method: &Method, path: &str) -
     match authorize_http(&gw.guard, headers, method.as_str(), origin, path, requirement).await {
         Ok(identity) => {
             gw.count(Instant::now(), |t| t.allowed += 1);
-            if gw.access_log {
+            if live.access_log {
                 let (subject, client, jti) = (&identity.subject, &identity.client_id, &identity.jti);
                 tracing::info!(%method, path, peer = peer.map(tracing::field::display), subject, client, jti, "allowed");
             }
@@ -822,7 +931,8 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     };
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let (method, path) = (request.method(), request.uri().path());
-    let Ok(found) = gw.route(host.as_ref().and_then(|h| h.to_str().ok()), method, path) else {
+    let live = gw.live();
+    let Ok(found) = live.route(host.as_ref().and_then(|h| h.to_str().ok()), method, path) else {
         refused(method, path, peer, StatusCode::BAD_REQUEST, "ambiguous path");
         return (StatusCode::BAD_REQUEST, "ambiguous path\n").into_response();
     };
@@ -850,14 +960,14 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     };
     let authorized = identity.is_some();
     // Only when asked for: the access log's copy of the method and path.
-    let logged = gw.access_log.then(|| (request.method().clone(), request.uri().path().to_owned()));
+    let logged = live.access_log.then(|| (request.method().clone(), request.uri().path().to_owned()));
     if let Some(identity) = &identity {
         gw.guard.report_use(identity, peer, request.headers());
     }
     let (mut parts, mut body) = request.into_parts();
     // For a body cut off at the limit: the refusal's method and path.
     let mut cut = None;
-    if let Some(limit) = gw.max_body {
+    if let Some(limit) = live.max_body {
         if !http_body::Body::is_end_stream(&body) {
             match http_body::Body::size_hint(&body).exact() {
                 // A declared length is held to by hyper: only its size needs a look.
@@ -904,7 +1014,7 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     let request = Request::from_parts(parts, body);
     let started = Instant::now();
     let (upstream, tunnel) = match upgrade {
-        None => (tokio::time::timeout(gw.timeout, forward(&gw, route, request, false)).await, None),
+        None => (tokio::time::timeout(live.timeout, forward(&gw, route, request, false)).await, None),
         Some((protocol, client)) => {
             // Each open tunnel counts against max_connections, as the connection it came from no longer does.
             let Ok(slot) = Arc::clone(&gw.tunnels).try_acquire_owned() else {
@@ -921,7 +1031,7 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
             let headers = request.headers_mut();
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, protocol);
-            let sent = tokio::time::timeout(gw.timeout, forward(&gw, route, request, true)).await;
+            let sent = tokio::time::timeout(live.timeout, forward(&gw, route, request, true)).await;
             (sent, Some((client, slot)))
         }
     };

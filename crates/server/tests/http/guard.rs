@@ -741,6 +741,79 @@ async fn the_gateway_takes_upstreams_in_turn_and_passes_over_one_it_cannot_reach
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_reloads_its_routes_without_a_restart_and_refuses_what_takes_one() {
+    use portcullis_guard::gateway::{Gateway, GatewayConfig};
+    let srv = start("gateway-reload").await;
+    let secret = srv.service_client("svc", &["read"]).await;
+    let bearer = srv.client_token("svc", &secret, "read").await;
+    let (a, b) = (echo_upstream().await, echo_upstream().await);
+    let file = srv.dir.join("gateway.toml");
+    let write = |extra: &str, routes: &str| {
+        std::fs::write(&file, format!("issuer = \"{}\"\n{extra}\n{routes}", srv.base)).unwrap();
+    };
+    let route = |prefix: &str, upstream: &str, audience: Option<&str>| match audience {
+        Some(aud) => {
+            format!("[[route]]\npath_prefix = \"{prefix}\"\nupstream = \"{upstream}\"\naudience = \"{aud}\"\n")
+        }
+        None => format!("[[route]]\npath_prefix = \"{prefix}\"\nupstream = \"{upstream}\"\npublic = true\n"),
+    };
+    write("", &(route("/a/", &a, None) + &route("/api/", &a, Some("api"))));
+    let gw = Gateway::start(&GatewayConfig::load(&file).unwrap(), Some(serve::metrics_handle())).await.unwrap();
+    let (_stop, stopping) = tokio::sync::watch::channel(false);
+    let (addr, _workers) = portcullis_guard::workers::serve_workers(&gw, "127.0.0.1:0", 2, stopping).unwrap();
+    // Which upstream answered, or the status; a new connection each time, so that both workers answer.
+    let answered = |path: &str| {
+        let url = format!("http://{addr}{path}");
+        let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+        let bearer = bearer.clone();
+        async move {
+            let resp = client.get(url).bearer_auth(bearer).send().await.unwrap();
+            match resp.status().as_u16() {
+                200 => resp.json::<Value>().await.unwrap()["upstream"].as_str().unwrap().to_owned(),
+                status => status.to_string(),
+            }
+        }
+    };
+    let (at_a, at_b) = (a.trim_start_matches("http://").to_owned(), b.trim_start_matches("http://").to_owned());
+    for _ in 0..4 {
+        assert_eq!(
+            (answered("/a/x").await, answered("/api/x").await, answered("/b/x").await),
+            (at_a.clone(), at_a.clone(), "404".into())
+        );
+    }
+
+    // New routes, to another upstream, with a body limit: every worker serves them at once.
+    write("max_body_size = 10", &(route("/b/", &b, None) + &route("/api/", &b, Some("api"))));
+    assert_eq!(gw.reload_file(&file).unwrap(), "2 routes");
+    for _ in 0..4 {
+        assert_eq!(
+            (answered("/a/x").await, answered("/api/x").await, answered("/b/x").await),
+            ("404".into(), at_b.clone(), at_b.clone())
+        );
+    }
+    let big = srv.http.post(format!("http://{addr}/b/x")).body(vec![0u8; 11]).send().await.unwrap();
+    assert_eq!(big.status().as_u16(), 413, "max_body_size is reloaded too");
+
+    // What takes a restart refuses the whole reload, naming why, and the routes in use stay.
+    let refusals = [
+        (format!("listen = \"127.0.0.1:1\"\n{}", route("/c/", &a, None)), "listen changed"),
+        (route("/c/", &a, Some("billing")), "audience \"billing\" is new"),
+        (route("/c/", "ftp://x", None), "http:// or https://"),
+        ("[[route]\n".to_owned(), "gateway.toml"),
+    ];
+    for (text, why) in &refusals {
+        std::fs::write(&file, format!("issuer = \"{}\"\n{text}", srv.base)).unwrap();
+        let refused = gw.reload_file(&file).unwrap_err().to_string();
+        assert!(refused.contains(why), "{why}: {refused}");
+        assert_eq!((answered("/b/x").await, answered("/c/x").await), (at_b.clone(), "404".into()));
+    }
+    let metrics = srv.http.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("portcullis_gateway_reloads_total{result=\"loaded\"} 1"), "{metrics}");
+    assert!(metrics.contains("portcullis_gateway_reloads_total{result=\"refused\"} 4"), "{metrics}");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_holds_request_bodies_to_max_body_size() {
     use portcullis_guard::gateway::{Gateway, GatewayConfig};
     let srv = start("gateway-body-limit").await;
