@@ -391,24 +391,48 @@ impl Live {
     }
 }
 
-/// The keys of `gateway.toml` that a reload cannot change, with whether they differ between `a` and `b`.
+/// The keys of `gateway.toml` that a reload cannot change, with whether they differ between `a` and `b`. The
+/// pattern names every key, so that a new one must be placed here as reloadable or not.
 fn restart_keys(a: &GatewayConfig, b: &GatewayConfig) -> [(&'static str, bool); 15] {
+    let GatewayConfig {
+        listen,
+        issuer,
+        client_id,
+        client_secret_file,
+        fail_closed_after,
+        header_timeout,
+        max_connections,
+        realm,
+        workers,
+        public_origin,
+        dpop_nonce_secret_file,
+        report_token_uses,
+        tls_cert,
+        tls_key,
+        metrics_listen,
+        // Reloadable (see `Live`).
+        upstream_timeout: _,
+        access_log: _,
+        max_body_size: _,
+        upstream_ca: _,
+        routes: _,
+    } = a;
     [
-        ("listen", a.listen != b.listen),
-        ("issuer", a.issuer != b.issuer),
-        ("client_id", a.client_id != b.client_id),
-        ("client_secret_file", a.client_secret_file != b.client_secret_file),
-        ("fail_closed_after", a.fail_closed_after != b.fail_closed_after),
-        ("header_timeout", a.header_timeout != b.header_timeout),
-        ("max_connections", a.max_connections != b.max_connections),
-        ("realm", a.realm != b.realm),
-        ("workers", a.workers != b.workers),
-        ("public_origin", a.public_origin != b.public_origin),
-        ("dpop_nonce_secret_file", a.dpop_nonce_secret_file != b.dpop_nonce_secret_file),
-        ("report_token_uses", a.report_token_uses != b.report_token_uses),
-        ("tls_cert", a.tls_cert != b.tls_cert),
-        ("tls_key", a.tls_key != b.tls_key),
-        ("metrics_listen", a.metrics_listen != b.metrics_listen),
+        ("listen", *listen != b.listen),
+        ("issuer", *issuer != b.issuer),
+        ("client_id", *client_id != b.client_id),
+        ("client_secret_file", *client_secret_file != b.client_secret_file),
+        ("fail_closed_after", *fail_closed_after != b.fail_closed_after),
+        ("header_timeout", *header_timeout != b.header_timeout),
+        ("max_connections", *max_connections != b.max_connections),
+        ("realm", *realm != b.realm),
+        ("workers", *workers != b.workers),
+        ("public_origin", *public_origin != b.public_origin),
+        ("dpop_nonce_secret_file", *dpop_nonce_secret_file != b.dpop_nonce_secret_file),
+        ("report_token_uses", *report_token_uses != b.report_token_uses),
+        ("tls_cert", *tls_cert != b.tls_cert),
+        ("tls_key", *tls_key != b.tls_key),
+        ("metrics_listen", *metrics_listen != b.metrics_listen),
     ]
 }
 
