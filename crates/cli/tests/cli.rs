@@ -324,7 +324,8 @@ fn the_gateway_runs_from_its_file_logs_refusals_and_requests_and_stops_on_sigter
     stderr.read_to_string(&mut log).unwrap();
     assert_eq!(gateway.wait().unwrap().code(), Some(0), "graceful shutdown exits 0: {log}");
     let line = |has: &[&str]| log.lines().any(|l| has.iter().all(|h| l.contains(h)));
-    assert!(line(&["proxied", "/public/x", "status=200", "upstream_ms="]), "{log}");
+    let served_by = format!("upstream=http://{upstream}");
+    assert!(line(&["proxied", "/public/x", "status=200", &served_by, "upstream_ms="]), "{log}");
     assert!(!log.contains("secret=1"), "a query is never logged: {log}");
     assert!(line(&["refused", "/api/orders", "status=401", "missing", "peer=127.0.0.1"]), "{log}");
     assert!(line(&["refused", "/nowhere", "status=404", "no route"]), "{log}");

@@ -1069,10 +1069,10 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
         t.upstream_seconds.push(done.duration_since(started).as_secs_f64());
     });
     if let Some((method, path)) = logged {
-        let status = match &upstream {
-            Ok(Ok(response)) => response.status(),
-            Ok(Err(_)) => StatusCode::BAD_GATEWAY,
-            Err(_) => StatusCode::GATEWAY_TIMEOUT,
+        let (status, served) = match &upstream {
+            Ok(Ok((response, served))) => (response.status(), Some(&served.origin)),
+            Ok(Err(_)) => (StatusCode::BAD_GATEWAY, None),
+            Err(_) => (StatusCode::GATEWAY_TIMEOUT, None),
         };
         let (subject, client, jti) = match &identity {
             Some(id) => (id.subject.as_str(), id.client_id.as_str(), id.jti.as_str()),
@@ -1081,11 +1081,11 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
         let upstream_ms = done.duration_since(started).as_secs_f64() * 1000.0;
         tracing::info!(
             %method, path, peer = peer.map(tracing::field::display), status = status.as_u16(), subject, client, jti,
-            upstream_ms, "proxied"
+            upstream = served.map(tracing::field::display), upstream_ms, "proxied"
         );
     }
     match upstream {
-        Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+        Ok(Ok((response, _))) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
             let (mut parts, _) = response.into_parts();
             let protocol = parts.headers.get(header::UPGRADE).cloned();
             let upstream_io = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
@@ -1101,7 +1101,7 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
             tokio::spawn(relay(client_io, upstream_io, holder, slot));
             Response::from_parts(parts, Body::empty())
         }
-        Ok(Ok(response)) => {
+        Ok(Ok((response, _))) => {
             let (mut parts, body) = response.into_parts();
             strip_headers(&mut parts.headers, |_| false);
             Response::from_parts(parts, body)
@@ -1125,13 +1125,13 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
 /// (no connection could be made) goes on to the next upstream, and the one that failed is passed over for
 /// [`UPSTREAM_DOWN_FOR`]; one that reached an upstream is not sent again. Failures are logged and counted
 /// (`portcullis_gateway_upstream_errors_total{kind="connect"|"request"}`), except a body cut off at
-/// `max_body_size`, which is the client's.
-async fn forward(
+/// `max_body_size`, which is the client's. Names the upstream that answered.
+async fn forward<'r>(
     gw: &Gateway,
-    route: &Route,
+    route: &'r Route,
     mut request: Request<Body>,
     upgrade: bool,
-) -> Result<Response<Body>, UpstreamError> {
+) -> Result<(Response<Body>, &'r Upstream), UpstreamError> {
     let start = route.first_turn();
     let mut tried = 0u64;
     let mut next = route.next_upstream(start, tried, Instant::now());
@@ -1145,7 +1145,7 @@ async fn forward(
             gw.upstreams.send(&upstream.origin, request).await.map(|r| r.map(Body::new))
         };
         let (error, unsent) = match sent {
-            Ok(response) => return Ok(response),
+            Ok(response) => return Ok((response, upstream)),
             Err(Failed { error, unsent }) => (error, unsent),
         };
         let Some(unsent) = unsent else {
