@@ -118,6 +118,16 @@ async fn the_guard_verifies_offline_follows_revocations_and_survives_rotation() 
     srv.stop().await;
 }
 
+/// Serves `gw` on a loopback port with `workers` workers, which stop when the returned sender is dropped.
+fn serve_gateway(
+    gw: &Arc<portcullis_guard::gateway::Gateway>,
+    workers: usize,
+) -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let (addr, _) = portcullis_guard::workers::serve_workers(gw, "127.0.0.1:0", workers, stopping).unwrap();
+    (addr, stop)
+}
+
 /// An upstream that echoes what it received: path, and the identity headers.
 async fn echo_upstream() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -425,8 +435,7 @@ async fn the_gateway_closes_connections_that_send_no_request_in_time() {
     );
     std::fs::write(srv.dir.join("gateway.toml"), toml).unwrap();
     let gw = Gateway::start(&GatewayConfig::load(&srv.dir.join("gateway.toml")).unwrap(), None).await.unwrap();
-    let (_stop, stopping) = tokio::sync::watch::channel(false);
-    let (addr, _workers) = portcullis_guard::workers::serve_workers(&gw, "127.0.0.1:0", 1, stopping).unwrap();
+    let (addr, _stop) = serve_gateway(&gw, 1);
     let connect = || tokio::net::TcpStream::connect(addr);
     let long = std::time::Duration::from_secs(5);
 
@@ -505,8 +514,7 @@ async fn the_gateway_serves_https_over_both_protocols_and_a_renewed_certificate(
     assert!(refused.contains("gw-cert.pem and"), "{refused}");
     let gw = Gateway::start(&config, Some(serve::metrics_handle())).await.unwrap();
     assert_eq!(gw.scheme(), "https");
-    let (_stop, stopping) = tokio::sync::watch::channel(false);
-    let (addr, _workers) = portcullis_guard::workers::serve_workers(&gw, "127.0.0.1:0", 1, stopping).unwrap();
+    let (addr, _stop) = serve_gateway(&gw, 1);
     let url = format!("https://localhost:{}/api/orders", addr.port());
     let (stopping_metrics, stop_metrics) = tokio::sync::oneshot::channel::<()>();
     let (metrics_addr, metrics_task) = portcullis_guard::gateway::serve_metrics(&gw, "127.0.0.1:0", async {
@@ -579,8 +587,7 @@ async fn the_gateway_serves_https_over_both_protocols_and_a_renewed_certificate(
 async fn the_gateway_reaches_https_upstreams_and_checks_their_certificates() {
     use portcullis_guard::gateway::{Gateway, GatewayConfig};
     let srv = start("gateway-https-upstream").await;
-    let secret = srv.service_client("svc", &["read"]).await;
-    let bearer = srv.client_token("svc", &secret, "read").await;
+    let bearer = srv.service_token("svc", "read").await;
     // The upstream serves HTTPS with a certificate for `localhost`, from a CA of its own (the certificate itself).
     let (upstream_ca, stranger) = (
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap(),
@@ -627,8 +634,7 @@ async fn the_gateway_reaches_https_upstreams_and_checks_their_certificates() {
     let config = gateway(&ca);
     assert!(config.check().unwrap().starts_with("3 routes (2 to HTTPS upstreams)"), "{}", config.check().unwrap());
     let gw = Gateway::start(&config, None).await.unwrap();
-    let (_stop, stopping) = tokio::sync::watch::channel(false);
-    let (addr, _workers) = portcullis_guard::workers::serve_workers(&gw, "127.0.0.1:0", 1, stopping).unwrap();
+    let (addr, _stop) = serve_gateway(&gw, 1);
     let get = |path: &str| srv.http.get(format!("http://{addr}{path}")).bearer_auth(&bearer).send();
 
     // The verified request reaches the upstream over TLS, with its identity, on each of three requests.
@@ -646,9 +652,7 @@ async fn the_gateway_reaches_https_upstreams_and_checks_their_certificates() {
     // Trusting another CA, the gateway refuses the upstream's certificate.
     let other = file("other-ca.pem", stranger.cert.pem());
     let distrusting = Gateway::start(&gateway(&other), None).await.unwrap();
-    let (_stop2, stopping2) = tokio::sync::watch::channel(false);
-    let (addr2, _workers2) =
-        portcullis_guard::workers::serve_workers(&distrusting, "127.0.0.1:0", 1, stopping2).unwrap();
+    let (addr2, _stop2) = serve_gateway(&distrusting, 1);
     let resp = srv.http.get(format!("http://{addr2}/api/orders")).bearer_auth(&bearer).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 502);
 
@@ -691,8 +695,7 @@ async fn the_gateway_takes_upstreams_in_turn_and_passes_over_one_it_cannot_reach
     std::fs::write(srv.dir.join("gateway.toml"), toml).unwrap();
     let config = GatewayConfig::load(&srv.dir.join("gateway.toml")).unwrap();
     let gw = Gateway::start(&config, Some(serve::metrics_handle())).await.unwrap();
-    let (_stop, stopping) = tokio::sync::watch::channel(false);
-    let (addr, _workers) = portcullis_guard::workers::serve_workers(&gw, "127.0.0.1:0", 1, stopping).unwrap();
+    let (addr, _stop) = serve_gateway(&gw, 1);
     // Which upstream answered (the Host it was sent), or the status.
     let answered = |path: &str| {
         let url = format!("http://{addr}{path}");
@@ -744,8 +747,7 @@ async fn the_gateway_takes_upstreams_in_turn_and_passes_over_one_it_cannot_reach
 async fn the_gateway_reloads_its_routes_without_a_restart_and_refuses_what_takes_one() {
     use portcullis_guard::gateway::{Gateway, GatewayConfig};
     let srv = start("gateway-reload").await;
-    let secret = srv.service_client("svc", &["read"]).await;
-    let bearer = srv.client_token("svc", &secret, "read").await;
+    let bearer = srv.service_token("svc", "read").await;
     let (a, b) = (echo_upstream().await, echo_upstream().await);
     let file = srv.dir.join("gateway.toml");
     let write = |extra: &str, routes: &str| {
@@ -759,8 +761,7 @@ async fn the_gateway_reloads_its_routes_without_a_restart_and_refuses_what_takes
     };
     write("", &(route("/a/", &a, None) + &route("/api/", &a, Some("api"))));
     let gw = Gateway::start(&GatewayConfig::load(&file).unwrap(), Some(serve::metrics_handle())).await.unwrap();
-    let (_stop, stopping) = tokio::sync::watch::channel(false);
-    let (addr, _workers) = portcullis_guard::workers::serve_workers(&gw, "127.0.0.1:0", 2, stopping).unwrap();
+    let (addr, _stop) = serve_gateway(&gw, 2);
     // Which upstream answered, or the status; a new connection each time, so that both workers answer.
     let answered = |path: &str| {
         let url = format!("http://{addr}{path}");
@@ -828,8 +829,7 @@ async fn the_gateway_holds_request_bodies_to_max_body_size() {
         let config = GatewayConfig::load(&srv.dir.join("gateway.toml")).unwrap();
         async move {
             let gw = Gateway::start(&config, None).await.unwrap();
-            let (stop, stopping) = tokio::sync::watch::channel(false);
-            let (addr, _) = portcullis_guard::workers::serve_workers(&gw, "127.0.0.1:0", 1, stopping).unwrap();
+            let (addr, stop) = serve_gateway(&gw, 1);
             (format!("http://{addr}/upload"), stop)
         }
     };
@@ -950,8 +950,7 @@ async fn the_gateway_relays_upgraded_connections_behind_the_token_check_and_boun
     );
     std::fs::write(srv.dir.join("gateway.toml"), toml).unwrap();
     let gw = Gateway::start(&GatewayConfig::load(&srv.dir.join("gateway.toml")).unwrap(), None).await.unwrap();
-    let (_stop, stopping) = tokio::sync::watch::channel(false);
-    let (addr, _workers) = portcullis_guard::workers::serve_workers(&gw, "127.0.0.1:0", 1, stopping).unwrap();
+    let (addr, _stop) = serve_gateway(&gw, 1);
     let token = srv.client_token("svc", &secret, "read").await;
     // Opens a tunnel: the response head, and the stream when it switched.
     let open = |bearer: Option<String>| async move {

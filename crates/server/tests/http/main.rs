@@ -113,6 +113,12 @@ impl Server {
         KeySet::from_jwks(&text, &[]).unwrap()
     }
 
+    /// A `client_credentials` token of a new service client `id` holding `scope` alone.
+    async fn service_token(&self, id: &str, scope: &str) -> String {
+        let secret = self.service_client(id, &[scope]).await;
+        self.client_token(id, &secret, scope).await
+    }
+
     async fn service_client(&self, id: &str, scopes: &[&str]) -> String {
         let (_, secret) = self
             .admin
