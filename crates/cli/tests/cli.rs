@@ -26,8 +26,8 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 
 #[test]
 fn generate_sign_verify_inspect_round_trip() {
-    let dir = std::env::temp_dir().join(format!("portcullis-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = temp("round-trip");
+    let dir = scratch.path();
     let private = ok(&run(&["jwk", "generate", "--alg", "ES256"], ""));
     assert!(private.contains("\"d\""));
     let public = ok(&run(&["jwk", "public"], &private));
@@ -37,8 +37,8 @@ fn generate_sign_verify_inspect_round_trip() {
     assert_eq!(ok(&run(&["jwk", "thumbprint"], &private)), thumb);
     assert!(public.contains(&format!("\"kid\":\"{thumb}\"")));
 
-    let key = write(&dir, "key.json", &private);
-    let jwks = write(&dir, "jwks.json", &format!("{{\"keys\":[{public}]}}"));
+    let key = write(dir, "key.json", &private);
+    let jwks = write(dir, "jwks.json", &format!("{{\"keys\":[{public}]}}"));
     let claims = r#"{"iss":"https://i","sub":"alice","aud":"api","exp":2000000000}"#;
     let token = ok(&run(&["jwt", "sign", "--key", &key, "--typ", "at+jwt"], claims));
     let base = ["jwt", "verify", "--jwks", &jwks, "--iss", "https://i", "--aud", "api", "--typ", "at+jwt"];
@@ -61,7 +61,7 @@ fn generate_sign_verify_inspect_round_trip() {
     assert!(String::from_utf8_lossy(&inspected.stderr).contains("UNVERIFIED"));
 
     // DPoP proofs for a resource request: each verifies for that request, with its own jti.
-    let token_file = write(&dir, "token", &format!("{token}\n"));
+    let token_file = write(dir, "token", &format!("{token}\n"));
     let url = "https://api.example/orders";
     let args = ["jwt", "proof", "--key", &key, "--method", "GET", "--url", url, "--access-token-file", &token_file];
     let proofs = ok(&run(&[&args[..], &["--nonce", "n1", "--count", "3"]].concat(), ""));
@@ -82,7 +82,6 @@ fn generate_sign_verify_inspect_round_trip() {
         run(&["jwt", "proof", "--key", &key, "--method", "GET", "--url", "/relative"], "").status.code(),
         Some(1)
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -103,8 +102,9 @@ fn config_in(dir: &Path, extra: &str) -> String {
 
 #[test]
 fn management_commands_work_on_the_store_before_the_server_runs() {
-    let dir = temp("manage");
-    let cfg = config_in(&dir, "");
+    let scratch = temp("manage");
+    let dir = scratch.path();
+    let cfg = config_in(dir, "");
     let c = |args: &[&str], stdin: &str| {
         let mut all = vec!["--config", cfg.as_str()];
         all.extend_from_slice(args);
@@ -149,40 +149,40 @@ fn management_commands_work_on_the_store_before_the_server_runs() {
     assert_eq!(keys[0]["kid"], rotated["kid"]);
     ok(&c(&["keys", "revoke", rotated["kid"].as_str().unwrap()], ""));
     assert_eq!(c(&["keys", "revoke", "no-such-kid"], "").status.code(), Some(1));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn serve_refuses_bad_configuration_with_a_clear_message() {
-    let dir = temp("badcfg");
+    let scratch = temp("badcfg");
+    let dir = scratch.path();
     let out = run(&["serve", "--config", dir.join("missing.toml").to_str().unwrap()], "");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
-    let corrupt = write(&dir, "corrupt.toml", "listen = [unclosed\n");
+    let corrupt = write(dir, "corrupt.toml", "listen = [unclosed\n");
     let out = run(&["serve", "--config", &corrupt], "");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid configuration"));
-    let bad = write(&dir, "bad.toml", "access_token_ttl = 99999\nsigning_alg = \"HS256\"\n");
+    let bad = write(dir, "bad.toml", "access_token_ttl = 99999\nsigning_alg = \"HS256\"\n");
     let out = run(&["serve", "--config", &bad], "");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(err.contains("access_token_ttl") && err.contains("signing_alg"), "{err}");
     // A data dir that cannot be written (under /proc, read-only even for root, which CI runs as).
-    let ro = write(&dir, "ro.toml", "data_dir = \"/proc/portcullis-data\"\nlisten = \"127.0.0.1:0\"\n");
+    let ro = write(dir, "ro.toml", "data_dir = \"/proc/portcullis-data\"\nlisten = \"127.0.0.1:0\"\n");
     let out = run(&["serve", "--config", &ro], "");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("/proc/portcullis-data"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn serve_starts_with_defaults_answers_and_stops_on_sigterm() {
     use std::io::Read;
-    let dir = temp("serve");
+    let scratch = temp("serve");
+    let dir = scratch.path();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut command = common::portcullis();
-    command.current_dir(&dir).env("PORTCULLIS_LISTEN", format!("127.0.0.1:{port}"));
+    command.current_dir(dir).env("PORTCULLIS_LISTEN", format!("127.0.0.1:{port}"));
     let (mut child, seen) = common::serve(command);
     assert!(seen.contains("development key file"), "the dev-mode warning is printed: {seen}");
     assert!(dir.join("portcullis-data/portcullis.db").exists());
@@ -196,7 +196,6 @@ fn serve_starts_with_defaults_answers_and_stops_on_sigterm() {
     assert!(killed.success());
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A small upstream on loopback: answers every request `200 upstream` and closes the connection.
@@ -230,15 +229,16 @@ fn get(addr: &str, path: &str) -> String {
 #[test]
 fn the_gateway_runs_from_its_file_logs_refusals_and_requests_and_stops_on_sigterm() {
     use std::io::{BufRead, BufReader, Read};
-    let dir = temp("gateway");
+    let scratch = temp("gateway");
+    let dir = scratch.path();
     let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (server_port, gateway_port, metrics_port) = (free(), free(), free());
     let mut command = common::portcullis();
-    command.current_dir(&dir).env("PORTCULLIS_LISTEN", format!("127.0.0.1:{server_port}"));
+    command.current_dir(dir).env("PORTCULLIS_LISTEN", format!("127.0.0.1:{server_port}"));
     let (mut server, _) = common::serve(command);
     let upstream = tiny_upstream();
     write(
-        &dir,
+        dir,
         "gateway.toml",
         &format!(
             "listen = \"127.0.0.1:{gateway_port}\"\nissuer = \"http://127.0.0.1:{server_port}\"\naccess_log = true\n\
@@ -249,7 +249,7 @@ fn the_gateway_runs_from_its_file_logs_refusals_and_requests_and_stops_on_sigter
     );
     // `--check` says whether it would start, without starting, as `nginx -t` does.
     let checked = common::portcullis()
-        .current_dir(&dir)
+        .current_dir(dir)
         .args(["gateway", "--config", "gateway.toml", "--check"])
         .output()
         .unwrap();
@@ -270,15 +270,15 @@ fn the_gateway_runs_from_its_file_logs_refusals_and_requests_and_stops_on_sigter
             "client_secret_file gone",
         ),
     ] {
-        write(&dir, name, text);
+        write(dir, name, text);
         let out =
-            common::portcullis().current_dir(&dir).args(["gateway", "--config", name, "--check"]).output().unwrap();
+            common::portcullis().current_dir(dir).args(["gateway", "--config", name, "--check"]).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{name}: {err}");
         assert!(err.contains(reason) && err.contains(name), "{name}: {err}");
     }
     let mut gateway = common::portcullis()
-        .current_dir(&dir)
+        .current_dir(dir)
         .args(["gateway", "--config", "gateway.toml"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -305,7 +305,7 @@ fn the_gateway_runs_from_its_file_logs_refusals_and_requests_and_stops_on_sigter
     // SIGHUP reloads the file: a new route is served, and a file that would not start leaves it in place.
     let config = std::fs::read_to_string(dir.join("gateway.toml")).unwrap();
     let more = format!("[[route]]\npath_prefix = \"/more/\"\nupstream = \"http://{upstream}\"\npublic = true\n");
-    write(&dir, "gateway.toml", &format!("{config}{more}"));
+    write(dir, "gateway.toml", &format!("{config}{more}"));
     let hangup = || assert!(Command::new("kill").args(["-HUP", &gateway.id().to_string()]).status().unwrap().success());
     hangup();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -313,7 +313,7 @@ fn the_gateway_runs_from_its_file_logs_refusals_and_requests_and_stops_on_sigter
         assert!(std::time::Instant::now() < deadline, "the new route was never served");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    write(&dir, "gateway.toml", &format!("{config}[[route]]\npath_prefix = \"/broken/\"\n"));
+    write(dir, "gateway.toml", &format!("{config}[[route]]\npath_prefix = \"/broken/\"\n"));
     hangup();
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(get(&gw, "/more/x").ends_with("upstream"), "a refused reload keeps the routes in use");
@@ -333,15 +333,15 @@ fn the_gateway_runs_from_its_file_logs_refusals_and_requests_and_stops_on_sigter
     assert!(line(&["configuration not reloaded", "audience is required"]), "{log}");
     let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
     let _ = server.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The documented move from SQLite to PostgreSQL (or, without a PostgreSQL server configured, to a second
 /// SQLite store): export, import, and the target holds the same accounts, clients and keys.
 #[test]
 fn export_then_import_moves_a_deployment() {
-    let dir = temp("move");
-    let source = config_in(&dir, "");
+    let scratch = temp("move");
+    let dir = scratch.path();
+    let source = config_in(dir, "");
     let target_dir = dir.join("target");
     std::fs::create_dir_all(&target_dir).unwrap();
     let target_url = match std::env::var("PORTCULLIS_TEST_POSTGRES_URL") {
@@ -386,5 +386,4 @@ fn export_then_import_moves_a_deployment() {
     assert!(String::from_utf8_lossy(&twice.stderr).contains("nothing written"), "{twice:?}");
     let garbage = on(&target, &["import"], "{\"format\": 9, \"tables\": []}");
     assert_eq!(garbage.status.code(), Some(1));
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -156,10 +156,11 @@ fn free_port() -> u16 {
 
 #[test]
 fn verify_accepts_the_log_and_names_the_first_bad_entry_after_each_kind_of_edit() {
-    let dir = temp("ledger-verify");
+    let scratch = temp("ledger-verify");
+    let dir = scratch.path();
     let data = dir.join("data");
     let port = free_port();
-    let cfg = config(&dir, "server.toml", port, &data);
+    let cfg = config(dir, "server.toml", port, &data);
     make_events(&cfg, "before", 10);
     let server = serve(&cfg);
     let token = admin_token(&cfg, port);
@@ -226,12 +227,11 @@ fn verify_accepts_the_log_and_names_the_first_bad_entry_after_each_kind_of_edit(
         let copy = dir.join(format!("copy-{}", name.len()));
         copy_dir(&data, &copy);
         tamper(&copy, &statements);
-        let copy_cfg = config(&dir, "copy.toml", port, &copy);
+        let copy_cfg = config(dir, "copy.toml", port, &copy);
         let (ok, out) = verify(&copy_cfg);
         assert!(!ok && out.contains(&want), "{name}: wanted {want:?}, got {out}");
         let _ = std::fs::remove_dir_all(&copy);
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The witness's answer, and whether it succeeded.
@@ -255,10 +255,11 @@ fn head_reaches(port: u16, size: impl Fn(u64) -> bool) {
 
 #[test]
 fn the_witness_follows_a_growing_log_and_catches_a_rewrite_and_a_rollback() {
-    let dir = temp("ledger-witness");
+    let scratch = temp("ledger-witness");
+    let dir = scratch.path();
     let data = dir.join("data");
     let port = free_port();
-    let cfg = config(&dir, "server.toml", port, &data);
+    let cfg = config(dir, "server.toml", port, &data);
     let issuer = format!("http://127.0.0.1:{port}");
     let state = dir.join("witness.json");
     make_events(&cfg, "a", 5);
@@ -313,5 +314,4 @@ fn the_witness_follows_a_growing_log_and_catches_a_rewrite_and_a_rollback() {
     let (ok, out) = witness(&issuer, &state);
     assert!(!ok && out.contains("ROLLBACK"), "{out}");
     stop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }

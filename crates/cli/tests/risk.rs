@@ -9,7 +9,8 @@ use common::{run, temp};
 
 #[test]
 fn simulate_score_and_eval_work_end_to_end() {
-    let dir = temp("risk");
+    let scratch = temp("risk");
+    let dir = scratch.path();
     let corpus = dir.join("corpus.jsonl");
     let out = run(
         &["risk", "simulate", "--seed", "5", "--users", "120", "--days", "8", "--output", corpus.to_str().unwrap()],
@@ -85,7 +86,8 @@ fn bad_lines_are_reported_and_fail_the_command() {
 
 #[test]
 fn show_prints_what_the_store_holds_about_a_user() {
-    let dir = temp("risk-show");
+    let scratch = temp("risk-show");
+    let dir = scratch.path();
     let data = dir.join("data");
     let cfg = dir.join("p.toml");
     std::fs::write(&cfg, format!("data_dir = \"{}\"\nlog = \"warn\"\n", data.display())).unwrap();

@@ -20,11 +20,8 @@ fn pair() -> Pair {
     Pair { cert_pem: made.cert.pem(), key_pem: made.signing_key.serialize_pem(), der: made.cert.der().to_vec() }
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("portcullis-http-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("portcullis-http-{name}-")).tempdir().unwrap()
 }
 
 fn write(dir: &Path, cert: &str, key: &str) -> (PathBuf, PathBuf) {
@@ -61,9 +58,10 @@ async fn handshake(tls: &Tls, trusted: &[&Pair]) -> (Vec<u8>, Option<Vec<u8>>) {
 
 #[tokio::test]
 async fn a_renewed_certificate_is_served_and_a_mismatched_pair_is_refused() {
-    let dir = temp_dir("renew");
+    let scratch = temp_dir("renew");
+    let dir = scratch.path();
     let (a, b, c) = (pair(), pair(), pair());
-    let (cert, key) = write(&dir, &a.cert_pem, &a.key_pem);
+    let (cert, key) = write(dir, &a.cert_pem, &a.key_pem);
     let tls = Tls::load(&cert, &key, &["h2", "http/1.1"]).unwrap();
     let all = [&a, &b, &c];
     let (presented, alpn) = handshake(&tls, &all).await;
@@ -71,23 +69,23 @@ async fn a_renewed_certificate_is_served_and_a_mismatched_pair_is_refused() {
     assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
     assert!(!tls.reload().unwrap(), "unchanged files are no change");
 
-    write(&dir, &b.cert_pem, &b.key_pem);
+    write(dir, &b.cert_pem, &b.key_pem);
     assert!(tls.reload().unwrap());
     assert_eq!(handshake(&tls, &all).await.0, b.der);
     assert!(!tls.reload().unwrap());
 
     // An ACME client has replaced the certificate, not yet the key: refused once, the previous pair served.
-    write(&dir, &c.cert_pem, &b.key_pem);
+    write(dir, &c.cert_pem, &b.key_pem);
     let refused = tls.reload().unwrap_err().to_string();
     assert!(refused.contains("cert.pem and"), "{refused}");
     assert!(!tls.reload().unwrap(), "a refused pair is reported once");
     assert_eq!(handshake(&tls, &all).await.0, b.der);
 
     // Half written, then complete.
-    write(&dir, &c.cert_pem[..c.cert_pem.len() / 2], &c.key_pem);
+    write(dir, &c.cert_pem[..c.cert_pem.len() / 2], &c.key_pem);
     assert!(tls.reload().is_err());
     assert_eq!(handshake(&tls, &all).await.0, b.der);
-    write(&dir, &c.cert_pem, &c.key_pem);
+    write(dir, &c.cert_pem, &c.key_pem);
     assert!(tls.reload().unwrap());
     assert_eq!(handshake(&tls, &all).await.0, c.der);
 
@@ -99,14 +97,15 @@ async fn a_renewed_certificate_is_served_and_a_mismatched_pair_is_refused() {
 
 #[tokio::test]
 async fn the_watch_picks_up_new_files() {
-    let dir = temp_dir("watch");
+    let scratch = temp_dir("watch");
+    let dir = scratch.path();
     let (a, b) = (pair(), pair());
-    let (cert, key) = write(&dir, &a.cert_pem, &a.key_pem);
+    let (cert, key) = write(dir, &a.cert_pem, &a.key_pem);
     let tls = Tls::load(&cert, &key, &["http/1.1"]).unwrap();
     let watching = tls.watch(Duration::from_millis(50));
     let (presented, alpn) = handshake(&tls, &[&a, &b]).await;
     assert_eq!((presented, alpn.as_deref()), (a.der.clone(), Some(&b"http/1.1"[..])));
-    write(&dir, &b.cert_pem, &b.key_pem);
+    write(dir, &b.cert_pem, &b.key_pem);
     let mut waited = Duration::ZERO;
     while handshake(&tls, &[&a, &b]).await.0 != b.der {
         assert!(waited < Duration::from_secs(5), "the new certificate was not picked up");
@@ -120,7 +119,8 @@ async fn the_watch_picks_up_new_files() {
 
 #[test]
 fn unusable_files_are_refused_at_start_with_the_file_named() {
-    let dir = temp_dir("refuse");
+    let scratch = temp_dir("refuse");
+    let dir = scratch.path();
     let (a, b) = (pair(), pair());
     let cases = [
         ("", a.key_pem.as_str(), "holds no certificate"),
@@ -129,7 +129,7 @@ fn unusable_files_are_refused_at_start_with_the_file_named() {
         (a.cert_pem.as_str(), b.key_pem.as_str(), "cert.pem and"),
     ];
     for (cert_pem, key_pem, said) in cases {
-        let (cert, key) = write(&dir, cert_pem, key_pem);
+        let (cert, key) = write(dir, cert_pem, key_pem);
         let refused = Tls::load(&cert, &key, &[]).unwrap_err().to_string();
         assert!(refused.contains(said), "{refused} (wanted {said})");
         assert!(!refused.contains("PRIVATE KEY"), "the key is never echoed: {refused}");

@@ -402,10 +402,9 @@ mod tests {
     /// nor let it start with none.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lease_held_elsewhere_delays_changes_but_not_a_start_on_existing_keys() {
-        let dir = std::env::temp_dir().join(format!("portcullis-signing-lease-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = tempfile::Builder::new().prefix("portcullis-signing-lease-").tempdir().unwrap();
         let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&format!("sqlite://{}/p.db", dir.display())).await.unwrap());
+            Arc::new(SqliteStore::open(&format!("sqlite://{}/p.db", dir.path().display())).await.unwrap());
         let (_, master) = MasterKey::generate().unwrap();
         assert!(store.acquire_lease(KEYS_LEASE, "crashed", 1000, 1030).await.unwrap());
         let first = manager(&store, &master).await;

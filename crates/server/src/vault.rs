@@ -211,9 +211,8 @@ mod tests {
 
     #[test]
     fn the_development_key_file_is_created_once_and_private() {
-        let dir = std::env::temp_dir().join(format!("portcullis-vault-{}", std::process::id()));
-        let path = dir.join("master.key");
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = tempfile::Builder::new().prefix("portcullis-vault-").tempdir().unwrap();
+        let path = dir.path().join("master.key");
         let source = MasterKeySource::DevelopmentFile(path.clone());
         let (first, warning) = load_master_key(&source).unwrap();
         assert!(warning.unwrap().contains("development key file"));
@@ -230,7 +229,6 @@ mod tests {
         assert!(third.open("k1", &sealed).is_ok());
         std::fs::write(&path, "short").unwrap();
         assert!(load_master_key(&MasterKeySource::File(path)).is_err());
-        assert!(load_master_key(&MasterKeySource::File(dir.join("absent"))).is_err());
-        let _ = std::fs::remove_dir_all(&dir);
+        assert!(load_master_key(&MasterKeySource::File(dir.path().join("absent"))).is_err());
     }
 }

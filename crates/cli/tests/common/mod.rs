@@ -3,7 +3,6 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 
 /// Runs `portcullis` with `args`, feeding it `stdin`.
@@ -20,11 +19,8 @@ pub fn run(args: &[&str], stdin: &str) -> Output {
 }
 
 /// An empty directory of this test's own.
-pub fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("portcullis-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+pub fn temp(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("portcullis-cli-{name}-")).tempdir().unwrap()
 }
 
 /// Starts `portcullis serve` as `command` sets it up and waits until it says it is serving; returns the process

@@ -221,11 +221,9 @@ mod tests {
 
     #[tokio::test]
     async fn profiles_are_written_back_and_idle_ones_leave_memory() {
-        let dir = std::env::temp_dir().join(format!("portcullis-risk-service-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tempfile::Builder::new().prefix("portcullis-risk-service-").tempdir().unwrap();
         let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&format!("sqlite://{}/p.db", dir.display())).await.unwrap());
+            Arc::new(SqliteStore::open(&format!("sqlite://{}/p.db", dir.path().display())).await.unwrap());
         let settings = RiskSettings { policy: Policy::default(), webhook: None, geoip: Vec::new() };
         let risk = RiskService::new(&settings, Arc::clone(&store)).unwrap();
 
@@ -242,6 +240,5 @@ mod tests {
         // ...and read back from the store on the subject's next event (a second visit: two sessions counted).
         risk.assess(&event(90_000.0, "refresh")).await;
         assert_eq!(risk.lock_engine().profile("alice").map(|p| p.sessions), Some(2.0));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

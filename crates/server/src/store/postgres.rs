@@ -717,9 +717,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn snapshot_from_sqlite_round_trip() {
         let Some(to) = fresh("import").await else { return };
-        let dir = std::env::temp_dir().join(format!("portcullis-store-pgexport-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let from = super::super::sqlite::SqliteStore::open(&format!("sqlite://{}/p.db", dir.display())).await.unwrap();
+        let dir = tempfile::Builder::new().prefix("portcullis-store-pgexport-").tempdir().unwrap();
+        let from =
+            super::super::sqlite::SqliteStore::open(&format!("sqlite://{}/p.db", dir.path().display())).await.unwrap();
         suite::snapshot_round_trip(Arc::new(from), to).await;
     }
 

@@ -564,86 +564,97 @@ mod tests {
     use super::super::suite;
     use super::*;
 
-    async fn fresh(name: &str) -> Arc<dyn Store> {
-        let dir = std::env::temp_dir().join(format!("portcullis-store-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        Arc::new(SqliteStore::open(&format!("sqlite://{}/p.db", dir.display())).await.unwrap())
+    /// A store on a new file, and its directory, which is removed when the test lets go of it.
+    async fn fresh(name: &str) -> (Arc<dyn Store>, tempfile::TempDir) {
+        let dir = tempfile::Builder::new().prefix(&format!("portcullis-store-{name}-")).tempdir().unwrap();
+        let store = SqliteStore::open(&format!("sqlite://{}/p.db", dir.path().display())).await.unwrap();
+        (Arc::new(store), dir)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn accounts_and_clients() {
-        suite::accounts_and_clients(fresh("accounts").await).await;
+        let (store, _dir) = fresh("accounts").await;
+        suite::accounts_and_clients(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn counters_are_atomic() {
-        suite::counters_are_atomic(fresh("counters").await).await;
+        let (store, _dir) = fresh("counters").await;
+        suite::counters_are_atomic(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn refresh_rotation() {
-        suite::refresh_rotation(fresh("refresh").await).await;
+        let (store, _dir) = fresh("refresh").await;
+        suite::refresh_rotation(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn keys_revocations_and_audit() {
-        suite::keys_revocations_and_audit(fresh("keys").await).await;
+        let (store, _dir) = fresh("keys").await;
+        suite::keys_revocations_and_audit(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn leases() {
-        suite::leases(fresh("leases").await).await;
+        let (store, _dir) = fresh("leases").await;
+        suite::leases(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn revocations_are_read_in_commit_order() {
-        suite::revocations_are_read_in_commit_order(fresh("order").await).await;
+        let (store, _dir) = fresh("order").await;
+        suite::revocations_are_read_in_commit_order(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn audit_sequence_has_no_gaps() {
-        suite::audit_sequence_has_no_gaps(fresh("audit").await).await;
+        let (store, _dir) = fresh("audit").await;
+        suite::audit_sequence_has_no_gaps(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn authorization_code_flow() {
-        suite::authorization_code_flow(fresh("codes").await).await;
+        let (store, _dir) = fresh("codes").await;
+        suite::authorization_code_flow(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn ledger_grows_once_under_concurrency() {
-        suite::ledger_grows_once_under_concurrency(fresh("ledger").await).await;
+        let (store, _dir) = fresh("ledger").await;
+        suite::ledger_grows_once_under_concurrency(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn ledger_follows_the_writer() {
-        let store = fresh("follow").await;
+        let (store, _dir) = fresh("follow").await;
         let events = [crate::audit::event(1, "login"), crate::audit::event(2, "login")];
         assert_eq!(
             store.append_audit_numbered(&events).await.unwrap(),
             Some(vec![1, 2]),
             "SQLite numbers as it stores"
         );
-        suite::ledger_follows_the_writer(fresh("follow2").await).await;
+        let (store, _dir) = fresh("follow2").await;
+        suite::ledger_follows_the_writer(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn risk_profiles() {
-        suite::risk_profiles(fresh("risk").await).await;
+        let (store, _dir) = fresh("risk").await;
+        suite::risk_profiles(store).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn snapshot_round_trip() {
-        suite::snapshot_round_trip(fresh("export").await, fresh("import").await).await;
+        let ((from, _from_dir), (to, _to_dir)) = (fresh("export").await, fresh("import").await);
+        suite::snapshot_round_trip(from, to).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_corrupt_database_file_is_refused_clearly() {
-        let dir = std::env::temp_dir().join(format!("portcullis-store-corrupt-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("p.db"), b"this is not a database").unwrap();
-        let err = SqliteStore::open(&format!("sqlite://{}/p.db", dir.display())).await.unwrap_err();
+        let dir = tempfile::Builder::new().prefix("portcullis-store-corrupt-").tempdir().unwrap();
+        std::fs::write(dir.path().join("p.db"), b"this is not a database").unwrap();
+        let err = SqliteStore::open(&format!("sqlite://{}/p.db", dir.path().display())).await.unwrap_err();
         assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
     }
 }

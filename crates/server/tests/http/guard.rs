@@ -174,7 +174,7 @@ async fn the_gateway_proxies_with_identity_headers_and_answers_forward_auth() {
     let srv = start("gateway").await;
     let secret = srv.service_client("svc", &["read", "write"]).await;
     let feed_secret = srv.service_client("gw", &["portcullis:events"]).await;
-    std::fs::write(srv.dir.join("gw.secret"), &feed_secret).unwrap();
+    std::fs::write(srv.dir.path().join("gw.secret"), &feed_secret).unwrap();
     let upstream = echo_upstream().await;
     let toml = format!(
         r#"
@@ -211,10 +211,10 @@ roles = []
 scopes = ["write"]
 "#,
         issuer = srv.base,
-        secret_file = srv.dir.join("gw.secret").display(),
+        secret_file = srv.dir.path().join("gw.secret").display(),
     );
-    std::fs::write(srv.dir.join("gateway.toml"), toml).unwrap();
-    let config = GatewayConfig::load(&srv.dir.join("gateway.toml")).unwrap();
+    std::fs::write(srv.dir.path().join("gateway.toml"), toml).unwrap();
+    let config = GatewayConfig::load(&srv.dir.path().join("gateway.toml")).unwrap();
     let gw = Gateway::start(&config, Some(serve::metrics_handle())).await.unwrap();
     // Served as the binary serves it: two worker threads, each with its own listener on one port.
     let (stop, stopping) = tokio::sync::watch::channel(false);
@@ -433,8 +433,8 @@ async fn the_gateway_closes_connections_that_send_no_request_in_time() {
         "issuer = \"{}\"\nheader_timeout = 1\nmax_connections = 2\n[[route]]\npath_prefix = \"/public/\"\nupstream = \"{upstream}\"\npublic = true\n",
         srv.base
     );
-    std::fs::write(srv.dir.join("gateway.toml"), toml).unwrap();
-    let gw = Gateway::start(&GatewayConfig::load(&srv.dir.join("gateway.toml")).unwrap(), None).await.unwrap();
+    std::fs::write(srv.dir.path().join("gateway.toml"), toml).unwrap();
+    let gw = Gateway::start(&GatewayConfig::load(&srv.dir.path().join("gateway.toml")).unwrap(), None).await.unwrap();
     let (addr, _stop) = serve_gateway(&gw, 1);
     let connect = || tokio::net::TcpStream::connect(addr);
     let long = std::time::Duration::from_secs(5);
@@ -491,7 +491,7 @@ async fn the_gateway_serves_https_over_both_protocols_and_a_renewed_certificate(
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap(),
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap(),
     );
-    let (cert, key) = (srv.dir.join("gw-cert.pem"), srv.dir.join("gw-key.pem"));
+    let (cert, key) = (srv.dir.path().join("gw-cert.pem"), srv.dir.path().join("gw-key.pem"));
     std::fs::write(&cert, first.cert.pem()).unwrap();
     std::fs::write(&key, first.signing_key.serialize_pem()).unwrap();
     let toml = format!(
@@ -501,13 +501,13 @@ async fn the_gateway_serves_https_over_both_protocols_and_a_renewed_certificate(
         cert.display(),
         key.display()
     );
-    std::fs::write(srv.dir.join("gateway.toml"), toml).unwrap();
-    let config = GatewayConfig::load(&srv.dir.join("gateway.toml")).unwrap();
+    std::fs::write(srv.dir.path().join("gateway.toml"), toml).unwrap();
+    let config = GatewayConfig::load(&srv.dir.path().join("gateway.toml")).unwrap();
     // A half configuration, or a key that is not the certificate's, stops the gateway at start.
     let half = GatewayConfig { tls_key: None, ..config.clone() };
     let refused = Gateway::start(&half, None).await.unwrap_err().to_string();
     assert!(refused.contains("tls_cert and tls_key: set both"), "{refused}");
-    let other_key = srv.dir.join("other-key.pem");
+    let other_key = srv.dir.path().join("other-key.pem");
     std::fs::write(&other_key, renewed.signing_key.serialize_pem()).unwrap();
     let mismatched = GatewayConfig { tls_key: Some(other_key), ..config.clone() };
     let refused = Gateway::start(&mismatched, None).await.unwrap_err().to_string();
@@ -594,7 +594,7 @@ async fn the_gateway_reaches_https_upstreams_and_checks_their_certificates() {
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap(),
     );
     let file = |name: &str, text: String| {
-        let path = srv.dir.join(name);
+        let path = srv.dir.path().join(name);
         std::fs::write(&path, text).unwrap();
         path
     };
@@ -628,8 +628,8 @@ async fn the_gateway_reaches_https_upstreams_and_checks_their_certificates() {
             srv.base,
             ca_file.display()
         );
-        std::fs::write(srv.dir.join("gateway.toml"), toml).unwrap();
-        GatewayConfig::load(&srv.dir.join("gateway.toml")).unwrap()
+        std::fs::write(srv.dir.path().join("gateway.toml"), toml).unwrap();
+        GatewayConfig::load(&srv.dir.path().join("gateway.toml")).unwrap()
     };
     let config = gateway(&ca);
     assert!(config.check().unwrap().starts_with("3 routes (2 to HTTPS upstreams)"), "{}", config.check().unwrap());
@@ -657,9 +657,10 @@ async fn the_gateway_reaches_https_upstreams_and_checks_their_certificates() {
     assert_eq!(resp.status().as_u16(), 502);
 
     // A CA file that cannot be read or holds no certificate stops the gateway at start, and `--check`.
-    for (path, why) in
-        [(srv.dir.join("missing.pem"), "missing.pem: "), (file("empty.pem", String::new()), "holds no certificate")]
-    {
+    for (path, why) in [
+        (srv.dir.path().join("missing.pem"), "missing.pem: "),
+        (file("empty.pem", String::new()), "holds no certificate"),
+    ] {
         let config = gateway(&path);
         let refused = Gateway::start(&config, None).await.unwrap_err().to_string();
         assert!(refused.contains("upstream_ca") && refused.contains(why), "{refused}");
@@ -692,8 +693,8 @@ async fn the_gateway_takes_upstreams_in_turn_and_passes_over_one_it_cannot_reach
          [[route]]\npath_prefix = \"/all-dead/\"\nupstreams = [\"{dead1}\", \"{dead2}\"]\npublic = true\n",
         srv.base
     );
-    std::fs::write(srv.dir.join("gateway.toml"), toml).unwrap();
-    let config = GatewayConfig::load(&srv.dir.join("gateway.toml")).unwrap();
+    std::fs::write(srv.dir.path().join("gateway.toml"), toml).unwrap();
+    let config = GatewayConfig::load(&srv.dir.path().join("gateway.toml")).unwrap();
     let gw = Gateway::start(&config, Some(serve::metrics_handle())).await.unwrap();
     let (addr, _stop) = serve_gateway(&gw, 1);
     // Which upstream answered (the Host it was sent), or the status.
@@ -736,8 +737,8 @@ async fn the_gateway_takes_upstreams_in_turn_and_passes_over_one_it_cannot_reach
         (format!("upstreams = [\"{dead1}/v1\", \"{dead2}/v2\"]"), "share one path"),
     ] {
         let toml = format!("issuer = \"{}\"\n[[route]]\npath_prefix = \"/\"\npublic = true\n{route}\n", srv.base);
-        std::fs::write(srv.dir.join("bad.toml"), toml).unwrap();
-        let refused = GatewayConfig::load(&srv.dir.join("bad.toml")).unwrap().check().unwrap_err().to_string();
+        std::fs::write(srv.dir.path().join("bad.toml"), toml).unwrap();
+        let refused = GatewayConfig::load(&srv.dir.path().join("bad.toml")).unwrap().check().unwrap_err().to_string();
         assert!(refused.contains(why), "{refused}");
     }
     srv.stop().await;
@@ -749,7 +750,7 @@ async fn the_gateway_reloads_its_routes_without_a_restart_and_refuses_what_takes
     let srv = start("gateway-reload").await;
     let bearer = srv.service_token("svc", "read").await;
     let (a, b) = (echo_upstream().await, echo_upstream().await);
-    let file = srv.dir.join("gateway.toml");
+    let file = srv.dir.path().join("gateway.toml");
     let write = |extra: &str, routes: &str| {
         std::fs::write(&file, format!("issuer = \"{}\"\n{extra}\n{routes}", srv.base)).unwrap();
     };
@@ -825,8 +826,8 @@ async fn the_gateway_holds_request_bodies_to_max_body_size() {
              [[route]]\npath_prefix = \"/\"\nupstream = \"{upstream}\"\npublic = true\n",
             srv.base
         );
-        std::fs::write(srv.dir.join("gateway.toml"), toml).unwrap();
-        let config = GatewayConfig::load(&srv.dir.join("gateway.toml")).unwrap();
+        std::fs::write(srv.dir.path().join("gateway.toml"), toml).unwrap();
+        let config = GatewayConfig::load(&srv.dir.path().join("gateway.toml")).unwrap();
         async move {
             let gw = Gateway::start(&config, None).await.unwrap();
             let (addr, stop) = serve_gateway(&gw, 1);
@@ -941,15 +942,15 @@ async fn the_gateway_relays_upgraded_connections_behind_the_token_check_and_boun
     let secret = srv.service_client("svc", &["read"]).await;
     let upstream = shouting_upstream().await;
     let feed_secret = srv.service_client("gw", &["portcullis:events"]).await;
-    std::fs::write(srv.dir.join("gw.secret"), &feed_secret).unwrap();
+    std::fs::write(srv.dir.path().join("gw.secret"), &feed_secret).unwrap();
     let toml = format!(
         "issuer = \"{}\"\nclient_id = \"gw\"\nclient_secret_file = \"{}\"\nmax_connections = 2\n[[route]]\npath_prefix = \"/live/\"\nupstream = \"{upstream}\"\n\
          audience = \"api\"\nscopes = [\"read\"]\n",
         srv.base,
-        srv.dir.join("gw.secret").display()
+        srv.dir.path().join("gw.secret").display()
     );
-    std::fs::write(srv.dir.join("gateway.toml"), toml).unwrap();
-    let gw = Gateway::start(&GatewayConfig::load(&srv.dir.join("gateway.toml")).unwrap(), None).await.unwrap();
+    std::fs::write(srv.dir.path().join("gateway.toml"), toml).unwrap();
+    let gw = Gateway::start(&GatewayConfig::load(&srv.dir.path().join("gateway.toml")).unwrap(), None).await.unwrap();
     let (addr, _stop) = serve_gateway(&gw, 1);
     let token = srv.client_token("svc", &secret, "read").await;
     // Opens a tunnel: the response head, and the stream when it switched.
@@ -1026,7 +1027,7 @@ async fn nginx_auth_request_uses_the_forward_auth_endpoint() {
     let secret = srv.service_client("svc", &["read"]).await;
     let upstream = echo_upstream().await;
     std::fs::write(
-        srv.dir.join("gateway.toml"),
+        srv.dir.path().join("gateway.toml"),
         format!(
             "issuer = \"{}\"\n[[route]]\npath_prefix = \"/api/\"\naudience = \"api\"\nscopes = [\"read\"]\n\
              [[route]]\npath_prefix = \"/public/\"\npublic = true\n",
@@ -1034,11 +1035,11 @@ async fn nginx_auth_request_uses_the_forward_auth_endpoint() {
         ),
     )
     .unwrap();
-    let config = GatewayConfig::load(&srv.dir.join("gateway.toml")).unwrap();
+    let config = GatewayConfig::load(&srv.dir.path().join("gateway.toml")).unwrap();
     let gw = Gateway::start(&config, None).await.unwrap();
     let (gw_addr, _task) = gateway::serve(gw, "127.0.0.1:0", std::future::pending()).await.unwrap();
     let port = free_port();
-    let prefix = srv.dir.join("nginx");
+    let prefix = srv.dir.path().join("nginx");
     std::fs::create_dir_all(prefix.join("logs")).unwrap();
     let conf = format!(
         r#"

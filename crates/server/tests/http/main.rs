@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use portcullis_jose::{jwt, Algorithm, KeySet, Policy, AT_JWT};
@@ -15,6 +14,7 @@ use portcullis_server::config::Config;
 use portcullis_server::model::{GrantType, TokenDelivery};
 use portcullis_server::serve::{self, Running};
 use serde_json::Value;
+use tempfile::TempDir;
 use tokio::sync::oneshot;
 use zeroize::Zeroizing;
 
@@ -25,27 +25,25 @@ struct Server {
     running: Running,
     admin: Admin,
     stop: Option<oneshot::Sender<()>>,
-    dir: PathBuf,
+    dir: TempDir,
 }
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("portcullis-it-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// An empty directory of the test's own, removed when the test lets go of it (also when the test fails).
+fn temp_dir(name: &str) -> TempDir {
+    tempfile::Builder::new().prefix(&format!("portcullis-it-{name}-")).tempdir().unwrap()
 }
 
-async fn start_in(dir: PathBuf, clock: Arc<ShiftedClock>, port: u16) -> Server {
+async fn start_in(dir: TempDir, clock: Arc<ShiftedClock>, port: u16) -> Server {
     start_with(dir, clock, port, Config { login_rate_per_second: 0, ..Config::default() }).await
 }
 
-async fn start_with(dir: PathBuf, clock: Arc<ShiftedClock>, port: u16, base: Config) -> Server {
+async fn start_with(dir: TempDir, clock: Arc<ShiftedClock>, port: u16, base: Config) -> Server {
     let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let config = Config { listen: format!("127.0.0.1:{port}"), data_dir: dir.clone(), ..base };
+    let config = Config { listen: format!("127.0.0.1:{port}"), data_dir: dir.path().to_path_buf(), ..base };
     let settings = config.validate().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let (running, _notes) = serve::start(&settings, clock.clone(), async {
@@ -70,7 +68,7 @@ async fn start(name: &str) -> Server {
 }
 
 impl Server {
-    async fn stop(mut self) -> (PathBuf, Arc<ShiftedClock>, u16) {
+    async fn stop(mut self) -> (TempDir, Arc<ShiftedClock>, u16) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -606,15 +604,15 @@ async fn tls_when_a_certificate_is_configured() {
     let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = temp_dir("tls");
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    std::fs::write(dir.join("cert.pem"), certified.cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), certified.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), certified.signing_key.serialize_pem()).unwrap();
     let port = free_port();
     let settings = Config {
         listen: format!("127.0.0.1:{port}"),
         issuer: Some(format!("https://localhost:{port}")),
-        data_dir: dir.join("data"),
-        tls_cert: Some(dir.join("cert.pem")),
-        tls_key: Some(dir.join("key.pem")),
+        data_dir: dir.path().join("data"),
+        tls_cert: Some(dir.path().join("cert.pem")),
+        tls_key: Some(dir.path().join("key.pem")),
         metrics_listen: Some("127.0.0.1:0".into()),
         ..Config::default()
     }
@@ -656,9 +654,9 @@ async fn tls_when_a_certificate_is_configured() {
     // A missing key file refuses to start, naming the file.
     let bad = Config {
         listen: format!("127.0.0.1:{}", free_port()),
-        data_dir: dir.join("data2"),
-        tls_cert: Some(dir.join("cert.pem")),
-        tls_key: Some(dir.join("missing.pem")),
+        data_dir: dir.path().join("data2"),
+        tls_cert: Some(dir.path().join("cert.pem")),
+        tls_key: Some(dir.path().join("missing.pem")),
         ..Config::default()
     }
     .validate()

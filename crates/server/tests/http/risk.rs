@@ -193,11 +193,11 @@ async fn a_guards_reports_revoke_a_shared_session_and_the_guard_then_refuses_it(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_geoip_file_that_is_not_a_database_stops_the_start_with_its_name() {
     let dir = temp_dir("risk-geoip");
-    let bogus = dir.join("GeoLite2-City.mmdb");
+    let bogus = dir.path().join("GeoLite2-City.mmdb");
     std::fs::write(&bogus, b"not a database").unwrap();
     let config = Config {
         listen: format!("127.0.0.1:{}", free_port()),
-        data_dir: dir.clone(),
+        data_dir: dir.path().to_path_buf(),
         risk_geoip: Some(bogus.display().to_string()),
         ..Config::default()
     };
@@ -207,12 +207,12 @@ async fn a_geoip_file_that_is_not_a_database_stops_the_start_with_its_name() {
     let message = error.to_string();
     assert!(message.contains("risk_geoip") && message.contains("GeoLite2-City.mmdb"), "{message}");
     // A real one (the simulator's world) is accepted.
-    let world = dir.join("world.mmdb");
+    let world = dir.path().join("world.mmdb");
     std::fs::write(&world, portcullis_risk::simulate::geoip(&portcullis_risk::simulate::Scenario::new(1, 10, 2)))
         .unwrap();
     let config = Config {
         listen: format!("127.0.0.1:{}", free_port()),
-        data_dir: dir.clone(),
+        data_dir: dir.path().to_path_buf(),
         risk_geoip: Some(world.display().to_string()),
         ..Config::default()
     };
