@@ -30,6 +30,7 @@ use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
 use portcullis_http::tls::Tls;
 use serde::Deserialize;
+use smallvec::SmallVec;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::layer::{authorize_http, rejection_response_for, request_origin, scheme_of};
@@ -307,11 +308,13 @@ impl Route {
 
     /// The upstream to try next, from `start` on and not in `tried` (a bit per upstream): the first that is up,
     /// else the first that is not (an upstream passed over may be back). `None` once every one was tried.
-    fn next_upstream(&self, start: usize, tried: u64, now: Instant) -> Option<usize> {
+    /// `now` is read here when not given: with one upstream, no clock is read.
+    fn next_upstream(&self, start: usize, tried: u64, now: Option<Instant>) -> Option<usize> {
         let n = self.upstreams.len();
         if n == 1 {
             return (tried == 0).then_some(0);
         }
+        let now = now.unwrap_or_else(Instant::now);
         let untried = || (0..n).map(|i| (start + i) % n).filter(|i| tried & (1 << i) == 0);
         untried().find(|&i| self.upstreams[i].is_up(now)).or_else(|| untried().next())
     }
@@ -377,7 +380,8 @@ impl Live {
     fn new(config: &GatewayConfig) -> Result<Live, GuardError> {
         Ok(Live {
             routes: parse_routes(config)?,
-            timeout: Duration::from_secs(config.upstream_timeout.max(1)),
+            // At most a year, so that a deadline (now + timeout) cannot overflow the clock.
+            timeout: Duration::from_secs(config.upstream_timeout.clamp(1, 365 * 86_400)),
             access_log: config.access_log,
             max_body: (config.max_body_size > 0).then_some(config.max_body_size),
         })
@@ -683,6 +687,12 @@ impl Gateway {
             .route("/check/{*path}", axum::routing::any(check_prefixed))
             .fallback(proxy)
             .with_state(Arc::clone(self))
+    }
+
+    /// The gateway's service of requests, which [`crate::workers`] serves: [`Gateway::router`] for the gateway's
+    /// own endpoints, and the proxy, directly, for everything else.
+    pub fn service(self: &Arc<Self>) -> GatewayService {
+        GatewayService { gateway: Arc::clone(self), router: self.router() }
     }
 
     /// This worker's routes and settings now.
@@ -1037,8 +1047,10 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(gw.scheme()));
     let request = Request::from_parts(parts, body);
     let started = Instant::now();
+    // From the clock read just now: a timeout would read it again.
+    let deadline = tokio::time::Instant::from_std(started + live.timeout);
     let (upstream, tunnel) = match upgrade {
-        None => (tokio::time::timeout(live.timeout, forward(&gw, route, request, false)).await, None),
+        None => (tokio::time::timeout_at(deadline, forward(&gw, route, request, false)).await, None),
         Some((protocol, client)) => {
             // Each open tunnel counts against max_connections, as the connection it came from no longer does.
             let Ok(slot) = Arc::clone(&gw.tunnels).try_acquire_owned() else {
@@ -1055,7 +1067,7 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
             let headers = request.headers_mut();
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, protocol);
-            let sent = tokio::time::timeout(live.timeout, forward(&gw, route, request, true)).await;
+            let sent = tokio::time::timeout_at(deadline, forward(&gw, route, request, true)).await;
             (sent, Some((client, slot)))
         }
     };
@@ -1121,6 +1133,40 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     }
 }
 
+/// The gateway's service of requests ([`Gateway::service`]). A request for one of the gateway's own endpoints
+/// (`/healthz`, `/metrics`, `/check`, `/check/...`) goes to [`Gateway::router`], which also proxies any such path it
+/// does not serve; every other request goes straight to the proxy. The proxied requests, nearly all of the
+/// traffic, so skip the router's layers: a lookup that ends in its fallback, and two boxed futures per request.
+#[derive(Clone, Debug)]
+pub struct GatewayService {
+    gateway: Arc<Gateway>,
+    router: Router,
+}
+
+/// Whether the router may serve `path` itself; any other path is proxied.
+fn own_endpoint(path: &str) -> bool {
+    matches!(path, "/healthz" | "/metrics" | "/check") || path.starts_with("/check/")
+}
+
+impl tower::Service<http::Request<hyper::body::Incoming>> for GatewayService {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        // Always ready, as the router is.
+        tower::Service::<http::Request<hyper::body::Incoming>>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
+        if own_endpoint(request.uri().path()) {
+            return Box::pin(self.router.call(request));
+        }
+        let gateway = Arc::clone(&self.gateway);
+        Box::pin(async move { Ok(proxy(State(gateway), request.map(Body::new)).await) })
+    }
+}
+
 /// Sends `request` to the route's upstreams, starting with the next in turn. A request that never left the gateway
 /// (no connection could be made) goes on to the next upstream, and the one that failed is passed over for
 /// [`UPSTREAM_DOWN_FOR`]; one that reached an upstream is not sent again. Failures are logged and counted
@@ -1134,13 +1180,14 @@ async fn forward<'r>(
 ) -> Result<(Response<Body>, &'r Upstream), UpstreamError> {
     let start = route.first_turn();
     let mut tried = 0u64;
-    let mut next = route.next_upstream(start, tried, Instant::now());
+    let mut next = route.next_upstream(start, tried, None);
     while let Some(i) = next {
         tried |= 1 << i;
         let upstream = &route.upstreams[i];
         request.headers_mut().insert(header::HOST, upstream.host.clone());
         let sent = if upgrade {
-            Upstreams::send_upgrade(&upstream.origin, request).await.map(|r| r.map(Body::new))
+            // Boxed, as the rare case: see `Upstreams::send`.
+            Box::pin(Upstreams::send_upgrade(&upstream.origin, request)).await.map(|r| r.map(Body::new))
         } else {
             gw.upstreams.send(&upstream.origin, request).await.map(|r| r.map(Body::new))
         };
@@ -1158,7 +1205,7 @@ async fn forward<'r>(
         let now = Instant::now();
         upstream.pass_over(now);
         metrics::counter!("portcullis_gateway_upstream_errors_total", "kind" => "connect").increment(1);
-        next = route.next_upstream(start, tried, now);
+        next = route.next_upstream(start, tried, Some(now));
         let then = if next.is_some() { "trying the next" } else { "no upstream left to try" };
         tracing::warn!(upstream = %upstream.origin, error = %error, passed_over_s = UPSTREAM_DOWN_FOR.as_secs(),
             "cannot connect to upstream; {then}");
@@ -1259,20 +1306,22 @@ fn upstream_target(base: &str, request: &Uri) -> Option<Uri> {
 /// those `also` picks, in one pass over the names: a request that has none of them (the usual case) costs no
 /// lookup by name.
 fn strip_headers(headers: &mut HeaderMap, also: impl Fn(&str) -> bool) {
-    let doomed: Vec<HeaderName> =
+    // On the stack: an upstream's response carries `Connection: keep-alive`, so this runs on most requests.
+    let doomed: SmallVec<[HeaderName; 4]> =
         headers.keys().filter(|name| HOP_BY_HOP.contains(&name.as_str()) || also(name.as_str())).cloned().collect();
     if doomed.is_empty() {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in doomed.into_iter().chain(named) {
+    // The values are copied out (a reference count each) before anything is removed; the names they list are
+    // looked up as text, which builds no header name.
+    let listed: SmallVec<[HeaderValue; 2]> = headers.get_all(header::CONNECTION).iter().cloned().collect();
+    for name in doomed {
         headers.remove(name);
+    }
+    for value in &listed {
+        for name in value.to_str().into_iter().flat_map(|v| v.split(',')) {
+            headers.remove(name.trim());
+        }
     }
 }
 
@@ -1344,7 +1393,7 @@ mod tests {
         // The order of tries from `start`: every upstream once.
         let order = |start: usize, now: Instant| {
             let (mut tried, mut order) = (0u64, Vec::new());
-            while let Some(i) = route.next_upstream(start, tried, now) {
+            while let Some(i) = route.next_upstream(start, tried, Some(now)) {
                 tried |= 1 << i;
                 order.push(i);
             }
@@ -1362,7 +1411,17 @@ mod tests {
         assert!(copy.upstreams[1].is_up(now));
         let single = Route { upstreams: vec![upstream(1)], ..copy };
         single.upstreams[0].pass_over(now);
-        assert_eq!((single.next_upstream(0, 0, now), single.next_upstream(0, 1, now)), (Some(0), None));
+        assert_eq!((single.next_upstream(0, 0, Some(now)), single.next_upstream(0, 1, None)), (Some(0), None));
+    }
+
+    #[test]
+    fn only_the_gateways_own_paths_go_through_its_router() {
+        for path in ["/healthz", "/metrics", "/check", "/check/", "/check/api/orders"] {
+            assert!(own_endpoint(path), "{path}");
+        }
+        for path in ["/", "/healthz/", "/healthzz", "/checks", "/api/check", "/metrics.json", "/Healthz"] {
+            assert!(!own_endpoint(path), "{path}");
+        }
     }
 
     #[test]

@@ -305,7 +305,9 @@ impl Upstreams {
             let reused = pooled.is_some();
             let mut sender = match pooled {
                 Some(sender) => sender,
-                None => match Self::connect(origin).await {
+                // Boxed: a new connection is the rare case, and its futures (TCP, TLS, handshake) would otherwise
+                // make every request's future larger, copied whole each time one is made.
+                None => match Box::pin(Self::connect(origin)).await {
                     Ok(sender) => sender,
                     Err(error) => return Err(Failed { error, unsent: Some(request) }),
                 },

@@ -44,7 +44,7 @@ pub(crate) async fn serve_listener(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let limits = limits(gateway, workers);
-    let router = gateway.router();
+    let router = gateway.service();
     match gateway.tls() {
         None => portcullis_http::serve(listener, router, limits, shutdown, |stream| async move { Some(stream) }).await,
         Some(tls) => portcullis_http::serve_tls(listener, router, limits, shutdown, tls).await,

@@ -14,8 +14,8 @@
 //! connections and sends a byte now and then (or nothing), would otherwise hold a task and a socket each for as
 //! long as it likes.
 //!
-//! Not a framework: routing and handlers belong to the caller, which passes an axum [`Router`] and, per
-//! connection, a handshake step (a TLS accept, or nothing). [`tls::Tls`] makes that TLS accept from a certificate
+//! Not a framework: routing and handlers belong to the caller, which passes an axum [`Router`](axum::Router) (or any tower
+//! service of requests that never fails) and, per connection, a handshake step (a TLS accept, or nothing). [`tls::Tls`] makes that TLS accept from a certificate
 //! and key file, and replaces the certificate when the files change.
 //!
 //! ```no_run
@@ -39,13 +39,13 @@
 
 pub mod tls;
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use axum::Router;
 use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -85,16 +85,22 @@ pub fn make_room_for_open_files(needed: u64) -> Option<String> {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then drains open connections for at most
-/// `limits.drain_timeout`. Each accepted stream goes through `handshake` first (a TLS handshake, or nothing); a
-/// stream it refuses (`None`) is closed. Handlers find the peer's address as `ConnectInfo<SocketAddr>`.
-pub async fn serve<H, F, I>(
+/// Serves `router` (an axum [`Router`](axum::Router), or any service of requests that never fails) on `listener` until
+/// `shutdown` resolves, then drains open connections for at most `limits.drain_timeout`. Each accepted stream goes
+/// through `handshake` first (a TLS handshake, or nothing); a stream it refuses (`None`) is closed. Handlers find
+/// the peer's address as `ConnectInfo<SocketAddr>`.
+pub async fn serve<S, B, H, F, I>(
     listener: TcpListener,
-    router: Router,
+    router: S,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
     handshake: H,
 ) where
+    S: tower::Service<Request<Incoming>, Response = hyper::Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     H: Fn(TcpStream) -> F,
     F: Future<Output = Option<I>> + Send + 'static,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -187,13 +193,19 @@ pub async fn serve<H, F, I>(
 
 /// [`serve`] with TLS: each connection's handshake with `tls` (bounded by the header timeout), its certificate
 /// replaced when the files change while [`tls::Tls::watch`] runs.
-pub async fn serve_tls(
+pub async fn serve_tls<S, B>(
     listener: TcpListener,
-    router: Router,
+    router: S,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
     tls: &tls::Tls,
-) {
+) where
+    S: tower::Service<Request<Incoming>, Response = hyper::Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let acceptor = tls.acceptor();
     let handshake = move |stream| {
         let accepting = acceptor.accept(stream);
