@@ -945,17 +945,21 @@ async fn judge(gw: &Gateway, headers: &HeaderMap, method: &Method, path: &str) -
     }
 }
 
-/// The hop-by-hop headers (RFC 9110 §7.6.1), which never cross the gateway.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-];
+/// Whether `name` is a hop-by-hop header (RFC 9110 §7.6.1), which never crosses the gateway. A `match`, which
+/// compiles to a test of the length and one comparison: it runs on every header of every request and response.
+fn hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authorization"
+    )
+}
 
 async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     // HTTP/2 names the host in the target's authority (`:authority`), HTTP/1.1 in `Host`.
@@ -1045,12 +1049,9 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
         headers.insert(X_FORWARDED_HOST, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(gw.scheme()));
-    let request = Request::from_parts(parts, body);
-    let started = Instant::now();
-    // From the clock read just now: a timeout would read it again.
-    let deadline = tokio::time::Instant::from_std(started + live.timeout);
-    let (upstream, tunnel) = match upgrade {
-        None => (tokio::time::timeout_at(deadline, forward(&gw, route, request, false)).await, None),
+    let mut request = Request::from_parts(parts, body);
+    let tunnel = match upgrade {
+        None => None,
         Some((protocol, client)) => {
             // Each open tunnel counts against max_connections, as the connection it came from no longer does.
             let Ok(slot) = Arc::clone(&gw.tunnels).try_acquire_owned() else {
@@ -1063,14 +1064,16 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
                 );
                 return (StatusCode::SERVICE_UNAVAILABLE, "too many open upgraded connections\n").into_response();
             };
-            let mut request = request;
             let headers = request.headers_mut();
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, protocol);
-            let sent = tokio::time::timeout_at(deadline, forward(&gw, route, request, true)).await;
-            (sent, Some((client, slot)))
+            Some((client, slot))
         }
     };
+    let started = Instant::now();
+    // From the clock read just now: a timeout would read it again.
+    let deadline = tokio::time::Instant::from_std(started + live.timeout);
+    let upstream = tokio::time::timeout_at(deadline, forward(&gw, route, request, tunnel.is_some())).await;
     let done = Instant::now();
     gw.count(done, |t| {
         if authorized {
@@ -1308,7 +1311,7 @@ fn upstream_target(base: &str, request: &Uri) -> Option<Uri> {
 fn strip_headers(headers: &mut HeaderMap, also: impl Fn(&str) -> bool) {
     // On the stack: an upstream's response carries `Connection: keep-alive`, so this runs on most requests.
     let doomed: SmallVec<[HeaderName; 4]> =
-        headers.keys().filter(|name| HOP_BY_HOP.contains(&name.as_str()) || also(name.as_str())).cloned().collect();
+        headers.keys().filter(|name| hop_by_hop(name.as_str()) || also(name.as_str())).cloned().collect();
     if doomed.is_empty() {
         return;
     }
