@@ -1137,9 +1137,9 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
 }
 
 /// The gateway's service of requests ([`Gateway::service`]). A request for one of the gateway's own endpoints
-/// (`/healthz`, `/metrics`, `/check`, `/check/...`) goes to [`Gateway::router`], which also proxies any such path it
-/// does not serve; every other request goes straight to the proxy. The proxied requests, nearly all of the
-/// traffic, so skip the router's layers: a lookup that ends in its fallback, and two boxed futures per request.
+/// (`/healthz`, `/metrics`, `/check`, `/check/...`) goes to [`Gateway::router`], which also proxies any such path
+/// it does not serve; every other request goes straight to the proxy. So the proxied requests, nearly all of the
+/// traffic, skip the router's layers: a lookup that ends in its fallback, and two boxed futures per request.
 #[derive(Clone, Debug)]
 pub struct GatewayService {
     gateway: Arc<Gateway>,

@@ -14,9 +14,10 @@
 //! connections and sends a byte now and then (or nothing), would otherwise hold a task and a socket each for as
 //! long as it likes.
 //!
-//! Not a framework: routing and handlers belong to the caller, which passes an axum [`Router`](axum::Router) (or any tower
-//! service of requests that never fails) and, per connection, a handshake step (a TLS accept, or nothing). [`tls::Tls`] makes that TLS accept from a certificate
-//! and key file, and replaces the certificate when the files change.
+//! Not a framework: routing and handlers belong to the caller, which passes an axum [`Router`](axum::Router)
+//! (or any tower service of requests that never fails) and, per connection, a handshake step (a TLS accept, or
+//! nothing). [`tls::Tls`] makes that TLS accept from a certificate and key file, and replaces the certificate
+//! when the files change.
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
@@ -85,10 +86,10 @@ pub fn make_room_for_open_files(needed: u64) -> Option<String> {
     }
 }
 
-/// Serves `router` (an axum [`Router`](axum::Router), or any service of requests that never fails) on `listener` until
-/// `shutdown` resolves, then drains open connections for at most `limits.drain_timeout`. Each accepted stream goes
-/// through `handshake` first (a TLS handshake, or nothing); a stream it refuses (`None`) is closed. Handlers find
-/// the peer's address as `ConnectInfo<SocketAddr>`.
+/// Serves `router` (an axum [`Router`](axum::Router), or any service of requests that never fails) on
+/// `listener` until `shutdown` resolves, then drains open connections for at most `limits.drain_timeout`. Each
+/// accepted stream goes through `handshake` first (a TLS handshake, or nothing); a stream it refuses (`None`) is
+/// closed. Handlers find the peer's address as `ConnectInfo<SocketAddr>`.
 pub async fn serve<S, B, H, F, I>(
     listener: TcpListener,
     router: S,
