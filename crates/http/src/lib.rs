@@ -86,6 +86,35 @@ pub fn make_room_for_open_files(needed: u64) -> Option<String> {
     }
 }
 
+/// What [`serve`] serves: an axum [`Router`](axum::Router), or any tower service of requests that never fails
+/// and can be cloned for each connection.
+pub trait Serves<B>:
+    tower::Service<Request<Incoming>, Response = hyper::Response<B>, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> Serves<B> for S where
+    S: tower::Service<Request<Incoming>, Response = hyper::Response<B>, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
+/// The body of a response [`serve`] writes.
+pub trait ResponseBody:
+    hyper::body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
+{
+}
+
+impl<B> ResponseBody for B where
+    B: hyper::body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static
+{
+}
+
 /// Serves `router` (an axum [`Router`](axum::Router), or any service of requests that never fails) on
 /// `listener` until `shutdown` resolves, then drains open connections for at most `limits.drain_timeout`. Each
 /// accepted stream goes through `handshake` first (a TLS handshake, or nothing); a stream it refuses (`None`) is
@@ -97,11 +126,8 @@ pub async fn serve<S, B, H, F, I>(
     shutdown: impl Future<Output = ()>,
     handshake: H,
 ) where
-    S: tower::Service<Request<Incoming>, Response = hyper::Response<B>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: Serves<B>,
+    B: ResponseBody,
     H: Fn(TcpStream) -> F,
     F: Future<Output = Option<I>> + Send + 'static,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -201,11 +227,8 @@ pub async fn serve_tls<S, B>(
     shutdown: impl Future<Output = ()>,
     tls: &tls::Tls,
 ) where
-    S: tower::Service<Request<Incoming>, Response = hyper::Response<B>, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: Serves<B>,
+    B: ResponseBody,
 {
     let acceptor = tls.acceptor();
     let handshake = move |stream| {
