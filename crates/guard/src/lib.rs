@@ -101,7 +101,7 @@ fn token68_byte(c: u8) -> bool {
 }
 
 /// Whether every byte of `bytes` may appear in a `token68`; a chunk at a time, with no branch per byte.
-fn is_token68(bytes: &[u8]) -> bool {
+pub(crate) fn is_token68(bytes: &[u8]) -> bool {
     let mut chunks = bytes.chunks_exact(32);
     let whole = chunks.by_ref().all(|chunk| chunk.iter().fold(true, |ok, &c| ok & token68_byte(c)));
     whole && chunks.remainder().iter().all(|&c| token68_byte(c))
@@ -110,6 +110,12 @@ fn is_token68(bytes: &[u8]) -> bool {
 /// Splits an `Authorization` header value into its scheme and token. The scheme is case-insensitive
 /// (RFC 9110 §11.1); the token must be one non-empty `token68` (RFC 9110 §11.2) with nothing after it.
 pub fn parse_authorization(value: &str) -> Option<(Scheme, &str)> {
+    split_authorization(value).filter(|(_, token)| is_token68(token.as_bytes()))
+}
+
+/// [`parse_authorization`] without the `token68` check of the token, for a caller that checks it only when the
+/// token fails to verify: every token that verifies is base64url segments joined by dots, so a `token68`.
+pub(crate) fn split_authorization(value: &str) -> Option<(Scheme, &str)> {
     let (scheme, token) = value.split_once(' ')?;
     let scheme = if scheme.eq_ignore_ascii_case("bearer") {
         Scheme::Bearer
@@ -119,10 +125,7 @@ pub fn parse_authorization(value: &str) -> Option<(Scheme, &str)> {
         return None;
     };
     let token = token.trim_start_matches(' ');
-    if token.is_empty() || !is_token68(token.as_bytes()) {
-        return None;
-    }
-    Some((scheme, token))
+    (!token.is_empty()).then_some((scheme, token))
 }
 
 #[cfg(test)]

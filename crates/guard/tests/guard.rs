@@ -94,6 +94,14 @@ async fn judged(worker: bool) {
     assert_eq!(guard.verify(&other_aud), Err(Rejection::Invalid("wrong audience")));
     assert_eq!(guard.authorize(None, &Requirement::default()).await, Err(Rejection::Missing));
     assert_eq!(guard.authorize(Some("Basic abc"), &Requirement::default()).await, Err(Rejection::Malformed));
+    // A header that is not `Bearer` and one token68 is malformed (400), also when a valid token is in it; a
+    // token68 that is no valid token is invalid (401).
+    for header in ["Bearer", "Bearer ", "Bearer a\"b", &format!("Bearer {good}\""), &format!("Bearer {good} x")] {
+        let judged = guard.authorize(Some(header), &Requirement::default()).await;
+        assert_eq!(judged, Err(Rejection::Malformed), "{header}");
+    }
+    let not_a_jwt = guard.authorize(Some("Bearer a~b"), &Requirement::default()).await;
+    assert!(matches!(not_a_jwt, Err(Rejection::Invalid(_))), "{not_a_jwt:?}");
 
     // Revocation is judged on every use, cached or not; other tokens are not affected.
     let revoked = sign(&key, "api", t0 - 1, t0 + 300, "read");
