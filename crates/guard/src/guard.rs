@@ -597,9 +597,13 @@ impl Guard {
         request: &PresentedRequest<'_>,
         requirement: &Requirement,
     ) -> Result<Arc<Identity>, Rejection> {
-        let Some((crate::Scheme::Dpop, token)) = request.authorization.and_then(crate::parse_authorization) else {
+        // Only the scheme is read here: a bearer token's grammar is `authorize`'s to check, and only if it fails.
+        let Some((crate::Scheme::Dpop, token)) = request.authorization.and_then(crate::split_authorization) else {
             return self.authorize(request.authorization, requirement).await;
         };
+        if !crate::is_token68(token.as_bytes()) {
+            return Err(Rejection::Malformed);
+        }
         let [proof] = request.dpop else {
             return Err(Rejection::InvalidDpopProof("exactly one DPoP header is required"));
         };
