@@ -167,6 +167,57 @@ pub fn verify_cases() -> Vec<Case> {
     cases
 }
 
+/// HS256 part by part, for the interleaved bench: the MAC over the signing input, what signing adds to it
+/// (serializing the claims, base64url-encoding them) and what verifying adds (decoding the payload, the strict
+/// parse and type check of the claims), each alone, then ours whole. The first element is the MAC.
+// Read by the interleaved bench only; each bench binary compiles this module on its own.
+#[allow(dead_code)]
+pub fn hs256_parts() -> Vec<(&'static str, Op)> {
+    let now = UnixTime::now();
+    let claims = Rc::new(claims(now.as_secs()));
+    let key = SigningKey::generate(Algorithm::HS256).unwrap().with_kid("bench");
+    let jwk: serde_json::Value = serde_json::from_str(key.to_jwk().unwrap().as_ref()).unwrap();
+    let keys = KeySet::from_jwks(&jwk.to_string(), &[]).unwrap();
+    let mac = hmac::Key::new(hmac::HMAC_SHA256, &member(&jwk, "k"));
+    let signer = jwt::Signer::new(key, Some(AT_JWT));
+    let token = Rc::new(signer.sign(&*claims).unwrap());
+    let input = token.rsplit_once('.').unwrap().0.as_bytes().to_vec();
+    let segment = input.split(|b| *b == b'.').nth(1).unwrap().to_vec();
+    let payload = b64::decode(&segment).unwrap();
+    let policy = Policy::access_token(ISS, AUD).unwrap();
+    let (c1, c2, s1) = (claims.clone(), claims, segment.clone());
+    vec![
+        (
+            "the MAC over the signing input (aws-lc-rs)",
+            Box::new(move || {
+                black_box(hmac::sign(&mac, black_box(&input)));
+            }),
+        ),
+        (
+            "sign: serialize the claims (serde_json)",
+            Box::new(move || {
+                let mut out = Vec::with_capacity(512);
+                serde_json::to_writer(&mut out, black_box(&*c1)).unwrap();
+                black_box(out);
+            }),
+        ),
+        ("sign: base64url-encode them", Box::new(move || drop(black_box(b64::encode(black_box(&payload)))))),
+        ("sign: ours, all of it", Box::new(move || drop(black_box(signer.sign(black_box(&*c2)).unwrap())))),
+        ("verify: base64url-decode the payload", Box::new(move || drop(black_box(b64::decode(black_box(&s1)))))),
+        (
+            "verify: decode, then parse and type-check the claims",
+            Box::new(move || {
+                let payload = b64::decode(black_box(&segment)).unwrap();
+                black_box(portcullis_jose::Claims::parse(payload, portcullis_jose::json::DEFAULT_MAX_DEPTH).unwrap());
+            }),
+        ),
+        (
+            "verify: ours, all of it",
+            Box::new(move || drop(black_box(jwt::verify(black_box(&token), &keys, &policy, now).unwrap()))),
+        ),
+    ]
+}
+
 /// PKCS#1 `RSAPrivateKey` out of the backend's PKCS#8 (the OCTET STRING after the algorithm identifier).
 fn pkcs1_from_pkcs8(pkcs8: &[u8]) -> Vec<u8> {
     let pos = pkcs8.windows(2).position(|w| w == [0x04, 0x82]).unwrap();
