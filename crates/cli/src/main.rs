@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// mimalloc's per-thread free lists suit the gateway's and the server's many short-lived request allocations
-/// better than the system allocator (measured in the README's gateway figures).
+/// better than the system allocator (measured: the gateway's part of `docs/performance-log.md`, 2026-12-03).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
