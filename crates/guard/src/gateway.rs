@@ -16,7 +16,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -1003,10 +1003,10 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
         gw.guard.report_use(identity, peer, request.headers());
     }
     let (mut parts, mut body) = request.into_parts();
-    // For a body cut off at the limit: the refusal's method and path.
-    let mut cut = None;
-    if let Some(limit) = live.max_body {
-        if !http_body::Body::is_end_stream(&body) {
+    // A request with a body: what a refusal names if the body turns out too large, broken or slow.
+    let mut sending = None;
+    if !http_body::Body::is_end_stream(&body) {
+        if let Some(limit) = live.max_body {
             match http_body::Body::size_hint(&body).exact() {
                 // A declared length is held to by hyper: only its size needs a look.
                 Some(declared) if declared > limit => {
@@ -1015,11 +1015,17 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
                 }
                 Some(_) => {}
                 None => {
-                    cut = Some((parts.method.clone(), parts.uri.path().to_owned()));
                     body = Body::new(http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)));
                 }
             }
         }
+        let client = ClientBody { inner: body, waiting: Arc::new(AtomicBool::new(false)) };
+        sending = Some(Sending {
+            method: parts.method.clone(),
+            path: parts.uri.path().to_owned(),
+            waiting: Arc::clone(&client.waiting),
+        });
+        body = Body::new(client);
     }
     // An upgrade (WebSocket): the client's side of the tunnel, once the gateway has answered 101.
     let upgrade = upgrade_protocol(&parts.version, &parts.headers)
@@ -1083,11 +1089,17 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
         }
         t.upstream_seconds.push(done.duration_since(started).as_secs_f64());
     });
+    let failure = match &upstream {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(Failure::of(e)),
+        // Waiting for the client's next bytes when the time is up: the client's delay, not the upstream's.
+        Err(_) if sending.as_ref().is_some_and(|s| s.waiting.load(Ordering::Relaxed)) => Some(Failure::BodyTooSlow),
+        Err(_) => Some(Failure::Timeout),
+    };
     if let Some((method, path)) = logged {
-        let (status, served) = match &upstream {
-            Ok(Ok((response, served))) => (response.status(), Some(&served.origin)),
-            Ok(Err(_)) => (StatusCode::BAD_GATEWAY, None),
-            Err(_) => (StatusCode::GATEWAY_TIMEOUT, None),
+        let (status, served) = match (&upstream, &failure) {
+            (Ok(Ok((response, served))), _) => (response.status(), Some(&served.origin)),
+            (_, failure) => (failure.as_ref().map_or(StatusCode::BAD_GATEWAY, Failure::status), None),
         };
         let (subject, client, jti) = match &identity {
             Some(id) => (id.subject.as_str(), id.client_id.as_str(), id.jti.as_str()),
@@ -1121,18 +1133,110 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
             strip_headers(&mut parts.headers, |_| false);
             Response::from_parts(parts, body)
         }
-        Ok(Err(e)) if cut_off(&e) => {
-            if let Some((method, path)) = &cut {
-                refused(method, path, peer, StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+        Ok(Err(_)) | Err(_) => failure.unwrap_or(Failure::Upstream).answer(sending.as_ref(), peer),
+    }
+}
+
+/// A request body on its way upstream: its method and path, for a refusal, and whether the upstream connection
+/// is waiting for the client's next bytes.
+struct Sending {
+    method: Method,
+    path: String,
+    waiting: Arc<AtomicBool>,
+}
+
+/// The client's request body as the upstream connection reads it. Its errors are marked as the client's
+/// ([`ClientBodyError`]), and it records whether its last read found nothing yet from the client, so that a body
+/// that breaks off, breaks its chunked coding or is still awaited from the client when the upstream timeout
+/// strikes is answered as the client's doing, not reported as an upstream failure. A body not read at all (no
+/// connection to the upstream yet) or not read further (the upstream not taking it) leaves the delay with the
+/// upstream.
+struct ClientBody {
+    inner: Body,
+    waiting: Arc<AtomicBool>,
+}
+
+/// The client's request body failed (the client went away mid-body, or sent a broken chunked coding).
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body failed: {0}")]
+struct ClientBodyError(#[source] axum::Error);
+
+impl http_body::Body for ClientBody {
+    type Data = bytes::Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, ClientBodyError>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        self.waiting.store(polled.is_pending(), Ordering::Relaxed);
+        polled.map(|frame| frame.map(|frame| frame.map_err(ClientBodyError)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Why a proxied request got no answer from an upstream, and whose doing it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The client's body passed `max_body_size` (a chunked one, cut off on the way).
+    BodyTooLarge,
+    /// The client's body broke off or broke its chunked coding.
+    BadBody,
+    /// The upstream connection was waiting for the client's next body bytes when the upstream timeout struck.
+    BodyTooSlow,
+    /// The upstream failed (or none could be reached).
+    Upstream,
+    /// The upstream did not answer within the upstream timeout.
+    Timeout,
+}
+
+impl Failure {
+    fn of(error: &UpstreamError) -> Failure {
+        if caused_by::<http_body_util::LengthLimitError>(error) {
+            Failure::BodyTooLarge
+        } else if caused_by::<ClientBodyError>(error) {
+            Failure::BadBody
+        } else {
+            Failure::Upstream
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Failure::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Failure::BadBody => StatusCode::BAD_REQUEST,
+            Failure::BodyTooSlow => StatusCode::REQUEST_TIMEOUT,
+            Failure::Upstream => StatusCode::BAD_GATEWAY,
+            Failure::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The answer to the client. The client's own failures are refusals, logged and counted as such (reasons
+    /// `body too large`, `bad request body`, `body too slow`); an upstream's failure is logged and counted by
+    /// `forward`, and a timeout here.
+    fn answer(self, sending: Option<&Sending>, peer: Option<IpAddr>) -> Response {
+        let (text, reason) = match self {
+            Failure::BodyTooLarge => ("request body too large\n", "body too large"),
+            Failure::BadBody => ("bad request body\n", "bad request body"),
+            Failure::BodyTooSlow => ("request body not received in time\n", "body too slow"),
+            Failure::Upstream => return (StatusCode::BAD_GATEWAY, "upstream unavailable\n").into_response(),
+            Failure::Timeout => {
+                metrics::counter!("portcullis_gateway_upstream_errors_total", "kind" => "timeout").increment(1);
+                return (StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n").into_response();
             }
-            (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response()
+        };
+        if let Some(sending) = sending {
+            refused(&sending.method, &sending.path, peer, self.status(), reason);
         }
-        // Logged and counted by `forward`.
-        Ok(Err(_)) => (StatusCode::BAD_GATEWAY, "upstream unavailable\n").into_response(),
-        Err(_) => {
-            metrics::counter!("portcullis_gateway_upstream_errors_total", "kind" => "timeout").increment(1);
-            (StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n").into_response()
-        }
+        (self.status(), text).into_response()
     }
 }
 
@@ -1173,8 +1277,8 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for GatewayService {
 /// Sends `request` to the route's upstreams, starting with the next in turn. A request that never left the gateway
 /// (no connection could be made) goes on to the next upstream, and the one that failed is passed over for
 /// [`UPSTREAM_DOWN_FOR`]; one that reached an upstream is not sent again. Failures are logged and counted
-/// (`portcullis_gateway_upstream_errors_total{kind="connect"|"request"}`), except a body cut off at
-/// `max_body_size`, which is the client's. Names the upstream that answered.
+/// (`portcullis_gateway_upstream_errors_total{kind="connect"|"request"}`), except those of the client's body
+/// (cut off at `max_body_size`, broken off or badly chunked), which are the client's. Names the upstream that answered.
 async fn forward<'r>(
     gw: &Gateway,
     route: &'r Route,
@@ -1199,7 +1303,7 @@ async fn forward<'r>(
             Err(Failed { error, unsent }) => (error, unsent),
         };
         let Some(unsent) = unsent else {
-            if !cut_off(&error) {
+            if Failure::of(&error) == Failure::Upstream {
                 tracing::warn!(upstream = %upstream.origin, error = %error, "upstream request failed");
                 metrics::counter!("portcullis_gateway_upstream_errors_total", "kind" => "request").increment(1);
             }
@@ -1220,11 +1324,11 @@ async fn forward<'r>(
     Err(UpstreamError::NoUpstream)
 }
 
-/// Whether an upstream request failed because its body passed `max_body_size`.
-fn cut_off(e: &UpstreamError) -> bool {
+/// Whether an error of type `E` is in the chain of causes of an upstream request's failure.
+fn caused_by<E: std::error::Error + 'static>(e: &UpstreamError) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(e) = cause {
-        if e.is::<http_body_util::LengthLimitError>() {
+        if e.is::<E>() {
             return true;
         }
         cause = e.source();

@@ -883,6 +883,75 @@ async fn the_gateway_holds_request_bodies_to_max_body_size() {
     srv.stop().await;
 }
 
+/// Sends `request` byte for byte, then, after `pause` (if any), `rest`; returns the status the gateway answered,
+/// or 0 when it closed without answering.
+async fn raw_exchange(addr: &str, request: &[u8], pause: Option<(std::time::Duration, &[u8])>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    if let Some((pause, rest)) = pause {
+        tokio::time::sleep(pause).await;
+        // The gateway may have answered and closed by now: a failed write is part of the exchange.
+        let _ = stream.write_all(rest).await;
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let head = String::from_utf8_lossy(&response);
+    head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_answers_a_broken_or_slow_request_body_as_the_clients_doing() {
+    use portcullis_guard::gateway::{Gateway, GatewayConfig};
+    let srv = start("gateway-client-body").await;
+    let upstream = echo_upstream().await;
+    let toml = format!(
+        "issuer = \"{}\"\nupstream_timeout = 1\n[[route]]\npath_prefix = \"/\"\nupstream = \"{upstream}\"\npublic = true\n",
+        srv.base
+    );
+    std::fs::write(srv.dir.path().join("gateway.toml"), toml).unwrap();
+    let config = GatewayConfig::load(&srv.dir.path().join("gateway.toml")).unwrap();
+    let gw = Gateway::start(&config, Some(serve::metrics_handle())).await.unwrap();
+    let (addr, _stop) = serve_gateway(&gw, 1);
+    let addr = addr.to_string();
+    let post = |path: &str, framing: &str| {
+        format!("POST {path} HTTP/1.1\r\nhost: {addr}\r\n{framing}\r\nconnection: close\r\n\r\n").into_bytes()
+    };
+
+    // A chunked coding the client breaks (a chunk size with a sign): 400, where it used to be a 502 logged as the
+    // upstream's failure.
+    let mut broken = post("/upload", "transfer-encoding: chunked");
+    broken.extend_from_slice(b"3\r\nabc\r\n+3\r\nabc\r\n0\r\n\r\n");
+    assert_eq!(raw_exchange(&addr, &broken, None).await, 400);
+    // A body still arriving when the upstream timeout strikes: 408, the client's delay.
+    let slow = post("/upload", "content-length: 10");
+    let rest = Some((std::time::Duration::from_millis(1600), b"0123456789".as_slice()));
+    assert_eq!(raw_exchange(&addr, &slow, rest).await, 408);
+    // A whole body and an upstream that takes too long: 504, the upstream's.
+    let mut whole = post("/slow/upload", "content-length: 3");
+    whole.extend_from_slice(b"abc");
+    assert_eq!(raw_exchange(&addr, &whole, None).await, 504);
+    // A body that reaches the upstream whole is passed on as before.
+    let mut fine = post("/upload", "transfer-encoding: chunked");
+    fine.extend_from_slice(b"3\r\nabc\r\n0\r\n\r\n");
+    assert_eq!(raw_exchange(&addr, &fine, None).await, 200);
+
+    // The client's failures are refusals with their reasons; only the timeout counts against the upstream.
+    let metrics = srv.http.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
+    let count = |series: &str| {
+        metrics.lines().find_map(|l| l.strip_prefix(series)).map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
+    };
+    assert_eq!(
+        count(r#"portcullis_gateway_decisions_total{result="deny",reason="bad request body"}"#),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(count(r#"portcullis_gateway_decisions_total{result="deny",reason="body too slow"}"#), 1.0);
+    assert_eq!(count(r#"portcullis_gateway_upstream_errors_total{kind="timeout"}"#), 1.0, "{metrics}");
+    assert_eq!(count(r#"portcullis_gateway_upstream_errors_total{kind="request"}"#), 0.0, "{metrics}");
+    srv.stop().await;
+}
+
 /// An upstream that switches to a protocol of its own (`Upgrade: shout`) and answers every byte sent after
 /// that in upper case; it names the subject the gateway told it in `x-seen-subject`.
 async fn shouting_upstream() -> String {
