@@ -886,12 +886,45 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// A header's one value: `Ok(None)` when absent, `Err` when it is there twice or is not visible ASCII.
+fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ()> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(value), None) => value.to_str().map(Some).map_err(|_| ()),
+        (Some(_), Some(_)) => Err(()),
+    }
+}
+
+/// What a forward-auth request asks about: the method and the URI of the client's request. nginx's
+/// `auth_request` names them in `X-Original-Method` and `X-Original-URI` (as the README's configuration sets
+/// them); Traefik, Caddy and others in `X-Forwarded-Method` and `X-Forwarded-Uri`. nginx passes every header the
+/// client sent on to the subrequest, beside the ones it sets, so a request that mixes the two sets, names one
+/// header twice or names a method that is not one is ambiguous (`None`): its client may be naming a public path
+/// or method in the headers the proxy in front does not set.
+fn asked(headers: &HeaderMap) -> Option<(Method, &str)> {
+    let original = (single(headers, "x-original-method").ok()?, single(headers, "x-original-uri").ok()?);
+    let forwarded = (single(headers, "x-forwarded-method").ok()?, single(headers, "x-forwarded-uri").ok()?);
+    let (method, uri) = match (original, forwarded) {
+        ((None, None), (method, uri)) | ((method, uri), (None, None)) => (method, uri),
+        _ => return None,
+    };
+    let method = match method {
+        None => Method::GET,
+        Some(method) => Method::from_bytes(method.as_bytes()).ok()?,
+    };
+    Some((method, uri.unwrap_or("/")))
+}
+
+/// A forward-auth request that does not say unambiguously what it asks about: refused (403, which nginx's
+/// `auth_request` passes on; it turns a 400 into a 500).
+fn ambiguous(headers: &HeaderMap) -> Response {
+    refused(&Method::GET, "/check", forwarded_client(headers), StatusCode::FORBIDDEN, "ambiguous request");
+    (StatusCode::FORBIDDEN, "ambiguous forward-auth request\n").into_response()
+}
+
 async fn check(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    let method = header_str(&headers, "x-forwarded-method")
-        .or_else(|| header_str(&headers, "x-original-method"))
-        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
-        .unwrap_or(Method::GET);
-    let uri = header_str(&headers, "x-forwarded-uri").or_else(|| header_str(&headers, "x-original-uri")).unwrap_or("/");
+    let Some((method, uri)) = asked(&headers) else { return ambiguous(&headers) };
     let path = uri.split('?').next().unwrap_or("/");
     judge(&gw, &headers, &method, path).await
 }
@@ -904,7 +937,11 @@ async fn check_prefixed(State(gw): State<Arc<Gateway>>, request: Request) -> Res
 }
 
 async fn judge(gw: &Gateway, headers: &HeaderMap, method: &Method, path: &str) -> Response {
-    let host = header_str(headers, "x-forwarded-host").or_else(|| header_str(headers, "host"));
+    let host = match single(headers, "x-forwarded-host") {
+        Ok(Some(host)) => Some(host),
+        Ok(None) => header_str(headers, "host"),
+        Err(()) => return ambiguous(headers),
+    };
     // A refusal is 403, not 400: nginx's auth_request turns anything but 2xx, 401 and 403 into a 500.
     let peer = forwarded_client(headers);
     let live = gw.live();
@@ -1555,6 +1592,37 @@ mod tests {
         assert!(v6.matches(Some("[2001:DB8::1]"), &Method::GET, "/x"));
         assert!(!v6.matches(Some("[2001:db8::2]"), &Method::GET, "/x"));
         assert!(route("api.example.").matches(Some("api.example"), &Method::GET, "/x"));
+    }
+
+    #[test]
+    fn a_forward_auth_request_is_read_in_one_proxys_headers_or_refused_as_ambiguous() {
+        let asked_by = |pairs: &[(&str, &str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+            }
+            asked(&headers).map(|(method, uri)| (method.to_string(), uri.to_owned()))
+        };
+        let ok = |method: &str, uri: &str| Some((method.to_owned(), uri.to_owned()));
+        // Each proxy's own headers, alone.
+        assert_eq!(asked_by(&[("x-original-method", "POST"), ("x-original-uri", "/api/a?q")]), ok("POST", "/api/a?q"));
+        assert_eq!(asked_by(&[("x-forwarded-method", "PUT"), ("x-forwarded-uri", "/api/b")]), ok("PUT", "/api/b"));
+        assert_eq!(asked_by(&[("x-original-uri", "/api/c")]), ok("GET", "/api/c"));
+        assert_eq!(asked_by(&[]), ok("GET", "/"));
+        // The two sets mixed, in any way: what nginx passes on from a client that adds the other set's headers.
+        for mixed in [
+            [("x-original-uri", "/api/a"), ("x-forwarded-uri", "/public/a")],
+            [("x-original-uri", "/api/a"), ("x-forwarded-method", "GET")],
+            [("x-original-method", "POST"), ("x-forwarded-uri", "/public/a")],
+            [("x-original-method", "POST"), ("x-forwarded-method", "GET")],
+        ] {
+            assert_eq!(asked_by(&mixed), None, "{mixed:?}");
+        }
+        // One header twice, or a method that is not one.
+        assert_eq!(asked_by(&[("x-original-uri", "/api/a"), ("x-original-uri", "/public/a")]), None);
+        assert_eq!(asked_by(&[("x-forwarded-method", "GET"), ("x-forwarded-method", "POST")]), None);
+        assert_eq!(asked_by(&[("x-forwarded-method", "G(T"), ("x-forwarded-uri", "/api/a")]), None);
+        assert_eq!(asked_by(&[("x-forwarded-method", "GET"), ("x-forwarded-uri", "/public/\u{e9}")]), None);
     }
 
     #[test]

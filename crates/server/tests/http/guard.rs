@@ -1099,7 +1099,10 @@ async fn nginx_auth_request_uses_the_forward_auth_endpoint() {
         srv.dir.path().join("gateway.toml"),
         format!(
             "issuer = \"{}\"\n[[route]]\npath_prefix = \"/api/\"\naudience = \"api\"\nscopes = [\"read\"]\n\
-             [[route]]\npath_prefix = \"/public/\"\npublic = true\n",
+             [[route]]\npath_prefix = \"/public/\"\npublic = true\n\
+             [[route]]\nhost = \"open.example\"\npath_prefix = \"/\"\npublic = true\n\
+             [[route]]\npath_prefix = \"/catalog/\"\nmethods = [\"GET\"]\npublic = true\n\
+             [[route]]\npath_prefix = \"/catalog/\"\naudience = \"api\"\nscopes = [\"read\"]\n",
             srv.base
         ),
     )
@@ -1136,6 +1139,8 @@ http {{
       proxy_set_header Content-Length "";
       proxy_set_header X-Original-URI $request_uri;
       proxy_set_header X-Original-Method $request_method;
+      proxy_set_header X-Forwarded-Host $host;
+      proxy_set_header X-Forwarded-Proto $scheme;
     }}
   }}
 }}
@@ -1178,5 +1183,22 @@ http {{
     assert_eq!(raw_status(&addr, "/public/x", None).await, 200);
     assert_eq!(raw_status(&addr, "/public/../api/orders", None).await, 403);
     assert_eq!(raw_status(&addr, "/public/%2e%2e/api/orders", None).await, 403);
+    // nginx hands the auth subrequest every header the client sent beside the ones it sets. A client naming a
+    // public path or method in the headers another proxy uses (Traefik's, Caddy's) must not have them judged
+    // instead of what nginx asks about: before, each of these went through without a token.
+    let status = |resp: reqwest::Response| resp.status().as_u16();
+    let sent = srv.http.get(format!("{base}/api/orders")).header("x-forwarded-uri", "/public/x").send().await;
+    assert_eq!(status(sent.unwrap()), 403, "x-forwarded-uri sent by the client");
+    let sent = srv.http.post(format!("{base}/api/orders")).header("x-forwarded-uri", "/public/x").send().await;
+    assert_eq!(status(sent.unwrap()), 403, "x-forwarded-uri sent by the client, with another method");
+    assert_eq!(status(srv.http.get(format!("{base}/catalog/x")).send().await.unwrap()), 200, "GET is public");
+    assert_eq!(status(srv.http.post(format!("{base}/catalog/x")).send().await.unwrap()), 401, "POST is not");
+    let sent = srv.http.post(format!("{base}/catalog/x")).header("x-forwarded-method", "GET").send().await;
+    assert_eq!(status(sent.unwrap()), 403, "x-forwarded-method sent by the client");
+    // The host nginx sets wins over one the client sends; host routes work through it.
+    let sent = srv.http.get(format!("{base}/api/orders")).header("x-forwarded-host", "open.example").send().await;
+    assert_eq!(status(sent.unwrap()), 401, "x-forwarded-host sent by the client");
+    let sent = srv.http.get(format!("{base}/anything")).header("host", "open.example").send().await;
+    assert_eq!(status(sent.unwrap()), 200, "a public host route, named by the request's own Host");
     srv.stop().await;
 }
