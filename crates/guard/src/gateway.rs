@@ -843,20 +843,23 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
-/// Sets the identity headers; a value that cannot be a header value (a control character) is left out. Each
-/// value is copied once: this runs on every authorized request.
-fn identity_headers(headers: &mut HeaderMap, identity: &Identity) {
-    let values = [
-        (X_AUTH_SUBJECT, HeaderValue::from_str(&identity.subject)),
-        (X_AUTH_CLIENT, HeaderValue::from_str(&identity.client_id)),
-        (X_AUTH_SCOPES, HeaderValue::try_from(identity.scopes.join(" "))),
-        (X_AUTH_ROLES, HeaderValue::try_from(identity.roles.join(" "))),
-    ];
-    for (name, value) in values {
-        if let Ok(v) = value {
-            headers.insert(name, v);
-        }
-    }
+/// The identity headers, or `None` when a value cannot be a header value (a control character in the token's
+/// subject, client, a scope or a role): such a request is refused, never passed on with part of its identity
+/// missing, which an upstream could read as fewer roles or as no user at all. Each value is copied once: this
+/// runs on every authorized request.
+fn identity_headers(identity: &Identity) -> Option<[(HeaderName, HeaderValue); 4]> {
+    Some([
+        (X_AUTH_SUBJECT, HeaderValue::from_str(&identity.subject).ok()?),
+        (X_AUTH_CLIENT, HeaderValue::from_str(&identity.client_id).ok()?),
+        (X_AUTH_SCOPES, HeaderValue::try_from(identity.scopes.join(" ")).ok()?),
+        (X_AUTH_ROLES, HeaderValue::try_from(identity.roles.join(" ")).ok()?),
+    ])
+}
+
+/// The refusal of a request whose token's identity cannot be written as headers (see [`identity_headers`]).
+fn unforwardable(method: &Method, path: &str, peer: Option<IpAddr>) -> Response {
+    refused(method, path, peer, StatusCode::FORBIDDEN, "identity not forwardable");
+    (StatusCode::FORBIDDEN, "the token's identity cannot be passed on in headers\n").into_response()
 }
 
 // Names used on every request, parsed once (a lookup by a string parses and hashes the name each time).
@@ -969,9 +972,12 @@ async fn judge(gw: &Gateway, headers: &HeaderMap, method: &Method, path: &str) -
                 let (subject, client, jti) = (&identity.subject, &identity.client_id, &identity.jti);
                 tracing::info!(%method, path, peer = peer.map(tracing::field::display), subject, client, jti, "allowed");
             }
+            let Some(values) = identity_headers(&identity) else { return unforwardable(method, path, peer) };
             gw.guard.report_use(&identity, peer, headers);
             let mut response = StatusCode::OK.into_response();
-            identity_headers(response.headers_mut(), &identity);
+            for (name, value) in values {
+                response.headers_mut().insert(name, value);
+            }
             response
         }
         Err(rejection) => {
@@ -1033,6 +1039,11 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
             }
         }
     };
+    let identity_values = match identity.as_ref().map(|identity| identity_headers(identity)) {
+        None => None,
+        Some(Some(values)) => Some(values),
+        Some(None) => return unforwardable(method, path, peer),
+    };
     let authorized = identity.is_some();
     // Only when asked for: the access log's copy of the method and path.
     let logged = live.access_log.then(|| (request.method().clone(), request.uri().path().to_owned()));
@@ -1076,8 +1087,8 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     // server), and so does every `X-Auth-*` a client sent, which only the gateway may set.
     strip_headers(&mut parts.headers, |name| name == "dpop" || name.starts_with("x-auth-"));
     let headers = &mut parts.headers;
-    if let Some(identity) = &identity {
-        identity_headers(headers, identity);
+    for (name, value) in identity_values.into_iter().flatten() {
+        headers.insert(name, value);
     }
     if let Some(ip) = peer {
         let forwarded = match header_str(headers, X_FORWARDED_FOR.as_str()) {
@@ -1623,6 +1634,39 @@ mod tests {
         assert_eq!(asked_by(&[("x-forwarded-method", "GET"), ("x-forwarded-method", "POST")]), None);
         assert_eq!(asked_by(&[("x-forwarded-method", "G(T"), ("x-forwarded-uri", "/api/a")]), None);
         assert_eq!(asked_by(&[("x-forwarded-method", "GET"), ("x-forwarded-uri", "/public/\u{e9}")]), None);
+    }
+
+    #[test]
+    fn an_identity_that_cannot_be_written_as_headers_is_not_passed_on_in_part() {
+        let identity = Identity {
+            subject: "alice".into(),
+            client_id: "web".into(),
+            scopes: vec!["read".into(), "write".into()],
+            roles: vec!["admin".into()],
+            audiences: vec!["api".into()],
+            jti: "j1".into(),
+            session: None,
+            issued_at: 0,
+            expires_at: 1,
+            bound_jkt: None,
+        };
+        let written = |identity: &Identity| {
+            identity_headers(identity).map(|values| values.map(|(n, v)| format!("{n}: {}", v.to_str().unwrap())))
+        };
+        assert_eq!(
+            written(&identity).unwrap(),
+            ["x-auth-subject: alice", "x-auth-client: web", "x-auth-scopes: read write", "x-auth-roles: admin"]
+        );
+        // A control character in any value: no headers at all, so the request is refused, not forwarded with
+        // its subject or its roles missing.
+        for spoiled in [
+            Identity { subject: "alice\r\nx-auth-roles: admin".into(), ..identity.clone() },
+            Identity { client_id: "web\0".into(), ..identity.clone() },
+            Identity { scopes: vec!["read\n".into()], ..identity.clone() },
+            Identity { roles: vec!["admin".into(), "\u{7f}".into()], ..identity.clone() },
+        ] {
+            assert!(identity_headers(&spoiled).is_none(), "{spoiled:?}");
+        }
     }
 
     #[test]
