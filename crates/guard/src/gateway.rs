@@ -73,8 +73,8 @@ pub struct GatewayConfig {
     /// gateway then demands (RFC 9449 §9); every gateway behind one origin needs the same file.
     pub dpop_nonce_secret_file: Option<PathBuf>,
     /// Report every token use let through to the issuer's risk engine (the client also needs the scope
-    /// `portcullis:risk`). In forward-auth mode the client's address is the first of `X-Forwarded-For`, else
-    /// `X-Real-IP`, as the proxy in front sets them.
+    /// `portcullis:risk`). In forward-auth mode the client's address is the last entry of `X-Forwarded-For` (the
+    /// one the proxy in front added), else `X-Real-IP`.
     #[serde(default)]
     pub report_token_uses: bool,
     /// Log every request let through (method, path, status, subject, client, `jti`, upstream time, client
@@ -878,11 +878,20 @@ fn forwarded_origin(headers: &HeaderMap) -> Option<String> {
     matches!(proto, "http" | "https").then(|| format!("{proto}://{host}"))
 }
 
-/// The client's address as the proxy in front reports it (forward auth): the first `X-Forwarded-For` entry,
-/// else `X-Real-IP`.
+/// The client's address as the proxy in front reports it (forward auth): the last `X-Forwarded-For` entry, else
+/// `X-Real-IP`. The last entry is the one the nearest proxy added (nginx's `$proxy_add_x_forwarded_for`, Envoy)
+/// or wrote alone (Traefik, Caddy); entries before it are whatever the client sent, so the first one, read as
+/// the client's address, would let a token thief hand the risk engine its victim's address.
 fn forwarded_client(headers: &HeaderMap) -> Option<std::net::IpAddr> {
-    let first = header_str(headers, "x-forwarded-for").and_then(|v| v.split(',').next()).map(str::trim);
-    first.or_else(|| header_str(headers, "x-real-ip").map(str::trim)).and_then(|v| v.parse().ok())
+    let last = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .next_back()
+        .map(|v| v.to_str().ok().and_then(|v| v.rsplit(',').next()).map(str::trim));
+    match last {
+        Some(entry) => entry?.parse().ok(),
+        None => header_str(headers, "x-real-ip")?.trim().parse().ok(),
+    }
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -1667,6 +1676,29 @@ mod tests {
         ] {
             assert!(identity_headers(&spoiled).is_none(), "{spoiled:?}");
         }
+    }
+
+    #[test]
+    fn the_forward_auth_client_is_the_last_x_forwarded_for_entry() {
+        let client = |pairs: &[(&str, &str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+            }
+            forwarded_client(&headers).map(|ip| ip.to_string())
+        };
+        let ip = |s: &str| Some(s.to_owned());
+        // What the client sent comes first; the nearest proxy's entry last.
+        assert_eq!(client(&[("x-forwarded-for", "198.51.100.7, 203.0.113.9")]), ip("203.0.113.9"));
+        assert_eq!(
+            client(&[("x-forwarded-for", "198.51.100.7"), ("x-forwarded-for", "203.0.113.9")]),
+            ip("203.0.113.9")
+        );
+        assert_eq!(client(&[("x-forwarded-for", " 2001:db8::1 ")]), ip("2001:db8::1"));
+        // X-Real-IP only without X-Forwarded-For; a last entry that is not an address is no address.
+        assert_eq!(client(&[("x-real-ip", "203.0.113.9")]), ip("203.0.113.9"));
+        assert_eq!(client(&[("x-forwarded-for", "203.0.113.9, unknown"), ("x-real-ip", "198.51.100.7")]), None);
+        assert_eq!(client(&[]), None);
     }
 
     #[test]

@@ -1141,6 +1141,7 @@ http {{
       proxy_set_header X-Original-Method $request_method;
       proxy_set_header X-Forwarded-Host $host;
       proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
     }}
   }}
 }}
