@@ -843,17 +843,16 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
-/// The identity headers, or `None` when a value cannot be a header value (a control character in the token's
-/// subject, client, a scope or a role): such a request is refused, never passed on with part of its identity
+/// Sets the identity headers; `None` when a value cannot be a header value (a control character in the token's
+/// subject, client, a scope or a role). Such a request is refused, never passed on with part of its identity
 /// missing, which an upstream could read as fewer roles or as no user at all. Each value is copied once: this
 /// runs on every authorized request.
-fn identity_headers(identity: &Identity) -> Option<[(HeaderName, HeaderValue); 4]> {
-    Some([
-        (X_AUTH_SUBJECT, HeaderValue::from_str(&identity.subject).ok()?),
-        (X_AUTH_CLIENT, HeaderValue::from_str(&identity.client_id).ok()?),
-        (X_AUTH_SCOPES, HeaderValue::try_from(identity.scopes.join(" ")).ok()?),
-        (X_AUTH_ROLES, HeaderValue::try_from(identity.roles.join(" ")).ok()?),
-    ])
+fn identity_headers(headers: &mut HeaderMap, identity: &Identity) -> Option<()> {
+    headers.insert(X_AUTH_SUBJECT, HeaderValue::from_str(&identity.subject).ok()?);
+    headers.insert(X_AUTH_CLIENT, HeaderValue::from_str(&identity.client_id).ok()?);
+    headers.insert(X_AUTH_SCOPES, HeaderValue::try_from(identity.scopes.join(" ")).ok()?);
+    headers.insert(X_AUTH_ROLES, HeaderValue::try_from(identity.roles.join(" ")).ok()?);
+    Some(())
 }
 
 /// The refusal of a request whose token's identity cannot be written as headers (see [`identity_headers`]).
@@ -981,12 +980,11 @@ async fn judge(gw: &Gateway, headers: &HeaderMap, method: &Method, path: &str) -
                 let (subject, client, jti) = (&identity.subject, &identity.client_id, &identity.jti);
                 tracing::info!(%method, path, peer = peer.map(tracing::field::display), subject, client, jti, "allowed");
             }
-            let Some(values) = identity_headers(&identity) else { return unforwardable(method, path, peer) };
-            gw.guard.report_use(&identity, peer, headers);
             let mut response = StatusCode::OK.into_response();
-            for (name, value) in values {
-                response.headers_mut().insert(name, value);
+            if identity_headers(response.headers_mut(), &identity).is_none() {
+                return unforwardable(method, path, peer);
             }
+            gw.guard.report_use(&identity, peer, headers);
             response
         }
         Err(rejection) => {
@@ -1048,17 +1046,9 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
             }
         }
     };
-    let identity_values = match identity.as_ref().map(|identity| identity_headers(identity)) {
-        None => None,
-        Some(Some(values)) => Some(values),
-        Some(None) => return unforwardable(method, path, peer),
-    };
     let authorized = identity.is_some();
     // Only when asked for: the access log's copy of the method and path.
     let logged = live.access_log.then(|| (request.method().clone(), request.uri().path().to_owned()));
-    if let Some(identity) = &identity {
-        gw.guard.report_use(identity, peer, request.headers());
-    }
     let (mut parts, mut body) = request.into_parts();
     // A request with a body: what a refusal names if the body turns out too large, broken or slow.
     let mut sending = None;
@@ -1087,18 +1077,21 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     // An upgrade (WebSocket): the client's side of the tunnel, once the gateway has answered 101.
     let upgrade = upgrade_protocol(&parts.version, &parts.headers)
         .map(|protocol| (protocol, parts.extensions.remove::<hyper::upgrade::OnUpgrade>()));
+    // Hop-by-hop headers go; so does the DPoP proof (it was for this hop, and RFC 9449 leaves it to the resource
+    // server), and so does every `X-Auth-*` a client sent, which only the gateway may set.
+    strip_headers(&mut parts.headers, |name| name == "dpop" || name.starts_with("x-auth-"));
+    if let Some(identity) = &identity {
+        if identity_headers(&mut parts.headers, identity).is_none() {
+            return unforwardable(&parts.method, parts.uri.path(), peer);
+        }
+        gw.guard.report_use(identity, peer, &parts.headers);
+    }
     let Some(uri) = upstream_target(&route.base, &parts.uri) else {
         return (StatusCode::BAD_REQUEST, "bad request target\n").into_response();
     };
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
-    // Hop-by-hop headers go; so does the DPoP proof (it was for this hop, and RFC 9449 leaves it to the resource
-    // server), and so does every `X-Auth-*` a client sent, which only the gateway may set.
-    strip_headers(&mut parts.headers, |name| name == "dpop" || name.starts_with("x-auth-"));
     let headers = &mut parts.headers;
-    for (name, value) in identity_values.into_iter().flatten() {
-        headers.insert(name, value);
-    }
     if let Some(ip) = peer {
         let forwarded = match header_str(headers, X_FORWARDED_FOR.as_str()) {
             Some(prior) => HeaderValue::try_from(format!("{prior}, {ip}")),
@@ -1660,7 +1653,9 @@ mod tests {
             bound_jkt: None,
         };
         let written = |identity: &Identity| {
-            identity_headers(identity).map(|values| values.map(|(n, v)| format!("{n}: {}", v.to_str().unwrap())))
+            let mut headers = HeaderMap::new();
+            identity_headers(&mut headers, identity)?;
+            Some(headers.iter().map(|(n, v)| format!("{n}: {}", v.to_str().unwrap())).collect::<Vec<_>>())
         };
         assert_eq!(
             written(&identity).unwrap(),
@@ -1674,7 +1669,7 @@ mod tests {
             Identity { scopes: vec!["read\n".into()], ..identity.clone() },
             Identity { roles: vec!["admin".into(), "\u{7f}".into()], ..identity.clone() },
         ] {
-            assert!(identity_headers(&spoiled).is_none(), "{spoiled:?}");
+            assert!(written(&spoiled).is_none(), "{spoiled:?}");
         }
     }
 
