@@ -1607,14 +1607,19 @@ mod tests {
         assert!(route("api.example.").matches(Some("api.example"), &Method::GET, "/x"));
     }
 
+    /// A header map with `pairs`, in order, a name given twice kept twice.
+    fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
     #[test]
     fn a_forward_auth_request_is_read_in_one_proxys_headers_or_refused_as_ambiguous() {
         let asked_by = |pairs: &[(&str, &str)]| {
-            let mut headers = HeaderMap::new();
-            for (name, value) in pairs {
-                headers.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
-            }
-            asked(&headers).map(|(method, uri)| (method.to_string(), uri.to_owned()))
+            asked(&header_map(pairs)).map(|(method, uri)| (method.to_string(), uri.to_owned()))
         };
         let ok = |method: &str, uri: &str| Some((method.to_owned(), uri.to_owned()));
         // Each proxy's own headers, alone.
@@ -1675,13 +1680,7 @@ mod tests {
 
     #[test]
     fn the_forward_auth_client_is_the_last_x_forwarded_for_entry() {
-        let client = |pairs: &[(&str, &str)]| {
-            let mut headers = HeaderMap::new();
-            for (name, value) in pairs {
-                headers.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
-            }
-            forwarded_client(&headers).map(|ip| ip.to_string())
-        };
+        let client = |pairs: &[(&str, &str)]| forwarded_client(&header_map(pairs)).map(|ip| ip.to_string());
         let ip = |s: &str| Some(s.to_owned());
         // What the client sent comes first; the nearest proxy's entry last.
         assert_eq!(client(&[("x-forwarded-for", "198.51.100.7, 203.0.113.9")]), ip("203.0.113.9"));
