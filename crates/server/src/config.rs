@@ -16,7 +16,7 @@ use crate::keys::KeyRules;
 pub const MAX_ACCESS_TOKEN_TTL: u64 = 3600;
 
 /// The configuration keys; each is also read from `PORTCULLIS_` + its upper-case name.
-pub const KEYS: [&str; 32] = [
+pub const KEYS: [&str; 33] = [
     "listen",
     "issuer",
     "data_dir",
@@ -38,6 +38,7 @@ pub const KEYS: [&str; 32] = [
     "max_connections",
     "login_rate_per_second",
     "login_rate_burst",
+    "trusted_proxies",
     "dpop_proof_max_age",
     "dpop_require_nonce",
     "audit_ledger",
@@ -101,6 +102,11 @@ pub struct Config {
     pub login_rate_per_second: u32,
     /// Password attempts one IP address may make in a burst.
     pub login_rate_burst: u32,
+    /// The load balancers and reverse proxies in front of the server, comma-separated addresses or CIDR ranges
+    /// (`10.0.0.0/8, 192.0.2.7`). A request from one of them is taken to come from the last `X-Forwarded-For`
+    /// entry that is not one of them; empty (the default): every request comes from its connection's address,
+    /// and `X-Forwarded-For` is ignored.
+    pub trusted_proxies: String,
     /// How old a DPoP proof's `iat` may be at the token endpoint, in seconds (RFC 9449 §11.1); its `jti` is
     /// remembered that long.
     pub dpop_proof_max_age: u64,
@@ -153,6 +159,7 @@ impl Default for Config {
             max_connections: 10_000,
             login_rate_per_second: 5,
             login_rate_burst: 20,
+            trusted_proxies: String::new(),
             dpop_proof_max_age: 60,
             dpop_require_nonce: false,
             audit_ledger: true,
@@ -201,6 +208,8 @@ pub struct Settings {
     pub max_connections: usize,
     /// Per-IP password attempts: (per second, burst); `None` when turned off.
     pub login_rate: Option<(u32, u32)>,
+    /// The proxies whose `X-Forwarded-For` is believed (`trusted_proxies`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub dpop_proof_max_age: i64,
     pub dpop_require_nonce: bool,
     /// The audit ledger's head interval in seconds; `None` when the ledger is off.
@@ -347,6 +356,9 @@ impl Config {
         let risk = self.risk_settings(&mut problems);
         let login_rate = (self.login_rate_per_second > 0)
             .then_some((self.login_rate_per_second, self.login_rate_burst.max(self.login_rate_per_second)));
+        let trusted_proxies = parse_networks(&self.trusted_proxies)
+            .map_err(|bad| problems.push(format!("trusted_proxies: {bad:?} is not an address or a CIDR range")))
+            .unwrap_or_default();
         match (listen, master_key, signing_alg) {
             (Ok(listen), Some(master_key), Some(signing_alg)) if problems.is_empty() => Ok(Settings {
                 listen,
@@ -365,6 +377,7 @@ impl Config {
                 metrics_listen,
                 max_connections: self.max_connections,
                 login_rate,
+                trusted_proxies,
                 dpop_proof_max_age: self.dpop_proof_max_age as i64,
                 dpop_require_nonce: self.dpop_require_nonce,
                 audit_head_interval: self.audit_ledger.then_some(self.audit_head_interval),
@@ -412,6 +425,22 @@ impl Config {
         let policy = portcullis_risk::Policy { flag_at, deny_at, revoke_at, signals };
         self.risk.then(|| RiskSettings { policy, webhook: self.risk_webhook.clone(), geoip })
     }
+}
+
+/// A comma-separated list of addresses (`192.0.2.7`, a network of one) and CIDR ranges (`10.0.0.0/8`); the
+/// first entry that is neither is the error.
+pub fn parse_networks(list: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry
+                .parse::<ipnet::IpNet>()
+                .map(|net| net.trunc())
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| entry.to_owned())
+        })
+        .collect()
 }
 
 /// RFC 8414 §2: an `https` URL with no query or fragment. Plain `http` is accepted for loopback hosts only,
@@ -532,6 +561,19 @@ mod tests {
         ] {
             assert!(problems.iter().any(|p| p.starts_with(key)), "{key}: {problems:#?}");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_and_ranges() {
+        let nets = parse_networks(" 10.0.0.0/8,192.0.2.7 , 2001:db8::/32, 10.1.2.3/8").unwrap();
+        let shown: Vec<String> = nets.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32", "10.0.0.0/8"]);
+        assert_eq!(parse_networks("").unwrap(), []);
+        assert_eq!(parse_networks("10.0.0.0/8, proxy.internal").unwrap_err(), "proxy.internal");
+        assert_eq!(parse_networks("10.0.0.0/33").unwrap_err(), "10.0.0.0/33");
+        let config = Config { trusted_proxies: "10.0.0.0/8, nope".into(), ..Config::default() };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("trusted_proxies: \"nope\" is not an address or a CIDR range"), "{err}");
     }
 
     #[test]

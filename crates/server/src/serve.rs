@@ -167,7 +167,8 @@ pub async fn start(
     let tls = tls.map_err(|e| StartError::Tls(e.to_string()))?;
     let login_limit = settings.login_rate.map(|(per_second, burst)| LoginRateLimit { per_second, burst });
     let (stop_polls, stopping) = tokio::sync::watch::channel(false);
-    let state = AppState::new(Arc::clone(&authority), metrics_handle(), login_limit, stopping);
+    let state = AppState::new(Arc::clone(&authority), metrics_handle(), login_limit, stopping)
+        .with_trusted_proxies(settings.trusted_proxies.clone());
     let background = spawn_background(state.clone());
     if let Some(interval) = settings.audit_head_interval {
         spawn_ledger(Arc::clone(&state.authority), interval);

@@ -20,7 +20,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, MatchedPath, Request};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -52,6 +52,8 @@ pub struct AppState {
     pub authority: Arc<Authority>,
     pub metrics: PrometheusHandle,
     login_limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+    /// The proxies in front whose `X-Forwarded-For` is believed (`trusted_proxies`).
+    trusted_proxies: Arc<[ipnet::IpNet]>,
     /// Becomes true when the server starts shutting down: long-polls answer at once.
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
 }
@@ -67,7 +69,13 @@ impl AppState {
             let quota = Quota::per_second(NonZeroU32::new(l.per_second)?).allow_burst(NonZeroU32::new(l.burst)?);
             Some(Arc::new(RateLimiter::keyed(quota)))
         });
-        AppState { authority, metrics, login_limiter, stopping }
+        AppState { authority, metrics, login_limiter, trusted_proxies: Arc::new([]), stopping }
+    }
+
+    /// Believes `X-Forwarded-For` from these proxies (see [`client_address`]).
+    pub fn with_trusted_proxies(mut self, proxies: Vec<ipnet::IpNet>) -> Self {
+        self.trusted_proxies = proxies.into();
+        self
     }
 
     /// Whether `ip` may try a password now.
@@ -117,7 +125,7 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
     api.merge(feed)
         .merge(admin::router(state.clone()))
         .fallback(not_found)
-        .layer(middleware::from_fn(observe))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -141,7 +149,7 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Request ids, the access log and the request metrics. The log line carries the method, the route, the
 /// status and the time, never a header value or a body (tokens and secrets travel there).
-async fn observe(request: Request, next: Next) -> Response {
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = request
         .headers()
@@ -153,6 +161,7 @@ async fn observe(request: Request, next: Next) -> Response {
         request.extensions().get::<MatchedPath>().map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().clone();
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let peer = peer.map(|peer| client_address(peer, request.headers(), &state.trusted_proxies));
     let mut request = request;
     request.extensions_mut().insert(PeerIp(peer));
     let user_agent =
@@ -302,6 +311,27 @@ pub(crate) fn no_store_json(body: String) -> Response {
         .into_response()
 }
 
+/// The client's address: the connection's, or, when that is a trusted proxy, the last `X-Forwarded-For` entry
+/// that is not a trusted proxy. Entries are read from the right, since each proxy appends the address it was
+/// reached from and everything to the left of the first untrusted one is the client's to write. An entry that is
+/// not an address ends the walk at the trusted proxy that passed it on.
+pub(crate) fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let lines: Vec<&str> = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+    for entry in lines.iter().rev().flat_map(|line| line.rsplit(',')) {
+        let Ok(ip) = entry.trim().parse::<IpAddr>() else { break };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
+}
+
 /// The address of the peer, put into request extensions by the access-log middleware.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PeerIp(pub Option<IpAddr>);
@@ -316,3 +346,33 @@ pub(crate) fn too_many_attempts() -> ApiError {
 }
 
 pub(crate) type AppResult = Result<Response, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_is_the_last_forwarded_address_that_is_not_a_trusted_proxy() {
+        let trusted = crate::config::parse_networks("10.0.0.0/8, 192.0.2.7").unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let client = |peer: &str, lines: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for line in lines {
+                headers.append("x-forwarded-for", HeaderValue::from_str(line).unwrap());
+            }
+            client_address(ip(peer), &headers, &trusted).to_string()
+        };
+        // A peer that is not a proxy is the client, whatever it writes.
+        assert_eq!(client("198.51.100.7", &["203.0.113.9"]), "198.51.100.7");
+        // Through one proxy, two, and two header lines; what the client wrote first is not read.
+        assert_eq!(client("10.0.0.1", &["203.0.113.9"]), "203.0.113.9");
+        assert_eq!(client("10.0.0.1", &["6.6.6.6, 203.0.113.9, 192.0.2.7"]), "203.0.113.9");
+        assert_eq!(client("10.0.0.1", &["6.6.6.6, 203.0.113.9", "10.1.2.3"]), "203.0.113.9");
+        // Only proxies: the farthest one. No header: the proxy itself.
+        assert_eq!(client("10.0.0.1", &["10.9.9.9, 192.0.2.7"]), "10.9.9.9");
+        assert_eq!(client("10.0.0.1", &[]), "10.0.0.1");
+        // An entry that is not an address stops the walk at the proxy that passed it on.
+        assert_eq!(client("10.0.0.1", &["203.0.113.9, unknown"]), "10.0.0.1");
+        assert_eq!(client("10.0.0.1", &["unknown, 192.0.2.7"]), "192.0.2.7");
+    }
+}

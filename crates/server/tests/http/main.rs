@@ -697,6 +697,42 @@ async fn password_attempts_are_rate_limited_per_ip_and_oversized_headers_refused
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_client_is_the_last_untrusted_forwarded_address() {
+    // Password attempts are limited per client address: here one attempt, then 429.
+    let attempts = |trusted: &'static str| async move {
+        let config = Config {
+            login_rate_per_second: 1,
+            login_rate_burst: 1,
+            trusted_proxies: trusted.into(),
+            ..Config::default()
+        };
+        let srv = start_with(temp_dir("proxies"), Arc::new(ShiftedClock::default()), free_port(), config).await;
+        srv.first_party("web", TokenDelivery::Body).await;
+        let body = serde_json::json!({"username": "nobody", "password": "wrong", "client_id": "web"});
+        let mut statuses = Vec::new();
+        // Two clients behind the load balancer (this test, on 127.0.0.1), the second one also naming the
+        // first one's address in front of its own, as any client can.
+        for forwarded in ["198.51.100.7", "198.51.100.7", "203.0.113.9", "198.51.100.7, 203.0.113.9"] {
+            let resp = srv
+                .http
+                .post(format!("{}/auth/login", srv.base))
+                .header("x-forwarded-for", forwarded)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            statuses.push(resp.status().as_u16());
+        }
+        srv.stop().await;
+        statuses
+    };
+    // Trusted: each client has its own allowance, and what a client writes before its own address is not read.
+    assert_eq!(attempts("127.0.0.0/8").await, [400, 429, 400, 429]);
+    // Not trusted (the default): every request comes from the connection's address, whatever the header says.
+    assert_eq!(attempts("").await, [400, 429, 429, 429]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_send_no_request_in_time_are_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let srv = start("slow-clients").await;
