@@ -321,12 +321,14 @@ pub(crate) fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet
         return peer;
     }
     let mut client = peer;
-    let lines: Vec<&str> = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
-    for entry in lines.iter().rev().flat_map(|line| line.rsplit(',')) {
-        let Ok(ip) = entry.trim().parse::<IpAddr>() else { break };
-        client = ip;
-        if !is_trusted(&ip) {
-            break;
+    for line in headers.get_all("x-forwarded-for").iter().rev() {
+        let Ok(line) = line.to_str() else { return client };
+        for entry in line.rsplit(',') {
+            let Ok(ip) = entry.trim().parse::<IpAddr>() else { return client };
+            client = ip;
+            if !is_trusted(&ip) {
+                return client;
+            }
         }
     }
     client
@@ -374,5 +376,6 @@ mod tests {
         // An entry that is not an address stops the walk at the proxy that passed it on.
         assert_eq!(client("10.0.0.1", &["203.0.113.9, unknown"]), "10.0.0.1");
         assert_eq!(client("10.0.0.1", &["unknown, 192.0.2.7"]), "192.0.2.7");
+        assert_eq!(client("10.0.0.1", &["6.6.6.6", "\u{e9}", "192.0.2.7"]), "192.0.2.7");
     }
 }
