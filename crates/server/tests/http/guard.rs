@@ -1128,8 +1128,14 @@ http {{
     listen 127.0.0.1:{port};
     location / {{
       auth_request /_auth;
-      auth_request_set $subject $upstream_http_x_auth_subject;
-      proxy_set_header X-Auth-Subject $subject;
+      auth_request_set $auth_subject $upstream_http_x_auth_subject;
+      auth_request_set $auth_client $upstream_http_x_auth_client;
+      auth_request_set $auth_scopes $upstream_http_x_auth_scopes;
+      auth_request_set $auth_roles $upstream_http_x_auth_roles;
+      proxy_set_header X-Auth-Subject $auth_subject;
+      proxy_set_header X-Auth-Client $auth_client;
+      proxy_set_header X-Auth-Scopes $auth_scopes;
+      proxy_set_header X-Auth-Roles $auth_roles;
       proxy_pass {upstream};
     }}
     location = /_auth {{
@@ -1174,6 +1180,20 @@ http {{
     assert_eq!(resp.status().as_u16(), 200);
     let seen: Value = resp.json().await.unwrap();
     assert_eq!(seen["subject"], "svc");
+    assert_eq!((seen["client"].as_str(), seen["scopes"].as_str()), (Some("svc"), Some("read")));
+    // With a good token, identity headers the client adds do not reach the upstream: the README's configuration
+    // sets all four from the gateway's answer.
+    let resp = srv
+        .http
+        .get(format!("{base}/api/orders"))
+        .bearer_auth(s(&body, "access_token"))
+        .header("x-auth-scopes", "admin")
+        .header("x-auth-client", "root")
+        .send()
+        .await
+        .unwrap();
+    let seen: Value = resp.json().await.unwrap();
+    assert_eq!((seen["client"].as_str(), seen["scopes"].as_str()), (Some("svc"), Some("read")));
     let resp = srv.http.get(format!("{base}/api/orders")).header("x-auth-subject", "admin").send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 401, "no token: nginx refuses, whatever identity header is sent");
     let resp = srv.http.get(format!("{base}/api/orders")).bearer_auth("forged.token.here").send().await.unwrap();
