@@ -218,9 +218,15 @@ fn tiny_upstream() -> std::net::SocketAddr {
 
 /// One HTTP/1.1 request to `addr`; the whole response.
 fn get(addr: &str, path: &str) -> String {
+    get_with(addr, path, "")
+}
+
+/// `get` with extra header lines (each ending in CRLF).
+fn get_with(addr: &str, path: &str, headers: &str) -> String {
     use std::io::Read;
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: gw\r\n{headers}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     response
@@ -242,7 +248,7 @@ fn the_gateway_runs_from_its_file_logs_refusals_and_requests_and_stops_on_sigter
         "gateway.toml",
         &format!(
             "listen = \"127.0.0.1:{gateway_port}\"\nissuer = \"http://127.0.0.1:{server_port}\"\naccess_log = true\n\
-             metrics_listen = \"127.0.0.1:{metrics_port}\"\nworkers = 2\n\
+             metrics_listen = \"127.0.0.1:{metrics_port}\"\nworkers = 2\ntrusted_proxies = \"127.0.0.1\"\n\
              [[route]]\npath_prefix = \"/api/\"\nupstream = \"http://{upstream}\"\naudience = \"api\"\n\
              [[route]]\npath_prefix = \"/public/\"\nupstream = \"http://{upstream}\"\npublic = true\n"
         ),
@@ -264,6 +270,11 @@ fn the_gateway_runs_from_its_file_logs_refusals_and_requests_and_stops_on_sigter
             "c.pem",
         ),
         ("bad-listen.toml", "issuer = \"http://a\"\nlisten = \"nowhere\"\n[[route]]\npublic = true\n", "listen"),
+        (
+            "bad-proxies.toml",
+            "issuer = \"http://a\"\ntrusted_proxies = \"10.0.0.0/8, lb.internal\"\n[[route]]\npublic = true\n",
+            "trusted_proxies: \"lb.internal\"",
+        ),
         (
             "no-secret.toml",
             "issuer = \"http://a\"\nclient_id = \"gw\"\nclient_secret_file = \"gone\"\n[[route]]\npublic = true\n",
@@ -297,9 +308,13 @@ fn the_gateway_runs_from_its_file_logs_refusals_and_requests_and_stops_on_sigter
     let gw = format!("127.0.0.1:{gateway_port}");
     assert!(get(&gw, "/public/x?secret=1").ends_with("upstream"));
     assert!(get(&gw, "/api/orders").starts_with("HTTP/1.1 401"));
+    // From a trusted proxy (this test, on 127.0.0.1): the client is the last address the proxy added, whatever the
+    // client wrote before it.
+    let forwarded = "X-Forwarded-For: 198.51.100.7, 203.0.113.9\r\n";
+    assert!(get_with(&gw, "/api/forwarded", forwarded).starts_with("HTTP/1.1 401"));
     assert!(get(&gw, "/nowhere").starts_with("HTTP/1.1 404"));
     let scraped = get(&format!("127.0.0.1:{metrics_port}"), "/metrics");
-    assert!(scraped.contains(r#"portcullis_gateway_decisions_total{result="deny",reason="missing"} 1"#), "{scraped}");
+    assert!(scraped.contains(r#"portcullis_gateway_decisions_total{result="deny",reason="missing"} 2"#), "{scraped}");
     assert!(get(&gw, "/metrics").starts_with("HTTP/1.1 404"), "not on the public port");
 
     // SIGHUP reloads the file: a new route is served, and a file that would not start leaves it in place.
@@ -328,6 +343,7 @@ fn the_gateway_runs_from_its_file_logs_refusals_and_requests_and_stops_on_sigter
     assert!(line(&["proxied", "/public/x", "status=200", &served_by, "upstream_ms="]), "{log}");
     assert!(!log.contains("secret=1"), "a query is never logged: {log}");
     assert!(line(&["refused", "/api/orders", "status=401", "missing", "peer=127.0.0.1"]), "{log}");
+    assert!(line(&["refused", "/api/forwarded", "status=401", "peer=203.0.113.9"]), "{log}");
     assert!(line(&["refused", "/nowhere", "status=404", "no route"]), "{log}");
     assert!(line(&["configuration reloaded: 3 routes", "gateway.toml"]), "{log}");
     assert!(line(&["configuration not reloaded", "audience is required"]), "{log}");

@@ -86,6 +86,12 @@ pub struct GatewayConfig {
     /// the limit, and answered 413 unless the upstream has answered already.
     #[serde(default = "default_max_body_size")]
     pub max_body_size: u64,
+    /// The load balancers and proxies in front of the gateway, comma-separated addresses or CIDR ranges. A
+    /// request from one of them comes from the last `X-Forwarded-For` entry that is not one of them (for the
+    /// refusal and access logs and the token uses reported to the risk engine); empty: from the connection's
+    /// address. The `X-Forwarded-For` passed upstream still ends with the connection's address.
+    #[serde(default)]
+    pub trusted_proxies: String,
     /// Serve HTTPS with this certificate chain (PEM, leaf first) and private key (PEM); set both, or neither.
     /// The files are read again every minute, so a renewed certificate is served without a restart.
     pub tls_cert: Option<PathBuf>,
@@ -159,7 +165,9 @@ impl GatewayConfig {
     /// Checks everything the gateway would check at start short of the network (routes, addresses, the files it
     /// reads: secrets, certificate and key), as `nginx -t` does; returns a one-line summary.
     pub fn check(&self) -> Result<String, GuardError> {
-        let routes = parse_routes(self)?;
+        // What a start or a reload builds from the file: the routes and the other reloadable keys.
+        let live = Live::new(self)?;
+        let routes = &live.routes;
         for (key, listen) in [("listen", Some(&self.listen)), ("metrics_listen", self.metrics_listen.as_ref())] {
             if let Some(listen) = listen {
                 if std::net::ToSocketAddrs::to_socket_addrs(listen.as_str()).map_or(true, |mut a| a.next().is_none()) {
@@ -366,6 +374,8 @@ pub struct Gateway {
 #[derive(Debug, Clone)]
 struct Live {
     routes: Vec<Route>,
+    /// `trusted_proxies`.
+    trusted_proxies: Vec<portcullis_http::forwarded::IpNet>,
     /// `upstream_timeout`.
     timeout: Duration,
     access_log: bool,
@@ -378,8 +388,11 @@ type LiveCell = RwLock<Arc<Live>>;
 
 impl Live {
     fn new(config: &GatewayConfig) -> Result<Live, GuardError> {
+        let trusted_proxies = portcullis_http::forwarded::parse_networks(&config.trusted_proxies)
+            .map_err(|bad| GuardError::Config(format!("trusted_proxies: {bad:?} is not an address or a CIDR range")))?;
         Ok(Live {
             routes: parse_routes(config)?,
+            trusted_proxies,
             // At most a year, so that a deadline (now + timeout) cannot overflow the clock.
             timeout: Duration::from_secs(config.upstream_timeout.clamp(1, 365 * 86_400)),
             access_log: config.access_log,
@@ -418,6 +431,7 @@ fn restart_keys(a: &GatewayConfig, b: &GatewayConfig) -> [(&'static str, bool); 
         upstream_timeout: _,
         access_log: _,
         max_body_size: _,
+        trusted_proxies: _,
         upstream_ca: _,
         routes: _,
     } = a;
@@ -1017,9 +1031,17 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
         Some(host) => Some(host.clone()),
         None => request.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
-    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let (method, path) = (request.method(), request.uri().path());
     let live = gw.live();
+    // The connection's address, which X-Forwarded-For gets, and the client's, for the logs and the risk engine.
+    let connection = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let peer = connection.map(|ip| {
+        if live.trusted_proxies.is_empty() {
+            ip
+        } else {
+            portcullis_http::forwarded::client_address(ip, request.headers(), &live.trusted_proxies)
+        }
+    });
+    let (method, path) = (request.method(), request.uri().path());
     let Ok(found) = live.route(host.as_ref().and_then(|h| h.to_str().ok()), method, path) else {
         refused(method, path, peer, StatusCode::BAD_REQUEST, "ambiguous path");
         return (StatusCode::BAD_REQUEST, "ambiguous path\n").into_response();
@@ -1092,7 +1114,7 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
     let headers = &mut parts.headers;
-    if let Some(ip) = peer {
+    if let Some(ip) = connection {
         let forwarded = match header_str(headers, X_FORWARDED_FOR.as_str()) {
             Some(prior) => HeaderValue::try_from(format!("{prior}, {ip}")),
             None => ip_header_value(ip),

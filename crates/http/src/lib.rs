@@ -38,6 +38,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod forwarded;
 pub mod tls;
 
 use std::convert::Infallible;

@@ -53,7 +53,7 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     login_limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
     /// The proxies in front whose `X-Forwarded-For` is believed (`trusted_proxies`).
-    trusted_proxies: Arc<[ipnet::IpNet]>,
+    trusted_proxies: Arc<[portcullis_http::forwarded::IpNet]>,
     /// Becomes true when the server starts shutting down: long-polls answer at once.
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
 }
@@ -72,8 +72,8 @@ impl AppState {
         AppState { authority, metrics, login_limiter, trusted_proxies: Arc::new([]), stopping }
     }
 
-    /// Believes `X-Forwarded-For` from these proxies (see [`client_address`]).
-    pub fn with_trusted_proxies(mut self, proxies: Vec<ipnet::IpNet>) -> Self {
+    /// Believes `X-Forwarded-For` from these proxies (see [`portcullis_http::forwarded::client_address`]).
+    pub fn with_trusted_proxies(mut self, proxies: Vec<portcullis_http::forwarded::IpNet>) -> Self {
         self.trusted_proxies = proxies.into();
         self
     }
@@ -161,7 +161,8 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         request.extensions().get::<MatchedPath>().map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().clone();
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let peer = peer.map(|peer| client_address(peer, request.headers(), &state.trusted_proxies));
+    let peer =
+        peer.map(|peer| portcullis_http::forwarded::client_address(peer, request.headers(), &state.trusted_proxies));
     let mut request = request;
     request.extensions_mut().insert(PeerIp(peer));
     let user_agent =
@@ -311,29 +312,6 @@ pub(crate) fn no_store_json(body: String) -> Response {
         .into_response()
 }
 
-/// The client's address: the connection's, or, when that is a trusted proxy, the last `X-Forwarded-For` entry
-/// that is not a trusted proxy. Entries are read from the right, since each proxy appends the address it was
-/// reached from and everything to the left of the first untrusted one is the client's to write. An entry that is
-/// not an address ends the walk at the trusted proxy that passed it on.
-pub(crate) fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(&peer) {
-        return peer;
-    }
-    let mut client = peer;
-    for line in headers.get_all("x-forwarded-for").iter().rev() {
-        let Ok(line) = line.to_str() else { return client };
-        for entry in line.rsplit(',') {
-            let Ok(ip) = entry.trim().parse::<IpAddr>() else { return client };
-            client = ip;
-            if !is_trusted(&ip) {
-                return client;
-            }
-        }
-    }
-    client
-}
-
 /// The address of the peer, put into request extensions by the access-log middleware.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PeerIp(pub Option<IpAddr>);
@@ -348,34 +326,3 @@ pub(crate) fn too_many_attempts() -> ApiError {
 }
 
 pub(crate) type AppResult = Result<Response, ApiError>;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_client_is_the_last_forwarded_address_that_is_not_a_trusted_proxy() {
-        let trusted = crate::config::parse_networks("10.0.0.0/8, 192.0.2.7").unwrap();
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let client = |peer: &str, lines: &[&str]| {
-            let mut headers = HeaderMap::new();
-            for line in lines {
-                headers.append("x-forwarded-for", HeaderValue::from_str(line).unwrap());
-            }
-            client_address(ip(peer), &headers, &trusted).to_string()
-        };
-        // A peer that is not a proxy is the client, whatever it writes.
-        assert_eq!(client("198.51.100.7", &["203.0.113.9"]), "198.51.100.7");
-        // Through one proxy, two, and two header lines; what the client wrote first is not read.
-        assert_eq!(client("10.0.0.1", &["203.0.113.9"]), "203.0.113.9");
-        assert_eq!(client("10.0.0.1", &["6.6.6.6, 203.0.113.9, 192.0.2.7"]), "203.0.113.9");
-        assert_eq!(client("10.0.0.1", &["6.6.6.6, 203.0.113.9", "10.1.2.3"]), "203.0.113.9");
-        // Only proxies: the farthest one. No header: the proxy itself.
-        assert_eq!(client("10.0.0.1", &["10.9.9.9, 192.0.2.7"]), "10.9.9.9");
-        assert_eq!(client("10.0.0.1", &[]), "10.0.0.1");
-        // An entry that is not an address stops the walk at the proxy that passed it on.
-        assert_eq!(client("10.0.0.1", &["203.0.113.9, unknown"]), "10.0.0.1");
-        assert_eq!(client("10.0.0.1", &["unknown, 192.0.2.7"]), "192.0.2.7");
-        assert_eq!(client("10.0.0.1", &["6.6.6.6", "\u{e9}", "192.0.2.7"]), "192.0.2.7");
-    }
-}
