@@ -89,7 +89,8 @@ pub struct GatewayConfig {
     /// The load balancers and proxies in front of the gateway, comma-separated addresses or CIDR ranges. A
     /// request from one of them comes from the last `X-Forwarded-For` entry that is not one of them (for the
     /// refusal and access logs and the token uses reported to the risk engine); empty: from the connection's
-    /// address. The `X-Forwarded-For` passed upstream still ends with the connection's address.
+    /// address. The `X-Forwarded-For` passed upstream still ends with the connection's address. At `/check` the
+    /// last entry is the client's unless it is one of them, in which case the walk goes on to the left.
     #[serde(default)]
     pub trusted_proxies: String,
     /// Serve HTTPS with this certificate chain (PEM, leaf first) and private key (PEM); set both, or neither.
@@ -891,19 +892,16 @@ fn forwarded_origin(headers: &HeaderMap) -> Option<String> {
     matches!(proto, "http" | "https").then(|| format!("{proto}://{host}"))
 }
 
-/// The client's address as the proxy in front reports it (forward auth): the last `X-Forwarded-For` entry, else
-/// `X-Real-IP`. The last entry is the one the nearest proxy added (nginx's `$proxy_add_x_forwarded_for`, Envoy)
-/// or wrote alone (Traefik, Caddy); entries before it are whatever the client sent, so the first one, read as
-/// the client's address, would let a token thief hand the risk engine its victim's address.
-fn forwarded_client(headers: &HeaderMap) -> Option<std::net::IpAddr> {
-    let last = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .next_back()
-        .map(|v| v.to_str().ok().and_then(|v| v.rsplit(',').next()).map(str::trim));
-    match last {
-        Some(entry) => entry?.parse().ok(),
-        None => header_str(headers, "x-real-ip")?.trim().parse().ok(),
+/// The client's address as the proxy in front reports it (forward auth): the last `X-Forwarded-For` entry (past
+/// any `trusted_proxies`, see [`portcullis_http::forwarded::forwarded_address`]), else `X-Real-IP`. The last entry
+/// is the one the nearest proxy added (nginx's `$proxy_add_x_forwarded_for`, Envoy) or wrote alone (Traefik,
+/// Caddy); entries before it are whatever the client sent, so the first one, read as the client's address, would
+/// let a token thief hand the risk engine its victim's address.
+fn forwarded_client(headers: &HeaderMap, trusted: &[portcullis_http::forwarded::IpNet]) -> Option<std::net::IpAddr> {
+    if headers.contains_key(X_FORWARDED_FOR) {
+        portcullis_http::forwarded::forwarded_address(headers, trusted)
+    } else {
+        header_str(headers, "x-real-ip")?.trim().parse().ok()
     }
 }
 
@@ -943,13 +941,14 @@ fn asked(headers: &HeaderMap) -> Option<(Method, &str)> {
 
 /// A forward-auth request that does not say unambiguously what it asks about: refused (403, which nginx's
 /// `auth_request` passes on; it turns a 400 into a 500).
-fn ambiguous(headers: &HeaderMap) -> Response {
-    refused(&Method::GET, "/check", forwarded_client(headers), StatusCode::FORBIDDEN, "ambiguous request");
+fn ambiguous(gw: &Gateway, headers: &HeaderMap) -> Response {
+    let peer = forwarded_client(headers, &gw.live().trusted_proxies);
+    refused(&Method::GET, "/check", peer, StatusCode::FORBIDDEN, "ambiguous request");
     (StatusCode::FORBIDDEN, "ambiguous forward-auth request\n").into_response()
 }
 
 async fn check(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    let Some((method, uri)) = asked(&headers) else { return ambiguous(&headers) };
+    let Some((method, uri)) = asked(&headers) else { return ambiguous(&gw, &headers) };
     let path = uri.split('?').next().unwrap_or("/");
     judge(&gw, &headers, &method, path).await
 }
@@ -965,11 +964,11 @@ async fn judge(gw: &Gateway, headers: &HeaderMap, method: &Method, path: &str) -
     let host = match single(headers, "x-forwarded-host") {
         Ok(Some(host)) => Some(host),
         Ok(None) => header_str(headers, "host"),
-        Err(()) => return ambiguous(headers),
+        Err(()) => return ambiguous(gw, headers),
     };
     // A refusal is 403, not 400: nginx's auth_request turns anything but 2xx, 401 and 403 into a 500.
-    let peer = forwarded_client(headers);
     let live = gw.live();
+    let peer = forwarded_client(headers, &live.trusted_proxies);
     let Ok(found) = live.route(host, method, path) else {
         refused(method, path, peer, StatusCode::FORBIDDEN, "ambiguous path");
         return (StatusCode::FORBIDDEN, "ambiguous path\n").into_response();
@@ -1034,13 +1033,8 @@ async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     let live = gw.live();
     // The connection's address, which X-Forwarded-For gets, and the client's, for the logs and the risk engine.
     let connection = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let peer = connection.map(|ip| {
-        if live.trusted_proxies.is_empty() {
-            ip
-        } else {
-            portcullis_http::forwarded::client_address(ip, request.headers(), &live.trusted_proxies)
-        }
-    });
+    let peer =
+        connection.map(|ip| portcullis_http::forwarded::client_address(ip, request.headers(), &live.trusted_proxies));
     let (method, path) = (request.method(), request.uri().path());
     let Ok(found) = live.route(host.as_ref().and_then(|h| h.to_str().ok()), method, path) else {
         refused(method, path, peer, StatusCode::BAD_REQUEST, "ambiguous path");
@@ -1702,7 +1696,7 @@ mod tests {
 
     #[test]
     fn the_forward_auth_client_is_the_last_x_forwarded_for_entry() {
-        let client = |pairs: &[(&str, &str)]| forwarded_client(&header_map(pairs)).map(|ip| ip.to_string());
+        let client = |pairs: &[(&str, &str)]| forwarded_client(&header_map(pairs), &[]).map(|ip| ip.to_string());
         let ip = |s: &str| Some(s.to_owned());
         // What the client sent comes first; the nearest proxy's entry last.
         assert_eq!(client(&[("x-forwarded-for", "198.51.100.7, 203.0.113.9")]), ip("203.0.113.9"));

@@ -28,17 +28,29 @@ pub fn parse_networks(list: &str) -> Result<Vec<IpNet>, String> {
 /// reached from and everything to the left of the first untrusted one is the client's to write. An entry that is
 /// not an address ends the walk at the trusted proxy that passed it on.
 pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(&peer) {
+    if !trusted.iter().any(|net| net.contains(&peer)) {
         return peer;
     }
-    let mut client = peer;
+    walk(headers, trusted, Some(peer)).unwrap_or(peer)
+}
+
+/// The client named by the proxy in front of a forward-auth endpoint, which sees no connection of the client's:
+/// the last `X-Forwarded-For` entry, or, when that is a trusted proxy, the last one before it that is not.
+/// `None` when there is no entry, or the one the walk stops at is not an address.
+pub fn forwarded_address(headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
+    walk(headers, trusted, None)
+}
+
+/// Reads `X-Forwarded-For` from the right until an entry that is not a trusted proxy; `from` is the answer when
+/// the first entry read is not an address (or there is none).
+fn walk(headers: &HeaderMap, trusted: &[IpNet], from: Option<IpAddr>) -> Option<IpAddr> {
+    let mut client = from;
     for line in headers.get_all("x-forwarded-for").iter().rev() {
         let Ok(line) = line.to_str() else { return client };
         for entry in line.rsplit(',') {
             let Ok(ip) = entry.trim().parse::<IpAddr>() else { return client };
-            client = ip;
-            if !is_trusted(&ip) {
+            client = Some(ip);
+            if !trusted.iter().any(|net| net.contains(&ip)) {
                 return client;
             }
         }
@@ -59,6 +71,20 @@ mod tests {
         assert_eq!(parse_networks("").unwrap(), []);
         assert_eq!(parse_networks("10.0.0.0/8, proxy.internal").unwrap_err(), "proxy.internal");
         assert_eq!(parse_networks("10.0.0.0/33").unwrap_err(), "10.0.0.0/33");
+    }
+
+    #[test]
+    fn behind_forward_auth_the_client_is_the_last_entry_past_trusted_proxies() {
+        let trusted = parse_networks("10.0.0.0/8").unwrap();
+        let client = |line: &str, trusted: &[IpNet]| {
+            let mut headers = HeaderMap::new();
+            headers.append("x-forwarded-for", HeaderValue::from_str(line).unwrap());
+            forwarded_address(&headers, trusted).map(|ip| ip.to_string())
+        };
+        assert_eq!(client("6.6.6.6, 203.0.113.9, 10.0.0.2", &trusted).as_deref(), Some("203.0.113.9"));
+        assert_eq!(client("6.6.6.6, 203.0.113.9, 10.0.0.2", &[]).as_deref(), Some("10.0.0.2"));
+        assert_eq!(client("203.0.113.9, unknown", &trusted), None);
+        assert_eq!(forwarded_address(&HeaderMap::new(), &trusted), None);
     }
 
     #[test]
